@@ -1,0 +1,287 @@
+//! Engine.IO protocol 4: sessions over HTTP long-polling and WebSocket, the
+//! upgrade between them, and the heartbeat.
+//!
+//! An [`Engine`] serves one path. It knows nothing of Socket.IO: it hands
+//! whole messages to a [`Handler`] and sends what the handler queues.
+
+pub mod packet;
+mod polling;
+mod session;
+mod websocket;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures_lite::{AsyncRead, AsyncWrite};
+
+pub use packet::Data;
+pub use session::{CloseReason, Session, Transport};
+
+use crate::http::{Conn, Method, Request, Response, query_param};
+use packet::Packet;
+
+/// Engine.IO settings, announced to clients in the handshake.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// How long a client has to answer a ping.
+    pub ping_timeout: Duration,
+    /// The largest message or polling body a client may send, in bytes.
+    pub max_payload: usize,
+    /// How long an upgrade may take from `2probe` to `5`.
+    pub upgrade_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The bound on bytes queued for one client: past it, the client is
+    /// too slow and is disconnected.
+    pub fn max_buffered(&self) -> usize {
+        self.max_payload.saturating_mul(2).max(64 * 1024)
+    }
+
+    /// WebSocket limits: a small read buffer (tungstenite's default of
+    /// 128 KiB would cost that much per idle client), messages and frames no
+    /// larger than `max_payload`, writes not held back.
+    pub fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(1024)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.max_buffered())
+            .max_message_size(Some(self.max_payload))
+            .max_frame_size(Some(self.max_payload))
+    }
+}
+
+/// What an application on top of Engine.IO is told.
+///
+/// Callbacks run on the server thread with no borrow held, so they may send
+/// to or close any session, including the one they are called for.
+pub trait Handler {
+    /// A session opened.
+    fn on_open(&self, session: &Session);
+    /// A message arrived.
+    fn on_message(&self, session: &Session, data: Data);
+    /// A session closed; called once per session.
+    fn on_close(&self, session: &Session, reason: CloseReason);
+}
+
+/// The Engine.IO errors a request can get, as the reference server numbers
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// `transport` is missing or not `polling`/`websocket`.
+    UnknownTransport,
+    /// No session has this `sid`.
+    UnknownSid,
+    /// A handshake that is not a GET.
+    BadHandshakeMethod,
+    /// Anything else wrong with the request.
+    BadRequest,
+    /// Refused by policy.
+    Forbidden,
+    /// `EIO` is missing or not `4`.
+    UnsupportedProtocolVersion,
+}
+
+impl RequestError {
+    /// The error code in the JSON body.
+    pub fn code(self) -> u8 {
+        match self {
+            RequestError::UnknownTransport => 0,
+            RequestError::UnknownSid => 1,
+            RequestError::BadHandshakeMethod => 2,
+            RequestError::BadRequest => 3,
+            RequestError::Forbidden => 4,
+            RequestError::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        if self == RequestError::Forbidden {
+            403
+        } else {
+            400
+        }
+    }
+
+    /// The JSON error response: `{"code":N,"message":"…"}`.
+    ///
+    /// ```
+    /// use signalbox::engineio::RequestError;
+    /// let resp = RequestError::UnknownSid.response();
+    /// assert_eq!((resp.status, resp.body.as_slice()), (400, &br#"{"code":1,"message":"Session ID unknown"}"#[..]));
+    /// ```
+    pub fn response(self) -> Response {
+        Response::json(
+            self.status(),
+            format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self),
+        )
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestError::UnknownTransport => "Transport unknown",
+            RequestError::UnknownSid => "Session ID unknown",
+            RequestError::BadHandshakeMethod => "Bad handshake method",
+            RequestError::BadRequest => "Bad request",
+            RequestError::Forbidden => "Forbidden",
+            RequestError::UnsupportedProtocolVersion => "Unsupported protocol version",
+        })
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub handler: Rc<dyn Handler>,
+    pub sessions: RefCell<HashMap<Rc<str>, Session>>,
+}
+
+/// An Engine.IO endpoint and its sessions.
+#[derive(Clone)]
+pub struct Engine(Rc<Shared>);
+
+impl Engine {
+    /// An endpoint with `config` that reports to `handler`.
+    pub fn new(config: Config, handler: Rc<dyn Handler>) -> Engine {
+        Engine(Rc::new(Shared {
+            config,
+            handler,
+            sessions: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// The open sessions.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.0.sessions.borrow().values().cloned().collect()
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.0.sessions.borrow().len()
+    }
+
+    /// The session with `sid`, if open.
+    pub fn session(&self, sid: &str) -> Option<Session> {
+        self.0.sessions.borrow().get(sid).cloned()
+    }
+
+    fn open(&self, transport: Transport) -> Session {
+        let sid: Rc<str> = crate::id::random().into();
+        let session = Session::new(sid.clone(), &self.0, transport);
+        self.0.sessions.borrow_mut().insert(sid, session.clone());
+        let config = &self.0.config;
+        let upgrades = match transport {
+            Transport::Polling => r#"["websocket"]"#,
+            Transport::WebSocket => "[]",
+        };
+        session.push(Packet::Open(format!(
+            r#"{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            session.sid(),
+            upgrades,
+            config.ping_interval.as_millis(),
+            config.ping_timeout.as_millis(),
+            config.max_payload,
+        )));
+        session.start_heartbeat(config.ping_interval, config.ping_timeout);
+        self.0.handler.on_open(&session);
+        session
+    }
+
+    /// Checks a request's query against the protocol; returns the session it
+    /// names, or `None` for a handshake.
+    fn verify(&self, request: &Request, upgrade: bool) -> Result<Option<Session>, RequestError> {
+        let transport = match query_param(&request.query, "transport") {
+            Some("polling") => Transport::Polling,
+            Some("websocket") => Transport::WebSocket,
+            _ => return Err(RequestError::UnknownTransport),
+        };
+        if query_param(&request.query, "EIO") != Some("4") {
+            return Err(RequestError::UnsupportedProtocolVersion);
+        }
+        if upgrade != (transport == Transport::WebSocket) {
+            return Err(RequestError::BadRequest);
+        }
+        match query_param(&request.query, "sid") {
+            Some(sid) => {
+                let session = self.session(sid).ok_or(RequestError::UnknownSid)?;
+                if !upgrade && session.transport() != transport {
+                    return Err(RequestError::BadRequest);
+                }
+                Ok(Some(session))
+            }
+            None if request.method != Method::Get => Err(RequestError::BadHandshakeMethod),
+            None => Ok(None),
+        }
+    }
+
+    /// Serves a long-polling request. `None` means the connection must be
+    /// closed without an answer (the client went away).
+    pub async fn serve_polling<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        request: &Request,
+        conn: &mut Conn<S>,
+    ) -> Option<Response> {
+        let session = match self.verify(request, false) {
+            Ok(session) => session,
+            Err(error) => return Some(error.response()),
+        };
+        match (session, &request.method) {
+            (None, _) => Some(polling::handshake(self)),
+            (Some(session), Method::Get) => polling::get(&session, conn).await,
+            (Some(session), Method::Post) => polling::post(self, &session, request, conn).await,
+            (Some(_), _) => Some(RequestError::BadRequest.response()),
+        }
+    }
+
+    /// Checks a WebSocket upgrade request before it is accepted; returns the
+    /// sid of the polling session it upgrades, if any.
+    pub fn check_websocket(&self, request: &Request) -> Result<Option<Rc<str>>, RequestError> {
+        match self.verify(request, true)? {
+            None => Ok(None),
+            Some(session) => {
+                let st = session.borrow();
+                if st.transport != Transport::Polling || st.upgrade != session::Upgrade::None {
+                    return Err(RequestError::BadRequest);
+                }
+                Ok(Some(session.sid_rc()))
+            }
+        }
+    }
+
+    /// Runs an accepted WebSocket until it closes: a new session, or the
+    /// upgrade of the polling session `sid`.
+    pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        ws: WebSocketStream<S>,
+        sid: Option<Rc<str>>,
+    ) {
+        websocket::run(self, ws, sid).await
+    }
+}

@@ -1,0 +1,134 @@
+//! The HTTP long-polling transport: GET collects queued packets, POST
+//! delivers the client's.
+
+use futures_lite::{AsyncRead, AsyncWrite, future};
+
+use super::packet::{Packet, decode_payload, encode_payload};
+use super::session::{Phase, Upgrade};
+use super::{CloseReason, Engine, RequestError, Session, Transport};
+use crate::http::conn::ReadError;
+use crate::http::{Conn, Request, Response};
+
+fn payload_response(body: String) -> Response {
+    Response::text(200, body)
+}
+
+/// Opens a session; the answer carries the open packet.
+pub(crate) fn handshake(engine: &Engine) -> Response {
+    let session = engine.open(Transport::Polling);
+    collect(&session)
+}
+
+/// A long-polling GET: waits for packets, or for the session to end or
+/// upgrade, and answers with them.
+pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &Session,
+    conn: &mut Conn<S>,
+) -> Option<Response> {
+    {
+        let mut st = session.borrow_mut();
+        if st.polling_get {
+            // Two GETs at once break ordering: the protocol says to end the
+            // session; the waiting GET answers with a close packet.
+            drop(st);
+            session.terminate(CloseReason::TransportError);
+            return Some(RequestError::BadRequest.response());
+        }
+        st.polling_get = true;
+    }
+    let ready = session.wait(|st| {
+        !st.outbox.is_empty()
+            || st.phase != Phase::Open
+            || st.upgrade == Upgrade::Probed
+            || st.transport != Transport::Polling
+    });
+    let gone = future::or(
+        async {
+            ready.await;
+            false
+        },
+        async {
+            conn.closed().await;
+            true
+        },
+    )
+    .await;
+    session.borrow_mut().polling_get = false;
+    if gone {
+        session.terminate(CloseReason::TransportClose);
+        return None;
+    }
+    Some(collect(session))
+}
+
+/// Builds a GET answer from the session's state, emptying its queue.
+fn collect(session: &Session) -> Response {
+    let (mut packets, close) = {
+        let st = session.borrow();
+        match (st.transport, st.phase) {
+            // Upgraded while this GET waited: release it.
+            (Transport::WebSocket, _) => return payload_response("6".into()),
+            (_, Phase::Open) => (Vec::new(), false),
+            (_, Phase::Closing) => (Vec::new(), true),
+            // The client closed the session itself: a noop ends its GET.
+            (_, Phase::Closed) if st.reason == Some(CloseReason::TransportClose) => {
+                return payload_response("6".into());
+            }
+            (_, Phase::Closed) => (Vec::new(), true),
+        }
+    };
+    packets.extend(session.drain());
+    if close {
+        packets.push(Packet::Close);
+        session.finish();
+    } else if packets.is_empty() {
+        packets.push(Packet::Noop);
+    }
+    payload_response(encode_payload(&packets))
+}
+
+/// A long-polling POST: reads the body and hands its packets to the session.
+pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
+    engine: &Engine,
+    session: &Session,
+    request: &Request,
+    conn: &mut Conn<S>,
+) -> Option<Response> {
+    {
+        let mut st = session.borrow_mut();
+        if st.polling_post {
+            drop(st);
+            session.terminate(CloseReason::TransportError);
+            return Some(RequestError::BadRequest.response());
+        }
+        st.polling_post = true;
+    }
+    let body = conn.read_body(request, engine.config().max_payload).await;
+    session.borrow_mut().polling_post = false;
+    let body = match body {
+        Ok(body) => body,
+        Err(ReadError::BodyTooLarge) => return Some(Response::error(413).closing()),
+        Err(error) => {
+            session.terminate(CloseReason::TransportError);
+            return error.status().map(|s| Response::error(s).closing());
+        }
+    };
+    let packets = String::from_utf8(body)
+        .ok()
+        .and_then(|text| decode_payload(&text).ok());
+    let Some(packets) = packets else {
+        session.terminate(CloseReason::ParseError);
+        return Some(RequestError::BadRequest.response());
+    };
+    for packet in packets {
+        if !session.is_open() {
+            break;
+        }
+        session.receive(packet);
+    }
+    Some(
+        Response::new(200)
+            .header("Content-Type", "text/html")
+            .body(b"ok".to_vec()),
+    )
+}

@@ -1,0 +1,366 @@
+//! One Engine.IO session: its outbound queue, transport, upgrade and
+//! heartbeat state. Transports move bytes; the session decides.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use smol::{Task, Timer};
+
+use super::Shared;
+use super::packet::{Data, Packet};
+use crate::rt;
+
+/// The transport a session currently uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl Transport {
+    /// The transport's name in the protocol.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Polling => "polling",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it: a close packet, or the connection went away.
+    TransportClose,
+    /// The transport failed or broke the protocol's rules.
+    TransportError,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The client sent a packet that could not be decoded.
+    ParseError,
+    /// The server closed it.
+    ForcedClose,
+    /// The client did not read what it was sent, and the queue filled up.
+    SlowClient,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::SlowClient => "slow client",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Open,
+    /// Closed by the server: what is queued is still delivered, then `Closed`.
+    Closing,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upgrade {
+    None,
+    /// A WebSocket with this sid is open and waiting for `2probe`.
+    Probing,
+    /// `3probe` was sent; waiting for `5`.
+    Probed,
+}
+
+pub(crate) struct State {
+    pub transport: Transport,
+    pub phase: Phase,
+    pub reason: Option<CloseReason>,
+    pub upgrade: Upgrade,
+    pub outbox: VecDeque<Packet>,
+    outbox_bytes: usize,
+    /// A long-polling GET is waiting for packets.
+    pub polling_get: bool,
+    /// A long-polling POST is being read.
+    pub polling_post: bool,
+    waiters: Vec<Waker>,
+    last_pong: Option<Instant>,
+    /// The heartbeat task, or after a server close the task that ends the
+    /// session if its last packets are never collected.
+    timer: Option<Task<()>>,
+}
+
+struct Inner {
+    sid: Rc<str>,
+    engine: Weak<Shared>,
+    state: RefCell<State>,
+}
+
+/// A handle to one Engine.IO session; clones refer to the same session.
+#[derive(Clone)]
+pub struct Session(Rc<Inner>);
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Session) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Session {}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid()).finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(sid: Rc<str>, engine: &Rc<Shared>, transport: Transport) -> Session {
+        Session(Rc::new(Inner {
+            sid,
+            engine: Rc::downgrade(engine),
+            state: RefCell::new(State {
+                transport,
+                phase: Phase::Open,
+                reason: None,
+                upgrade: Upgrade::None,
+                outbox: VecDeque::new(),
+                outbox_bytes: 0,
+                polling_get: false,
+                polling_post: false,
+                waiters: Vec::new(),
+                last_pong: None,
+                timer: None,
+            }),
+        }))
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> &str {
+        &self.0.sid
+    }
+
+    pub(crate) fn sid_rc(&self) -> Rc<str> {
+        self.0.sid.clone()
+    }
+
+    /// The transport in use now.
+    pub fn transport(&self) -> Transport {
+        self.0.state.borrow().transport
+    }
+
+    /// Whether the session is open (not closing or closed).
+    pub fn is_open(&self) -> bool {
+        self.0.state.borrow().phase == Phase::Open
+    }
+
+    /// Queues a message for the client. Ignored once the session is closing.
+    pub fn send(&self, data: Data) {
+        self.push(Packet::Message(data));
+    }
+
+    /// Closes the session from the server side: what is queued is still
+    /// delivered, then the transport is closed.
+    pub fn close(&self) {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
+        let linger = engine.config.ping_timeout;
+        let old_timer = {
+            let mut st = self.0.state.borrow_mut();
+            if st.phase != Phase::Open {
+                return;
+            }
+            st.phase = Phase::Closing;
+            st.reason = Some(CloseReason::ForcedClose);
+            let weak = Rc::downgrade(&self.0);
+            let timer = rt::spawn(async move {
+                Timer::after(linger).await;
+                if let Some(inner) = weak.upgrade() {
+                    Session(inner).finish();
+                }
+            });
+            wake_all(&mut st);
+            st.timer.replace(timer)
+        };
+        drop(old_timer);
+        engine.handler.on_close(self, CloseReason::ForcedClose);
+    }
+
+    pub(crate) fn borrow(&self) -> std::cell::Ref<'_, State> {
+        self.0.state.borrow()
+    }
+
+    pub(crate) fn borrow_mut(&self) -> std::cell::RefMut<'_, State> {
+        self.0.state.borrow_mut()
+    }
+
+    /// Queues a packet and wakes the transport. A queue past its bound ends
+    /// the session (later, outside the caller's stack).
+    pub(crate) fn push(&self, packet: Packet) {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
+        let mut st = self.0.state.borrow_mut();
+        if st.phase != Phase::Open {
+            return;
+        }
+        st.outbox_bytes += packet.queued_size();
+        st.outbox.push_back(packet);
+        if st.outbox_bytes > engine.config.max_buffered() {
+            st.phase = Phase::Closed;
+            st.outbox.clear();
+            st.outbox_bytes = 0;
+            wake_all(&mut st);
+            drop(st);
+            let session = self.clone();
+            rt::spawn(async move { session.end(CloseReason::SlowClient, true) }).detach();
+            return;
+        }
+        wake_all(&mut st);
+    }
+
+    /// Takes every queued packet.
+    pub(crate) fn drain(&self) -> Vec<Packet> {
+        let mut st = self.0.state.borrow_mut();
+        st.outbox_bytes = 0;
+        st.outbox.drain(..).collect()
+    }
+
+    /// Takes the next queued packet.
+    pub(crate) fn pop(&self) -> Option<Packet> {
+        let mut st = self.0.state.borrow_mut();
+        let packet = st.outbox.pop_front()?;
+        st.outbox_bytes -= packet.queued_size();
+        Some(packet)
+    }
+
+    /// Resolves once `ready` holds for the state; re-checked on every change.
+    pub(crate) async fn wait(&self, ready: impl Fn(&State) -> bool) {
+        future::poll_fn(|cx| {
+            let mut st = self.0.state.borrow_mut();
+            if ready(&st) {
+                return Poll::Ready(());
+            }
+            if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                st.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Wakes everything waiting on the session.
+    pub(crate) fn notify(&self) {
+        wake_all(&mut self.0.state.borrow_mut());
+    }
+
+    /// Handles a packet from the client.
+    pub(crate) fn receive(&self, packet: Packet) {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
+        if !self.is_open() {
+            return;
+        }
+        match packet {
+            Packet::Message(data) => engine.handler.on_message(self, data),
+            Packet::Pong(_) => self.0.state.borrow_mut().last_pong = Some(Instant::now()),
+            Packet::Close => self.terminate(CloseReason::TransportClose),
+            // Protocol 4 pings only go from server to client.
+            Packet::Ping(_) => self.terminate(CloseReason::TransportError),
+            Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+
+    /// Ends the session now, dropping whatever is queued.
+    pub(crate) fn terminate(&self, reason: CloseReason) {
+        self.end(reason, false);
+    }
+
+    fn end(&self, reason: CloseReason, already_closed: bool) {
+        let (was_open, timer) = {
+            let mut st = self.0.state.borrow_mut();
+            let was_open = st.phase == Phase::Open || already_closed;
+            if st.phase == Phase::Closed && !already_closed {
+                return;
+            }
+            st.phase = Phase::Closed;
+            if st.reason.is_none() {
+                st.reason = Some(reason);
+            }
+            wake_all(&mut st);
+            (was_open, st.timer.take())
+        };
+        drop(timer);
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
+        engine.sessions.borrow_mut().remove(self.sid());
+        if was_open {
+            engine.handler.on_close(self, reason);
+        }
+    }
+
+    /// A server-closed session whose last packets went out: forget it.
+    pub(crate) fn finish(&self) {
+        let timer = {
+            let mut st = self.0.state.borrow_mut();
+            if st.phase == Phase::Closed {
+                return;
+            }
+            st.phase = Phase::Closed;
+            wake_all(&mut st);
+            st.timer.take()
+        };
+        drop(timer);
+        if let Some(engine) = self.0.engine.upgrade() {
+            engine.sessions.borrow_mut().remove(self.sid());
+        }
+    }
+
+    /// Starts the heartbeat: a ping every interval after the last pong, and
+    /// the session ends when a pong is late.
+    pub(crate) fn start_heartbeat(&self, interval: Duration, timeout: Duration) {
+        let weak = Rc::downgrade(&self.0);
+        let task = rt::spawn(async move {
+            let mut next_ping = Instant::now() + interval;
+            loop {
+                Timer::at(next_ping).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let session = Session(inner);
+                let sent = Instant::now();
+                session.push(Packet::Ping(String::new()));
+                drop(session);
+
+                Timer::at(sent + timeout).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let session = Session(inner);
+                let pong = session.0.state.borrow().last_pong.filter(|&p| p >= sent);
+                match pong {
+                    Some(pong) => next_ping = pong + interval,
+                    None => {
+                        session.terminate(CloseReason::PingTimeout);
+                        return;
+                    }
+                }
+            }
+        });
+        self.0.state.borrow_mut().timer = Some(task);
+    }
+}
+
+fn wake_all(st: &mut State) {
+    for waker in st.waiters.drain(..) {
+        waker.wake();
+    }
+}

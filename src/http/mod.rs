@@ -1,0 +1,197 @@
+//! HTTP/1.1, as much as a signaling server needs: request heads parsed with
+//! httparse, bodies by length or chunked, small responses, CORS.
+//!
+//! Nothing here knows about Engine.IO; [`conn`] is the only part that does I/O.
+
+pub mod body;
+pub mod conn;
+pub mod cors;
+pub mod head;
+
+use std::fmt;
+
+pub use conn::{Conn, Limits};
+pub use cors::Cors;
+pub use head::{Request, parse_head};
+
+/// An HTTP request method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `OPTIONS`
+    Options,
+    /// Anything else.
+    Other(String),
+}
+
+impl Method {
+    fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Options => "OPTIONS",
+            Method::Other(s) => s,
+        })
+    }
+}
+
+/// A response, built whole before it is written.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Headers besides `Content-Length` and `Connection`, which are added when
+    /// the response is written.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Close the connection after this response (for example because the
+    /// request body was not read).
+    pub close: bool,
+}
+
+impl Response {
+    /// An empty response with `status`.
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            close: false,
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status)
+            .header("Content-Type", "text/plain; charset=UTF-8")
+            .body(body.into().into_bytes())
+    }
+
+    /// An `application/json` response.
+    pub fn json(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status)
+            .header("Content-Type", "application/json")
+            .body(body.into().into_bytes())
+    }
+
+    /// A short plain-text error response: the reason phrase as the body.
+    pub fn error(status: u16) -> Response {
+        Response::text(status, format!("{}\n", reason(status)))
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: Vec<u8>) -> Response {
+        self.body = body;
+        self
+    }
+
+    /// Marks the response as the last one on its connection.
+    pub fn closing(mut self) -> Response {
+        self.close = true;
+        self
+    }
+
+    /// Serializes the response; without the body for a `HEAD` request.
+    ///
+    /// ```
+    /// use signalbox::http::Response;
+    /// let bytes = Response::text(200, "ok").serialize(true, false);
+    /// let text = String::from_utf8(bytes).unwrap();
+    /// assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+    /// assert!(text.contains("Content-Length: 2\r\n"));
+    /// assert!(text.ends_with("\r\n\r\nok"));
+    /// ```
+    pub fn serialize(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
+        let mut out = String::with_capacity(128 + self.headers.len() * 40);
+        out.push_str("HTTP/1.1 ");
+        out.push_str(&self.status.to_string());
+        out.push(' ');
+        out.push_str(reason(self.status));
+        out.push_str("\r\n");
+        for (name, value) in &self.headers {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        if self.status != 204 && self.status != 304 {
+            out.push_str("Content-Length: ");
+            out.push_str(&self.body.len().to_string());
+            out.push_str("\r\n");
+        }
+        out.push_str(if keep_alive && !self.close {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        let mut bytes = out.into_bytes();
+        if !head_only && self.status != 204 && self.status != 304 {
+            bytes.extend_from_slice(&self.body);
+        }
+        bytes
+    }
+}
+
+/// The reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// The value of `key` in a query string, undecoded; the first one wins.
+///
+/// ```
+/// use signalbox::http::query_param;
+/// assert_eq!(query_param("EIO=4&transport=polling", "transport"), Some("polling"));
+/// assert_eq!(query_param("EIO=4&flag", "flag"), Some(""));
+/// assert_eq!(query_param("EIO=4", "sid"), None);
+/// ```
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then_some(v)
+    })
+}

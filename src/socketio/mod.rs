@@ -1,0 +1,726 @@
+//! Socket.IO protocol 5 on top of Engine.IO: namespaces, events, acks both
+//! ways and binary attachments.
+//!
+//! An application registers namespaces on a [`Server`] and handles events on
+//! [`Socket`]s; it knows nothing of transports. The server is the
+//! Engine.IO [`Handler`] of the endpoint it runs on.
+//!
+//! ```
+//! use signalbox::socketio::{Config, Server};
+//! let io = Server::new(Config::default());
+//! io.of("/").on("ping", |socket, message, ack| {
+//!     if let Some(ack) = ack {
+//!         ack.send(&message.args);
+//!     }
+//! });
+//! ```
+
+pub mod packet;
+
+use std::borrow::Borrow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use smol::{Task, Timer};
+
+use crate::engineio::{CloseReason, Data, Handler, Session};
+use crate::rt;
+use packet::Packet;
+
+/// Socket.IO settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a new connection may take to join a namespace before it is
+    /// closed.
+    pub connect_timeout: Duration,
+    /// The most bytes of binary attachments one packet may carry.
+    pub max_attachment_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            connect_timeout: Duration::from_secs(45),
+            max_attachment_bytes: 1_000_000,
+        }
+    }
+}
+
+/// The arguments of an event or ack, as raw JSON, and its binary
+/// attachments (which `{"_placeholder":true,"num":N}` objects in the
+/// arguments refer to).
+#[derive(Debug, Default)]
+pub struct Message {
+    /// The arguments.
+    pub args: Vec<Box<RawValue>>,
+    /// The binary attachments.
+    pub attachments: Vec<Vec<u8>>,
+}
+
+impl Message {
+    /// The argument at `index`.
+    pub fn arg(&self, index: usize) -> Option<&RawValue> {
+        self.args.get(index).map(|a| &**a)
+    }
+
+    /// Deserializes the argument at `index`.
+    pub fn parse<T: DeserializeOwned>(&self, index: usize) -> Result<T, serde_json::Error> {
+        let raw = self.arg(index).map_or("null", RawValue::get);
+        serde_json::from_str(raw)
+    }
+}
+
+/// Serializes `value` as one argument.
+///
+/// ```
+/// let arg = signalbox::socketio::to_arg(&serde_json::json!({"ok": true}));
+/// assert_eq!(arg.get(), r#"{"ok":true}"#);
+/// ```
+pub fn to_arg<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|error| {
+        log::error!("cannot serialize an event argument: {error}");
+        RawValue::NULL.to_owned()
+    })
+}
+
+/// A placeholder argument standing for attachment `num`.
+pub fn placeholder(num: usize) -> Box<RawValue> {
+    to_arg(&serde_json::json!({ "_placeholder": true, "num": num }))
+}
+
+/// A connect hook's refusal, sent to the client as CONNECT_ERROR.
+#[derive(Debug, Clone)]
+pub struct ConnectError {
+    /// The message the client sees in its `connect_error` event.
+    pub message: String,
+    /// Optional details, as JSON.
+    pub data: Option<Box<RawValue>>,
+}
+
+impl ConnectError {
+    /// A refusal with `message`.
+    pub fn new(message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client left the namespace.
+    ClientNamespaceDisconnect,
+    /// The server disconnected the socket.
+    ServerNamespaceDisconnect,
+    /// The underlying connection ended.
+    Connection(CloseReason),
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::ClientNamespaceDisconnect => {
+                f.write_str("client namespace disconnect")
+            }
+            DisconnectReason::ServerNamespaceDisconnect => {
+                f.write_str("server namespace disconnect")
+            }
+            DisconnectReason::Connection(reason) => reason.fmt(f),
+        }
+    }
+}
+
+/// Why an ack the server asked for did not come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    /// The client did not answer in time.
+    Timeout,
+    /// The socket disconnected first.
+    Disconnected,
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AckError::Timeout => "ack timed out",
+            AckError::Disconnected => "socket disconnected",
+        })
+    }
+}
+
+impl std::error::Error for AckError {}
+
+type ConnectHook = dyn Fn(&Socket, Option<&RawValue>) -> Result<(), ConnectError>;
+type EventHook = dyn Fn(&Socket, Message, Option<Ack>);
+type DisconnectHook = dyn Fn(&Socket, DisconnectReason);
+type AckCallback = Box<dyn FnOnce(Result<Message, AckError>)>;
+
+/// A namespace: the hooks that run for its sockets.
+pub struct Namespace {
+    name: String,
+    on_connect: RefCell<Option<Rc<ConnectHook>>>,
+    on_disconnect: RefCell<Option<Rc<DisconnectHook>>>,
+    events: RefCell<HashMap<String, Rc<EventHook>>>,
+}
+
+impl Namespace {
+    /// The namespace's name, such as `/`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the hook that runs when a client joins; it sees the auth payload
+    /// and may refuse. Events it emits reach the client right after the
+    /// CONNECT answer.
+    pub fn on_connect(
+        &self,
+        hook: impl Fn(&Socket, Option<&RawValue>) -> Result<(), ConnectError> + 'static,
+    ) -> &Self {
+        *self.on_connect.borrow_mut() = Some(Rc::new(hook));
+        self
+    }
+
+    /// Sets the handler of `event`; the [`Ack`] is there when the client
+    /// asked for one.
+    pub fn on(
+        &self,
+        event: &str,
+        handler: impl Fn(&Socket, Message, Option<Ack>) + 'static,
+    ) -> &Self {
+        self.events
+            .borrow_mut()
+            .insert(event.to_owned(), Rc::new(handler));
+        self
+    }
+
+    /// Sets the hook that runs when a socket leaves, for any reason.
+    pub fn on_disconnect(&self, hook: impl Fn(&Socket, DisconnectReason) + 'static) -> &Self {
+        *self.on_disconnect.borrow_mut() = Some(Rc::new(hook));
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SocketState {
+    /// The connect hook is running: emits wait for the CONNECT answer.
+    Handshaking,
+    Connected,
+    Disconnected,
+}
+
+struct PendingAck {
+    callback: AckCallback,
+    _timer: Option<Task<()>>,
+}
+
+struct SocketInner {
+    id: Rc<str>,
+    nsp: Rc<Namespace>,
+    session: Session,
+    server: Weak<ServerInner>,
+    auth: Option<Box<RawValue>>,
+    state: Cell<SocketState>,
+    held: RefCell<Vec<(String, Vec<Vec<u8>>)>>,
+    acks: RefCell<HashMap<u64, PendingAck>>,
+    next_ack: Cell<u64>,
+}
+
+/// One client in one namespace. Clones refer to the same socket.
+#[derive(Clone)]
+pub struct Socket(Rc<SocketInner>);
+
+impl PartialEq for Socket {
+    fn eq(&self, other: &Socket) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Socket {}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id())
+            .field("nsp", &self.namespace())
+            .finish()
+    }
+}
+
+impl Socket {
+    /// The socket id, unique per namespace connection.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The socket id, shared.
+    pub fn id_rc(&self) -> Rc<str> {
+        self.0.id.clone()
+    }
+
+    /// The namespace's name.
+    pub fn namespace(&self) -> &str {
+        &self.0.nsp.name
+    }
+
+    /// The Engine.IO session underneath (shared by the client's namespaces).
+    pub fn conn(&self) -> &Session {
+        &self.0.session
+    }
+
+    /// The auth payload the client connected with.
+    pub fn auth(&self) -> Option<&RawValue> {
+        self.0.auth.as_deref()
+    }
+
+    /// Whether the socket is still in its namespace.
+    pub fn connected(&self) -> bool {
+        self.0.state.get() != SocketState::Disconnected
+    }
+
+    fn send_packet(&self, text: String, attachments: Vec<Vec<u8>>) {
+        match self.0.state.get() {
+            SocketState::Handshaking => self.0.held.borrow_mut().push((text, attachments)),
+            SocketState::Connected => {
+                self.0.session.send(Data::Text(text));
+                for attachment in attachments {
+                    self.0.session.send(Data::Binary(attachment));
+                }
+            }
+            SocketState::Disconnected => {}
+        }
+    }
+
+    /// Emits `event` with JSON arguments.
+    pub fn emit(&self, event: &str, args: &[impl Borrow<RawValue>]) {
+        self.emit_binary(event, args, Vec::new());
+    }
+
+    /// Emits `event` with arguments and binary attachments, which the
+    /// arguments refer to with [`placeholder`]s.
+    pub fn emit_binary(
+        &self,
+        event: &str,
+        args: &[impl Borrow<RawValue>],
+        attachments: Vec<Vec<u8>>,
+    ) {
+        let text = packet::encode_event(
+            self.namespace(),
+            None,
+            event,
+            args.iter().map(Borrow::borrow),
+            attachments.len(),
+        );
+        self.send_packet(text, attachments);
+    }
+
+    /// Emits `event` and asks the client to acknowledge it; `callback` gets
+    /// the client's answer, or an error after `timeout` or on disconnect.
+    pub fn emit_with_ack(
+        &self,
+        event: &str,
+        args: &[impl Borrow<RawValue>],
+        attachments: Vec<Vec<u8>>,
+        timeout: Duration,
+        callback: impl FnOnce(Result<Message, AckError>) + 'static,
+    ) {
+        if !self.connected() {
+            callback(Err(AckError::Disconnected));
+            return;
+        }
+        let id = self.0.next_ack.get();
+        self.0.next_ack.set(id + 1);
+        let weak = Rc::downgrade(&self.0);
+        let timer = rt::spawn(async move {
+            Timer::after(timeout).await;
+            if let Some(inner) = weak.upgrade() {
+                Socket(inner).settle_ack(id, Err(AckError::Timeout));
+            }
+        });
+        self.0.acks.borrow_mut().insert(
+            id,
+            PendingAck {
+                callback: Box::new(callback),
+                _timer: Some(timer),
+            },
+        );
+        let text = packet::encode_event(
+            self.namespace(),
+            Some(id),
+            event,
+            args.iter().map(Borrow::borrow),
+            attachments.len(),
+        );
+        self.send_packet(text, attachments);
+    }
+
+    fn settle_ack(&self, id: u64, result: Result<Message, AckError>) {
+        let pending = self.0.acks.borrow_mut().remove(&id);
+        if let Some(pending) = pending {
+            (pending.callback)(result);
+        }
+    }
+
+    /// Removes the socket from its namespace: the client gets a DISCONNECT,
+    /// the disconnect hook runs. The connection stays open.
+    pub fn disconnect(&self) {
+        if self.0.state.get() != SocketState::Connected {
+            return;
+        }
+        self.send_packet(packet::encode_disconnect(self.namespace()), Vec::new());
+        if let Some(server) = self.0.server.upgrade() {
+            let mut clients = server.clients.borrow_mut();
+            if let Some(client) = clients.get_mut(self.0.session.sid()) {
+                client.sockets.retain(|s| s != self);
+            }
+        }
+        self.left(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Disconnects the socket, then closes its connection once what is
+    /// queued has been delivered (socket.io's `disconnect(true)`).
+    pub fn disconnect_and_close(&self) {
+        self.disconnect();
+        self.0.session.close();
+    }
+
+    /// The socket is gone: fail its pending acks, run the disconnect hook.
+    fn left(&self, reason: DisconnectReason) {
+        if self.0.state.replace(SocketState::Disconnected) == SocketState::Disconnected {
+            return;
+        }
+        self.0.held.borrow_mut().clear();
+        let pending: Vec<PendingAck> = self.0.acks.borrow_mut().drain().map(|(_, p)| p).collect();
+        for ack in pending {
+            (ack.callback)(Err(AckError::Disconnected));
+        }
+        let hook = self.0.nsp.on_disconnect.borrow().clone();
+        if let Some(hook) = hook {
+            hook(self, reason);
+        }
+    }
+}
+
+/// The means to answer an event the client sent with an ack id.
+pub struct Ack {
+    socket: Socket,
+    id: u64,
+}
+
+impl Ack {
+    /// Answers with JSON arguments.
+    pub fn send(self, args: &[impl Borrow<RawValue>]) {
+        self.send_binary(args, Vec::new());
+    }
+
+    /// Answers with arguments and binary attachments.
+    pub fn send_binary(self, args: &[impl Borrow<RawValue>], attachments: Vec<Vec<u8>>) {
+        let text = packet::encode_ack(
+            self.socket.namespace(),
+            self.id,
+            args.iter().map(Borrow::borrow),
+            attachments.len(),
+        );
+        self.socket.send_packet(text, attachments);
+    }
+}
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    needed: usize,
+    attachments: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// One Engine.IO session's Socket.IO state.
+struct Client {
+    session: Session,
+    sockets: Vec<Socket>,
+    partial: Option<Partial>,
+    _connect_timer: Task<()>,
+}
+
+struct ServerInner {
+    config: Config,
+    namespaces: RefCell<HashMap<String, Rc<Namespace>>>,
+    clients: RefCell<HashMap<Rc<str>, Client>>,
+}
+
+/// A Socket.IO server: its namespaces and connected clients.
+#[derive(Clone)]
+pub struct Server(Rc<ServerInner>);
+
+impl Server {
+    /// A server with no namespaces.
+    pub fn new(config: Config) -> Server {
+        Server(Rc::new(ServerInner {
+            config,
+            namespaces: RefCell::new(HashMap::new()),
+            clients: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    /// The namespace `name`, registered on first use.
+    pub fn of(&self, name: &str) -> Rc<Namespace> {
+        self.0
+            .namespaces
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Rc::new(Namespace {
+                    name: name.to_owned(),
+                    on_connect: RefCell::new(None),
+                    on_disconnect: RefCell::new(None),
+                    events: RefCell::new(HashMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// The server as the Engine.IO handler of an endpoint.
+    pub fn handler(&self) -> Rc<dyn Handler> {
+        Rc::new(self.clone())
+    }
+
+    /// How many Engine.IO sessions the server holds.
+    pub fn client_count(&self) -> usize {
+        self.0.clients.borrow().len()
+    }
+
+    fn socket_of(&self, session: &Session, nsp: &str) -> Option<Socket> {
+        let clients = self.0.clients.borrow();
+        let client = clients.get(session.sid())?;
+        client
+            .sockets
+            .iter()
+            .find(|s| s.namespace() == nsp)
+            .cloned()
+    }
+
+    fn dispatch(&self, session: &Session, packet: Packet, attachments: Vec<Vec<u8>>) {
+        match packet {
+            Packet::Connect { nsp, auth } => self.connect(session, &nsp, auth),
+            Packet::Disconnect { nsp } => {
+                let socket = {
+                    let mut clients = self.0.clients.borrow_mut();
+                    let Some(client) = clients.get_mut(session.sid()) else {
+                        return;
+                    };
+                    let index = client.sockets.iter().position(|s| s.namespace() == nsp);
+                    index.map(|i| client.sockets.remove(i))
+                };
+                if let Some(socket) = socket {
+                    socket.left(DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            Packet::Event {
+                nsp,
+                id,
+                event,
+                args,
+                ..
+            } => {
+                let Some(socket) = self.socket_of(session, &nsp) else {
+                    return;
+                };
+                let handler = socket.0.nsp.events.borrow().get(&event).cloned();
+                if let Some(handler) = handler {
+                    let ack = id.map(|id| Ack {
+                        socket: socket.clone(),
+                        id,
+                    });
+                    handler(&socket, Message { args, attachments }, ack);
+                }
+            }
+            Packet::Ack { nsp, id, args, .. } => {
+                if let Some(socket) = self.socket_of(session, &nsp) {
+                    socket.settle_ack(id, Ok(Message { args, attachments }));
+                }
+            }
+            // Only servers send these; a client's is ignored, as the
+            // reference server does.
+            Packet::ConnectError { .. } => {}
+        }
+    }
+
+    fn connect(&self, session: &Session, nsp: &str, auth: Option<Box<RawValue>>) {
+        let namespace = self.0.namespaces.borrow().get(nsp).cloned();
+        let Some(namespace) = namespace else {
+            let text = packet::encode_connect_error(nsp, "Invalid namespace", None);
+            session.send(Data::Text(text));
+            return;
+        };
+        // A second CONNECT to the same namespace replaces the first socket.
+        let previous = {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            let index = client.sockets.iter().position(|s| s.namespace() == nsp);
+            index.map(|i| client.sockets.remove(i))
+        };
+        if let Some(previous) = previous {
+            previous.left(DisconnectReason::ClientNamespaceDisconnect);
+        }
+
+        let socket = Socket(Rc::new(SocketInner {
+            id: crate::id::random().into(),
+            nsp: namespace.clone(),
+            session: session.clone(),
+            server: Rc::downgrade(&self.0),
+            auth,
+            state: Cell::new(SocketState::Handshaking),
+            held: RefCell::new(Vec::new()),
+            acks: RefCell::new(HashMap::new()),
+            next_ack: Cell::new(0),
+        }));
+        let hook = namespace.on_connect.borrow().clone();
+        let verdict = match hook {
+            Some(hook) => hook(&socket, socket.auth()),
+            None => Ok(()),
+        };
+        if let Err(refusal) = verdict {
+            socket.0.state.set(SocketState::Disconnected);
+            socket.0.held.borrow_mut().clear();
+            let text = packet::encode_connect_error(nsp, &refusal.message, refusal.data.as_deref());
+            session.send(Data::Text(text));
+            return;
+        }
+        if socket.0.state.get() != SocketState::Handshaking || !session.is_open() {
+            return;
+        }
+        {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            client.sockets.push(socket.clone());
+        }
+        session.send(Data::Text(packet::encode_connect(nsp, socket.id())));
+        socket.0.state.set(SocketState::Connected);
+        let held = std::mem::take(&mut *socket.0.held.borrow_mut());
+        for (text, attachments) in held {
+            socket.send_packet(text, attachments);
+        }
+    }
+
+    fn protocol_error(&self, session: &Session, what: &dyn fmt::Display) {
+        log::debug!("session {}: {what}; closing", session.sid());
+        session.terminate(CloseReason::ParseError);
+    }
+}
+
+impl Handler for Server {
+    fn on_open(&self, session: &Session) {
+        let weak = Rc::downgrade(&self.0);
+        let sid: Rc<str> = session.sid().into();
+        let timeout = self.0.config.connect_timeout;
+        let timer = rt::spawn(async move {
+            Timer::after(timeout).await;
+            let Some(server) = weak.upgrade() else { return };
+            let idle = {
+                let clients = server.clients.borrow();
+                clients
+                    .get(&sid)
+                    .filter(|c| c.sockets.is_empty())
+                    .map(|c| c.session.clone())
+            };
+            if let Some(session) = idle {
+                log::debug!("session {sid}: no namespace joined in time; closing");
+                session.close();
+            }
+        });
+        self.0.clients.borrow_mut().insert(
+            session.sid().into(),
+            Client {
+                session: session.clone(),
+                sockets: Vec::new(),
+                partial: None,
+                _connect_timer: timer,
+            },
+        );
+    }
+
+    fn on_message(&self, session: &Session, data: Data) {
+        match data {
+            Data::Text(text) => {
+                let reconstructing = self
+                    .0
+                    .clients
+                    .borrow()
+                    .get(session.sid())
+                    .is_some_and(|c| c.partial.is_some());
+                if reconstructing {
+                    return self.protocol_error(session, &"text packet while awaiting attachments");
+                }
+                let packet = match packet::decode(&text) {
+                    Ok(packet) => packet,
+                    Err(error) => return self.protocol_error(session, &error),
+                };
+                let needed = match &packet {
+                    Packet::Event { attachments, .. } | Packet::Ack { attachments, .. } => {
+                        *attachments
+                    }
+                    _ => 0,
+                };
+                if needed == 0 {
+                    return self.dispatch(session, packet, Vec::new());
+                }
+                if let Some(client) = self.0.clients.borrow_mut().get_mut(session.sid()) {
+                    client.partial = Some(Partial {
+                        packet,
+                        needed,
+                        attachments: Vec::with_capacity(needed),
+                        bytes: 0,
+                    });
+                }
+            }
+            Data::Binary(bytes) => {
+                let outcome = {
+                    let mut clients = self.0.clients.borrow_mut();
+                    let Some(client) = clients.get_mut(session.sid()) else {
+                        return;
+                    };
+                    match client.partial.as_mut() {
+                        None => Err("binary message without a packet awaiting it"),
+                        Some(partial)
+                            if partial.bytes + bytes.len() > self.0.config.max_attachment_bytes =>
+                        {
+                            Err("attachments too large")
+                        }
+                        Some(partial) => {
+                            partial.bytes += bytes.len();
+                            partial.attachments.push(bytes);
+                            if partial.attachments.len() == partial.needed {
+                                Ok(client.partial.take())
+                            } else {
+                                Ok(None)
+                            }
+                        }
+                    }
+                };
+                match outcome {
+                    Err(error) => self.protocol_error(session, &error),
+                    Ok(Some(done)) => self.dispatch(session, done.packet, done.attachments),
+                    Ok(None) => {}
+                }
+            }
+        }
+    }
+
+    fn on_close(&self, session: &Session, reason: CloseReason) {
+        let client = self.0.clients.borrow_mut().remove(session.sid());
+        let Some(client) = client else { return };
+        for socket in client.sockets {
+            socket.left(DisconnectReason::Connection(reason));
+        }
+    }
+}
