@@ -1,0 +1,119 @@
+//! Settings, with an embedded default for every one, and the parsers for
+//! the values flags and environment variables carry.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::{engineio, http, socketio};
+
+/// Everything the server can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The Socket.IO endpoint's path prefix.
+    pub path: String,
+    /// Engine.IO settings: heartbeat, payload size.
+    pub engine: engineio::Config,
+    /// Socket.IO settings: connect timeout.
+    pub socketio: socketio::Config,
+    /// Allowed web origins; empty means any.
+    pub cors_origins: Vec<String>,
+    /// HTTP limits.
+    pub http: http::Limits,
+    /// How long a call may ring before it times out.
+    pub call_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            path: "/socket.io/".into(),
+            engine: engineio::Config::default(),
+            socketio: socketio::Config::default(),
+            cors_origins: Vec::new(),
+            http: http::Limits::default(),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Parses a duration: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`.
+///
+/// ```
+/// use std::time::Duration;
+/// use signalbox::config::parse_duration;
+/// assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+/// assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
+/// assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+/// assert!(parse_duration("25").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let invalid = || {
+        format!(
+            "invalid duration {text:?}: expected a whole number and a unit (ms, s, m, h, d), such as 25s"
+        )
+    };
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => None,
+    };
+    millis.map(Duration::from_millis).ok_or_else(invalid)
+}
+
+/// Parses a size in bytes: a whole number, optionally with `k`/`kb`/`kib`,
+/// `m`/`mb`/`mib` (powers of 1024).
+///
+/// ```
+/// use signalbox::config::parse_size;
+/// assert_eq!(parse_size("1000000"), Ok(1_000_000));
+/// assert_eq!(parse_size("64k"), Ok(65_536));
+/// assert_eq!(parse_size("1MiB"), Ok(1_048_576));
+/// assert!(parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let invalid = || format!("invalid size {text:?}: expected bytes, such as 1000000 or 64k");
+    let n: usize = number.parse().map_err(|_| invalid())?;
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(factor).ok_or_else(invalid)
+}
+
+/// Parses an engine path: it must start with `/`; a trailing `/` is added.
+///
+/// ```
+/// assert_eq!(signalbox::config::parse_path("/socket.io"), Ok("/socket.io/".to_string()));
+/// assert!(signalbox::config::parse_path("socket.io").is_err());
+/// ```
+pub fn parse_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') || text.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "invalid path {text:?}: expected an absolute path such as /socket.io/"
+        ));
+    }
+    let mut path = text.to_owned();
+    if !path.ends_with('/') {
+        path.push('/');
+    }
+    Ok(path)
+}

@@ -1,0 +1,181 @@
+//! The I/O side: the accept loop, one task per connection, routing of
+//! requests to Engine.IO endpoints or plain pages, and the WebSocket
+//! handshake.
+
+use std::io;
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::Role;
+use futures_lite::{AsyncRead, AsyncWrite};
+use smol::{Async, Timer};
+
+use crate::engineio::Engine;
+use crate::http::head::BodyLength;
+use crate::http::{Conn, Cors, Limits, Method, Request, Response};
+use crate::rt;
+
+type Pages = dyn Fn(&Request) -> Option<Response>;
+
+/// What one listening socket serves: Engine.IO endpoints by path prefix,
+/// and pages for every other path.
+pub struct Site {
+    cors: Cors,
+    limits: Limits,
+    endpoints: Vec<(String, Engine)>,
+    pages: Box<Pages>,
+}
+
+impl Site {
+    /// A site that answers 404 everywhere.
+    pub fn new(cors: Cors, limits: Limits) -> Site {
+        Site {
+            cors,
+            limits,
+            endpoints: Vec::new(),
+            pages: Box::new(|_| None),
+        }
+    }
+
+    /// Serves `engine` at every path that starts with `path` (such as
+    /// `/socket.io/`).
+    pub fn mount(mut self, path: &str, engine: Engine) -> Site {
+        self.endpoints.push((path.to_owned(), engine));
+        self
+    }
+
+    /// Answers other requests with `pages`; `None` becomes a 404.
+    pub fn pages(mut self, pages: impl Fn(&Request) -> Option<Response> + 'static) -> Site {
+        self.pages = Box::new(pages);
+        self
+    }
+
+    fn endpoint(&self, path: &str) -> Option<&Engine> {
+        self.endpoints
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, engine)| engine)
+    }
+
+    /// Accepts connections on `listener` forever, each served by its own task
+    /// on this thread's executor.
+    pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
+        let listener = Async::new(listener)?;
+        let site = Rc::new(self);
+        loop {
+            match listener.accept().await {
+                Ok((stream, _peer)) => {
+                    // Small signaling messages must not wait for Nagle's algorithm.
+                    if let Err(error) = stream.get_ref().set_nodelay(true) {
+                        log::debug!("TCP_NODELAY: {error}");
+                    }
+                    rt::spawn(serve_connection(site.clone(), stream)).detach();
+                }
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    log::warn!("accept failed: {error}");
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, stream: S) {
+    let mut conn = Conn::new(stream, site.limits.clone());
+    loop {
+        let request = match conn.read_request().await {
+            Ok(request) => request,
+            Err(error) => {
+                if let Some(status) = error.status() {
+                    let response = Response::error(status).closing();
+                    let _ = conn.write_all(&response.serialize(false, false)).await;
+                }
+                return;
+            }
+        };
+        let body = match request.body_length() {
+            Ok(body) => body,
+            Err(error) => {
+                let response = site.cors.apply(&request, Response::error(error.status()));
+                let _ = conn
+                    .write_all(&response.closing().serialize(false, false))
+                    .await;
+                return;
+            }
+        };
+        let engine = site.endpoint(&request.path);
+        let response = if request.method == Method::Options {
+            site.cors.preflight(&request)
+        } else if let Some(engine) = engine {
+            if request.is_websocket_upgrade() {
+                let engine = engine.clone();
+                return upgrade(&site, &engine, request, conn).await;
+            }
+            match engine.serve_polling(&request, &mut conn).await {
+                Some(response) => response,
+                None => return,
+            }
+        } else {
+            (site.pages)(&request).unwrap_or_else(|| Response::error(404))
+        };
+        // A body nobody read would be taken for the next request.
+        let unread_body = body != BodyLength::Empty && !conn.body_read();
+        let response = site.cors.apply(&request, response);
+        let keep_alive = request.keep_alive() && !response.close && !unread_body;
+        let bytes = response.serialize(keep_alive, request.method == Method::Head);
+        if conn.write_all(&bytes).await.is_err() || !keep_alive {
+            return;
+        }
+        conn.trim();
+    }
+}
+
+/// Completes a WebSocket handshake (RFC 6455 §4.2) and hands the socket to
+/// the engine.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    site: &Site,
+    engine: &Engine,
+    request: Request,
+    mut conn: Conn<S>,
+) {
+    let refuse = |response: Response| site.cors.apply(&request, response).closing();
+    let key = request.header("sec-websocket-key").map(str::trim);
+    let valid_key = key.is_some_and(|k| crate::base64::decode(k).is_ok_and(|b| b.len() == 16));
+    let refusal = if request.method != Method::Get || !valid_key {
+        Some(refuse(Response::error(400)))
+    } else if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+        Some(refuse(
+            Response::error(426).header("Sec-WebSocket-Version", "13"),
+        ))
+    } else {
+        None
+    };
+    if let Some(response) = refusal {
+        let _ = conn.write_all(&response.serialize(false, false)).await;
+        return;
+    }
+    let sid = match engine.check_websocket(&request) {
+        Ok(sid) => sid,
+        Err(error) => {
+            let response = refuse(error.response());
+            let _ = conn.write_all(&response.serialize(false, false)).await;
+            return;
+        }
+    };
+    let accept = derive_accept_key(key.unwrap_or_default().as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if conn.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let (stream, leftover) = conn.into_parts();
+    let config = engine.config().websocket();
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    engine.serve_websocket(ws, sid).await;
+}
