@@ -1,0 +1,269 @@
+//! A real server on an ephemeral port and blocking clients for it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::{self, Message, WebSocket};
+use signalbox::engineio::{self, CloseReason, Data, Engine, Session};
+use signalbox::http::{Cors, Limits, Response};
+use signalbox::server::Site;
+use signalbox::socketio;
+
+/// Raw Engine.IO that echoes every message.
+struct Echo;
+
+impl engineio::Handler for Echo {
+    fn on_open(&self, _: &Session) {}
+    fn on_message(&self, session: &Session, data: Data) {
+        session.send(data);
+    }
+    fn on_close(&self, _: &Session, _: CloseReason) {}
+}
+
+/// Settings of a test server.
+pub struct Options {
+    pub engine: engineio::Config,
+    pub limits: Limits,
+    pub cors: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            engine: engineio::Config {
+                ping_interval: Duration::from_millis(300),
+                ping_timeout: Duration::from_millis(200),
+                ..engineio::Config::default()
+            },
+            limits: Limits::default(),
+            cors: Vec::new(),
+        }
+    }
+}
+
+/// Starts a server with a raw Engine.IO echo at `/engine.io/`, Socket.IO
+/// (namespace `/`) at `/socket.io/`, and `GET /sessions` answering the
+/// number of open Engine.IO sessions of both. Runs until the test process
+/// ends.
+pub fn start(options: Options) -> SocketAddr {
+    start_site(move || {
+        let echo = Engine::new(options.engine.clone(), Rc::new(Echo));
+        let io = socketio::Server::new(socketio::Config::default());
+        io.of("/").on("message", |socket, message, _| {
+            socket.emit_binary("message-back", &message.args, message.attachments)
+        });
+        let sio = Engine::new(options.engine, io.handler());
+        let counted = (echo.clone(), sio.clone());
+        Site::new(Cors::new(options.cors), options.limits)
+            .mount("/engine.io/", echo)
+            .mount("/socket.io/", sio)
+            .pages(move |req| {
+                (req.path == "/sessions").then(|| {
+                    let n = counted.0.session_count() + counted.1.session_count();
+                    Response::text(200, n.to_string())
+                })
+            })
+    })
+}
+
+/// Starts the site `build` makes, on its own thread, on an ephemeral port.
+pub fn start_site(build: impl FnOnce() -> Site + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (ready, started) = mpsc::channel();
+    std::thread::spawn(move || {
+        signalbox::rt::block_on(async move {
+            let site = build();
+            ready.send(()).ok();
+            site.serve(listener).await
+        })
+    });
+    started.recv().expect("server thread started");
+    addr
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (head and Content-Length body) from `reader`.
+pub fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = trimmed.split_once(':') {
+            headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A connection for raw HTTP exchanges.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    pub fn reply(&mut self) -> Reply {
+        read_reply(&mut self.reader).expect("reply")
+    }
+
+    /// Whether the server closed the connection (EOF within the timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &str, body: &str) -> Reply {
+    let mut client = Client::connect(addr);
+    client.send(
+        format!(
+            "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    client.reply()
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Reply {
+    request(addr, "GET", target, "", "")
+}
+
+pub fn post(addr: SocketAddr, target: &str, body: &str) -> Reply {
+    request(addr, "POST", target, "", body)
+}
+
+/// Opens an Engine.IO polling session at `path`; returns its sid.
+pub fn polling_handshake(addr: SocketAddr, path: &str) -> String {
+    let reply = get(addr, &format!("{path}?EIO=4&transport=polling"));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.starts_with('0'), "{reply:?}");
+    let open: serde_json::Value = serde_json::from_str(&reply.body[1..]).expect("open JSON");
+    open["sid"].as_str().expect("sid").to_owned()
+}
+
+pub fn session_count(addr: SocketAddr) -> usize {
+    get(addr, "/sessions").body.parse().expect("count")
+}
+
+/// Waits up to `limit` for `done`.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// Opens a WebSocket to `target` (path and query).
+pub fn ws_connect(addr: SocketAddr, target: &str) -> Result<Ws, tungstenite::Error> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let url = format!("ws://{addr}{target}");
+    tungstenite::client::client(url.as_str(), stream)
+        .map(|(ws, _)| ws)
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::ConnectionClosed,
+        })
+}
+
+/// The next text frame; binary frames are returned as `bin:<hex>`.
+pub fn ws_next(ws: &mut Ws) -> Option<String> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => return Some(t.to_string()),
+            Ok(Message::Binary(b)) => {
+                return Some(format!(
+                    "bin:{}",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                ));
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The next frame that is not a ping (`2`), answering pings with pongs.
+pub fn ws_next_data(ws: &mut Ws) -> Option<String> {
+    loop {
+        let frame = ws_next(ws)?;
+        if frame == "2" {
+            ws.send(Message::text("3")).ok()?;
+            continue;
+        }
+        return Some(frame);
+    }
+}
+
+pub fn ws_send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).expect("ws send");
+}
