@@ -65,8 +65,19 @@ impl engineio::Handler for Echo {
 fn echo_namespace(io: &socketio::Server, name: &str) {
     io.of(name)
         .on_connect(|socket, auth| {
-            let empty = socketio::to_arg(&serde_json::json!({}));
-            socket.emit("auth", &[auth.unwrap_or(&empty)]);
+            let auth = auth.map_or_else(
+                || socketio::to_arg(&serde_json::json!({})),
+                ToOwned::to_owned,
+            );
+            // The public Socket.IO test suite waits for the CONNECT answer and
+            // only then listens for `auth`; if both arrive in one TCP read, its
+            // listener is late. A short pause keeps them in separate reads.
+            let socket = socket.clone();
+            signalbox::rt::spawn(async move {
+                smol::Timer::after(Duration::from_millis(5)).await;
+                socket.emit("auth", &[auth]);
+            })
+            .detach();
             Ok(())
         })
         .on("message", |socket, message, _| {

@@ -87,12 +87,15 @@ fn upgrade_with_probe() {
         (reply.status, reply.body.as_str()),
         (400, r#"{"code":3,"message":"Bad request"}"#)
     );
-    assert!(
-        ws_connect(
-            addr,
-            &format!("/engine.io/?EIO=4&transport=websocket&sid={sid}")
-        )
-        .is_err()
+    let mut second = ws_connect(
+        addr,
+        &format!("/engine.io/?EIO=4&transport=websocket&sid={sid}"),
+    )
+    .unwrap();
+    assert_eq!(
+        ws_next(&mut second),
+        None,
+        "a second WebSocket is closed at once"
     );
     ws_send(&mut ws, "4still here");
     assert_eq!(ws_next_data(&mut ws).as_deref(), Some("4still here"));

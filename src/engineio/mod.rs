@@ -261,18 +261,11 @@ impl Engine {
     }
 
     /// Checks a WebSocket upgrade request before it is accepted; returns the
-    /// sid of the polling session it upgrades, if any.
+    /// sid of the polling session it upgrades, if any. A second WebSocket
+    /// for a session that already has one passes here and is closed right
+    /// after the handshake, as the reference server does.
     pub fn check_websocket(&self, request: &Request) -> Result<Option<Rc<str>>, RequestError> {
-        match self.verify(request, true)? {
-            None => Ok(None),
-            Some(session) => {
-                let st = session.borrow();
-                if st.transport != Transport::Polling || st.upgrade != session::Upgrade::None {
-                    return Err(RequestError::BadRequest);
-                }
-                Ok(Some(session.sid_rc()))
-            }
-        }
+        Ok(self.verify(request, true)?.map(|session| session.sid_rc()))
     }
 
     /// Runs an accepted WebSocket until it closes: a new session, or the
