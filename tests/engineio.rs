@@ -359,3 +359,33 @@ fn max_payload_holds_on_both_transports() {
         "an oversized frame closes the socket"
     );
 }
+
+#[test]
+fn a_server_close_over_polling_delivers_before_it_closes() {
+    let addr = start(Options::default());
+    let sid = polling_handshake(addr, "/socket.io/");
+    let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    assert_eq!(post(addr, &url, "40").status, 200);
+    assert!(get(addr, &url).body.starts_with("40{\"sid\""));
+    assert_eq!(post(addr, &url, r#"42["bye"]"#).status, 200);
+    // The last packets first, the close packet with the next GET: clients
+    // act on a close before packets that came with it.
+    assert_eq!(get(addr, &url).body, "42[\"bye-back\"]\x1e41");
+    assert_eq!(get(addr, &url).body, "1");
+    assert_eq!(get(addr, &url).status, 400);
+    assert_eq!(session_count(addr), 0);
+}
+
+#[test]
+fn a_client_close_ends_a_closing_session_at_once() {
+    let addr = start(Options::default());
+    let sid = polling_handshake(addr, "/socket.io/");
+    let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    post(addr, &url, "40");
+    get(addr, &url);
+    post(addr, &url, r#"42["bye"]"#);
+    assert_eq!(get(addr, &url).body, "42[\"bye-back\"]\x1e41");
+    // socket.io-client closes on the DISCONNECT instead of polling again.
+    assert_eq!(post(addr, &url, "1").status, 200);
+    assert_eq!(session_count(addr), 0);
+}

@@ -63,26 +63,31 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Builds a GET answer from the session's state, emptying its queue.
 fn collect(session: &Session) -> Response {
-    let (mut packets, close) = {
+    let phase = {
         let st = session.borrow();
         match (st.transport, st.phase) {
             // Upgraded while this GET waited: release it.
             (Transport::WebSocket, _) => return payload_response("6".into()),
-            (_, Phase::Open) => (Vec::new(), false),
-            (_, Phase::Closing) => (Vec::new(), true),
             // The client closed the session itself: a noop ends its GET.
             (_, Phase::Closed) if st.reason == Some(CloseReason::TransportClose) => {
                 return payload_response("6".into());
             }
-            (_, Phase::Closed) => (Vec::new(), true),
+            (_, phase) => phase,
         }
     };
-    packets.extend(session.drain());
-    if close {
-        packets.push(Packet::Close);
-        session.finish();
-    } else if packets.is_empty() {
-        packets.push(Packet::Noop);
+    let mut packets = session.drain();
+    match phase {
+        Phase::Open if packets.is_empty() => packets.push(Packet::Noop),
+        Phase::Open => {}
+        // Closed by the server: the last packets go out first, and the close
+        // packet with the next GET. In one body, socket.io-client would act
+        // on the close before the packets, as it handles them a tick later.
+        Phase::Closing if !packets.is_empty() => {}
+        Phase::Closing => {
+            packets.push(Packet::Close);
+            session.finish();
+        }
+        Phase::Closed => packets.push(Packet::Close),
     }
     payload_response(encode_payload(&packets))
 }
@@ -121,9 +126,6 @@ pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
         return Some(RequestError::BadRequest.response());
     };
     for packet in packets {
-        if !session.is_open() {
-            break;
-        }
         session.receive(packet);
     }
     Some(

@@ -269,7 +269,12 @@ impl Session {
         let Some(engine) = self.0.engine.upgrade() else {
             return;
         };
-        if !self.is_open() {
+        let phase = self.0.state.borrow().phase;
+        if phase != Phase::Open {
+            // A client that closes while the server is closing: done.
+            if phase == Phase::Closing && packet == Packet::Close {
+                self.finish();
+            }
             return;
         }
         match packet {

@@ -54,9 +54,14 @@ pub fn start(options: Options) -> SocketAddr {
     start_site(move || {
         let echo = Engine::new(options.engine.clone(), Rc::new(Echo));
         let io = socketio::Server::new(socketio::Config::default());
-        io.of("/").on("message", |socket, message, _| {
-            socket.emit_binary("message-back", &message.args, message.attachments)
-        });
+        io.of("/")
+            .on("message", |socket, message, _| {
+                socket.emit_binary("message-back", &message.args, message.attachments)
+            })
+            .on("bye", |socket, _, _| {
+                socket.emit("bye-back", &[] as &[&serde_json::value::RawValue]);
+                socket.disconnect_and_close();
+            });
         let sio = Engine::new(options.engine, io.handler());
         let counted = (echo.clone(), sio.clone());
         Site::new(Cors::new(options.cors), options.limits)
