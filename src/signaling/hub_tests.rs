@@ -1,0 +1,554 @@
+//! The hub driven through every transition and refusal with a fake clock.
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A hub, a fake clock, and effects rendered as readable lines.
+struct World {
+    hub: Hub<&'static str>,
+    t0: Instant,
+    now: Instant,
+}
+
+fn render(effects: &[Effect<&'static str>]) -> Vec<String> {
+    effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::ToUser { user, event } => format!(
+                "{user} <- {} {}",
+                event.name(),
+                serde_json::to_string(event).unwrap()
+            ),
+            Effect::ToConn { conn, event } => format!(
+                "[{conn}] <- {} {}",
+                event.name(),
+                serde_json::to_string(event).unwrap()
+            ),
+            Effect::Disconnect { conn } => format!("disconnect [{conn}]"),
+        })
+        .collect()
+}
+
+impl World {
+    fn new() -> World {
+        let t0 = Instant::now();
+        World {
+            hub: Hub::new(TIMEOUT),
+            t0,
+            now: t0,
+        }
+    }
+
+    fn at(&mut self, offset: Duration) -> &mut World {
+        self.now = self.t0 + offset;
+        self
+    }
+
+    /// Sends `name` with JSON `payload` from `conn`.
+    fn send(
+        &mut self,
+        conn: &'static str,
+        name: &str,
+        payload: &str,
+    ) -> (Result<(), SignalError>, Vec<String>) {
+        let raw = RawValue::from_string(payload.to_owned()).unwrap();
+        let event = ClientEvent::parse(name, Some(&raw)).unwrap().unwrap();
+        let outcome = self.hub.handle(&conn, event, self.now);
+        (outcome.result, render(&outcome.effects))
+    }
+
+    fn ok(&mut self, conn: &'static str, name: &str, payload: &str) -> Vec<String> {
+        let (result, effects) = self.send(conn, name, payload);
+        assert_eq!(result, Ok(()), "{name} {payload}: {effects:?}");
+        effects
+    }
+
+    fn refused(
+        &mut self,
+        conn: &'static str,
+        name: &str,
+        payload: &str,
+    ) -> (SignalError, Vec<String>) {
+        let (result, effects) = self.send(conn, name, payload);
+        (result.expect_err(name), effects)
+    }
+
+    fn register(&mut self, conn: &'static str, name: &str) {
+        self.ok(conn, "register_user", &format!(r#"{{"userId":"{name}"}}"#));
+    }
+
+    fn call(&mut self, conn: &'static str, to: &str) -> Vec<String> {
+        self.ok(
+            conn,
+            "make_call",
+            &format!(r#"{{"to":"{to}","offer":{{"sdp":"o"}}}}"#),
+        )
+    }
+
+    fn answer(&mut self, conn: &'static str, to: &str) -> Vec<String> {
+        self.ok(
+            conn,
+            "answer_call",
+            &format!(r#"{{"to":"{to}","answer":{{"sdp":"a"}}}}"#),
+        )
+    }
+
+    /// alice on c1, bob on c2, carol on c3.
+    fn three() -> World {
+        let mut w = World::new();
+        w.register("c1", "alice");
+        w.register("c2", "bob");
+        w.register("c3", "carol");
+        w
+    }
+}
+
+#[test]
+fn registration_and_presence() {
+    let mut w = World::new();
+    let effects = w.ok("c1", "register_user", r#"{"userId":"alice"}"#);
+    assert_eq!(
+        effects,
+        [r#"[c1] <- user_registered {"success":true,"userId":"alice"}"#]
+    );
+    assert_eq!(w.hub.user_of(&"c1").map(|u| &**u), Some("alice"));
+    assert_eq!(w.hub.conn_of("alice"), Some(&"c1"));
+    w.register("c2", "bob");
+    assert_eq!(w.hub.users(), ["alice", "bob"]);
+    assert_eq!(w.hub.user_count(), 2);
+    // Registering the same name again on the same socket changes nothing.
+    let effects = w.ok("c1", "register_user", r#"{"userId":"alice"}"#);
+    assert_eq!(effects.len(), 1);
+    assert_eq!(w.hub.user_count(), 2);
+}
+
+#[test]
+fn invalid_names_are_refused_not_rewritten() {
+    let mut w = World::new();
+    for bad in ["", "Bob Smith", "a/b", "<script>", "ünïcode"] {
+        let (error, effects) =
+            w.refused("c1", "register_user", &format!(r#"{{"userId":"{bad}"}}"#));
+        assert_eq!(error, SignalError::InvalidUserName);
+        assert_eq!(effects.len(), 1);
+        assert!(effects[0].contains(r#""success":false"#), "{effects:?}");
+        assert!(
+            effects[0].contains(r#""error":"invalid user name"#),
+            "{effects:?}"
+        );
+    }
+    let long = "a".repeat(65);
+    let (error, _) = w.refused("c1", "register_user", &format!(r#"{{"userId":"{long}"}}"#));
+    assert_eq!(error, SignalError::InvalidUserName);
+    w.register("c1", &"a".repeat(64));
+    w.register("c2", "x.y@z_1-2");
+    assert_eq!(w.hub.user_count(), 2);
+}
+
+#[test]
+fn one_device_per_user() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    // bob logs in on c9: c2 is told and disconnected, alice's call ends.
+    let effects = w.ok("c9", "register_user", r#"{"userId":"bob"}"#);
+    assert_eq!(
+        effects,
+        [
+            r#"alice <- call_ended {"from":"bob","reason":"new_login"}"#,
+            r#"[c2] <- force_disconnect {"reason":"new_login"}"#,
+            "disconnect [c2]",
+            r#"[c9] <- user_registered {"success":true,"userId":"bob"}"#,
+        ]
+    );
+    assert_eq!(w.hub.conn_of("bob"), Some(&"c9"));
+    assert_eq!(w.hub.user_of(&"c2"), None);
+    assert_eq!(w.hub.call_count(), 0);
+    // The old socket's disconnect is then a no-op for everyone.
+    assert!(w.hub.disconnected(&"c2", w.now).is_empty());
+    assert_eq!(w.hub.conn_of("bob"), Some(&"c9"));
+    // The new device receives calls.
+    let effects = w.call("c3", "bob");
+    assert_eq!(
+        effects,
+        [r#"bob <- incoming_call {"from":"carol","offer":{"sdp":"o"}}"#]
+    );
+}
+
+#[test]
+fn re_registration_mid_call() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    // Same name, same socket: the call goes on.
+    w.register("c2", "bob");
+    assert!(w.hub.in_active_call("bob"));
+    // Another name on the same socket: bob logs out, the call ends.
+    let effects = w.ok("c2", "register_user", r#"{"userId":"bobby"}"#);
+    assert_eq!(
+        effects,
+        [
+            r#"alice <- call_ended {"from":"bob","reason":"logged_out"}"#,
+            r#"[c2] <- user_registered {"success":true,"userId":"bobby"}"#,
+        ]
+    );
+    assert_eq!(w.hub.conn_of("bob"), None);
+    assert_eq!(w.hub.conn_of("bobby"), Some(&"c2"));
+}
+
+#[test]
+fn a_complete_call() {
+    let mut w = World::three();
+    let effects = w.call("c1", "bob");
+    assert_eq!(
+        effects,
+        [r#"bob <- incoming_call {"from":"alice","offer":{"sdp":"o"}}"#]
+    );
+    assert_eq!((w.hub.call_count(), w.hub.ringing_count()), (1, 1));
+    assert_eq!(w.hub.next_deadline(), Some(w.t0 + TIMEOUT));
+
+    // Trickle ICE starts before the answer, both ways.
+    let effects = w.ok(
+        "c1",
+        "ice_candidate",
+        r#"{"to":"bob","candidate":{"candidate":"1"}}"#,
+    );
+    assert_eq!(
+        effects,
+        [r#"bob <- ice_candidate {"from":"alice","candidate":{"candidate":"1"}}"#]
+    );
+    let effects = w.ok(
+        "c2",
+        "ice_candidate",
+        r#"{"to":"alice","candidate":{"candidate":"2"}}"#,
+    );
+    assert_eq!(
+        effects,
+        [r#"alice <- ice_candidate {"from":"bob","candidate":{"candidate":"2"}}"#]
+    );
+
+    w.at(Duration::from_secs(5));
+    let effects = w.answer("c2", "alice");
+    assert_eq!(
+        effects,
+        [r#"alice <- call_answered {"from":"bob","answer":{"sdp":"a"}}"#]
+    );
+    assert!(w.hub.in_active_call("alice") && w.hub.in_active_call("bob"));
+    assert_eq!(
+        w.hub.next_deadline(),
+        None,
+        "an answered call never times out"
+    );
+    w.at(Duration::from_secs(3600));
+    assert!(w.hub.expire(w.now).is_empty());
+
+    let effects = w.ok(
+        "c2",
+        "ice_candidate",
+        r#"{"to":"alice","candidate":{"candidate":"3"}}"#,
+    );
+    assert_eq!(effects.len(), 1);
+    let effects = w.ok("c2", "end_call", r#"{"to":"alice","from":"bob"}"#);
+    assert_eq!(effects, [r#"alice <- call_ended {"from":"bob"}"#]);
+    assert_eq!(w.hub.call_count(), 0);
+}
+
+#[test]
+fn the_caller_can_cancel_while_ringing() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    let effects = w.ok("c1", "end_call", r#"{"to":"bob"}"#);
+    assert_eq!(effects, [r#"bob <- call_ended {"from":"alice"}"#]);
+    assert_eq!((w.hub.call_count(), w.hub.next_deadline()), (0, None));
+}
+
+#[test]
+fn decline() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    let effects = w.ok("c2", "decline_call", r#"{"to":"alice","from":"bob"}"#);
+    assert_eq!(effects, [r#"alice <- call_declined {"from":"bob"}"#]);
+    assert_eq!(w.hub.call_count(), 0);
+    // Both are free again.
+    w.call("c2", "alice");
+}
+
+#[test]
+fn a_call_ended_twice() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    w.ok("c1", "end_call", r#"{"to":"bob"}"#);
+    let (error, effects) = w.refused("c1", "end_call", r#"{"to":"bob"}"#);
+    assert_eq!((error, effects.len()), (SignalError::NoSuchCall, 0));
+    let (error, _) = w.refused("c2", "end_call", r#"{"to":"alice"}"#);
+    assert_eq!(error, SignalError::NoSuchCall);
+}
+
+#[test]
+fn only_the_callee_answers_or_declines() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    // The caller cannot answer their own call.
+    let (error, effects) = w.refused("c1", "answer_call", r#"{"to":"bob","answer":{}}"#);
+    assert_eq!((error, effects.len()), (SignalError::NoIncomingCall, 0));
+    // A stranger cannot, even naming the caller, nor forge `from`.
+    let (error, _) = w.refused(
+        "c3",
+        "answer_call",
+        r#"{"to":"alice","from":"bob","answer":{}}"#,
+    );
+    assert_eq!(error, SignalError::NoIncomingCall);
+    let (error, _) = w.refused("c3", "decline_call", r#"{"to":"alice","from":"bob"}"#);
+    assert_eq!(error, SignalError::NoIncomingCall);
+    // The callee naming the wrong caller.
+    let (error, _) = w.refused("c2", "answer_call", r#"{"to":"carol","answer":{}}"#);
+    assert_eq!(error, SignalError::NoIncomingCall);
+    assert_eq!(w.hub.ringing_count(), 1, "the call still rings");
+    // Once answered, a second answer is refused.
+    w.answer("c2", "alice");
+    let (error, _) = w.refused("c2", "answer_call", r#"{"to":"alice","answer":{}}"#);
+    assert_eq!(error, SignalError::NoIncomingCall);
+    let (error, _) = w.refused("c2", "decline_call", r#"{"to":"alice"}"#);
+    assert_eq!(error, SignalError::NoIncomingCall);
+}
+
+#[test]
+fn ice_from_a_stranger_goes_nowhere() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    let (error, effects) = w.refused(
+        "c3",
+        "ice_candidate",
+        r#"{"to":"bob","from":"alice","candidate":{}}"#,
+    );
+    assert_eq!((error, effects.len()), (SignalError::NoSuchCall, 0));
+    // Nor to someone outside one's own call.
+    let (error, _) = w.refused("c1", "ice_candidate", r#"{"to":"carol","candidate":{}}"#);
+    assert_eq!(error, SignalError::NoSuchCall);
+    let (error, _) = w.refused("c3", "ice_candidate", r#"{"to":"alice","candidate":{}}"#);
+    assert_eq!(error, SignalError::NoSuchCall);
+}
+
+#[test]
+fn forged_from_cannot_end_or_start_others_calls() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    let (error, effects) = w.refused("c3", "end_call", r#"{"to":"bob","from":"alice"}"#);
+    assert_eq!((error, effects.len()), (SignalError::NoSuchCall, 0));
+    assert!(w.hub.in_active_call("alice") && w.hub.in_active_call("bob"));
+    // carol claims to be alice calling bob: it is carol's call, and bob is busy.
+    let (error, effects) = w.refused(
+        "c3",
+        "make_call",
+        r#"{"to":"bob","from":"alice","offer":{}}"#,
+    );
+    assert_eq!(error, SignalError::UserBusy);
+    assert_eq!(effects, [r#"carol <- call_busy {"targetUser":"bob"}"#]);
+    // An outgoing event always carries the registered name.
+    w.ok("c1", "end_call", r#"{"to":"bob"}"#);
+    let effects = w.ok(
+        "c3",
+        "make_call",
+        r#"{"to":"bob","from":"concierge","offer":{}}"#,
+    );
+    assert_eq!(
+        effects,
+        [r#"bob <- incoming_call {"from":"carol","offer":{}}"#]
+    );
+}
+
+#[test]
+fn make_call_refusals() {
+    let mut w = World::three();
+    let (error, effects) = w.refused("c1", "make_call", r#"{"to":"dave","offer":{}}"#);
+    assert_eq!(error, SignalError::UserOffline);
+    assert_eq!(
+        effects,
+        [r#"alice <- call_failed {"error":"user is offline","targetUser":"dave"}"#]
+    );
+
+    let (error, effects) = w.refused("c1", "make_call", r#"{"to":"alice","offer":{}}"#);
+    assert_eq!(error, SignalError::CallingYourself);
+    assert_eq!(
+        effects,
+        [r#"alice <- call_failed {"error":"cannot call yourself","targetUser":"alice"}"#]
+    );
+
+    let (error, effects) = w.refused("c1", "make_call", r#"{"to":"no such user!","offer":{}}"#);
+    assert_eq!(error, SignalError::InvalidUserName);
+    assert!(
+        effects[0].starts_with("alice <- call_failed"),
+        "{effects:?}"
+    );
+
+    // Ringing: the caller cannot call again, the callee cannot call out.
+    w.call("c1", "bob");
+    let (error, effects) = w.refused("c1", "make_call", r#"{"to":"carol","offer":{}}"#);
+    assert_eq!(error, SignalError::AlreadyInCall);
+    assert_eq!(
+        effects,
+        [r#"alice <- call_failed {"error":"you are already in a call","targetUser":"carol"}"#]
+    );
+    let (error, _) = w.refused("c2", "make_call", r#"{"to":"carol","offer":{}}"#);
+    assert_eq!(error, SignalError::AlreadyInCall);
+    assert_eq!(w.hub.call_count(), 1);
+
+    // Unregistered sockets change nothing.
+    for (name, payload) in [
+        ("make_call", r#"{"to":"bob","offer":{}}"#),
+        ("answer_call", r#"{"to":"alice","answer":{}}"#),
+        ("decline_call", r#"{"to":"alice"}"#),
+        ("end_call", r#"{"to":"alice"}"#),
+        ("ice_candidate", r#"{"to":"alice","candidate":{}}"#),
+        ("logout_user", r#"{"userId":"alice"}"#),
+    ] {
+        let (error, effects) = w.refused("c7", name, payload);
+        assert_eq!(
+            (error, effects.len()),
+            (SignalError::NotRegistered, 0),
+            "{name}"
+        );
+    }
+    assert_eq!((w.hub.call_count(), w.hub.user_count()), (1, 3));
+}
+
+#[test]
+fn busy_while_ringing_and_active_both_directions() {
+    let mut w = World::three();
+    w.register("c4", "dave");
+    w.call("c1", "bob");
+    // carol calls the ringing callee, then the ringing caller.
+    for target in ["bob", "alice"] {
+        let (error, effects) = w.refused(
+            "c3",
+            "make_call",
+            &format!(r#"{{"to":"{target}","offer":{{}}}}"#),
+        );
+        assert_eq!(error, SignalError::UserBusy);
+        assert_eq!(
+            effects,
+            [format!(r#"carol <- call_busy {{"targetUser":"{target}"}}"#)]
+        );
+    }
+    w.answer("c2", "alice");
+    for target in ["bob", "alice"] {
+        let (error, _) = w.refused(
+            "c4",
+            "make_call",
+            &format!(r#"{{"to":"{target}","offer":{{}}}}"#),
+        );
+        assert_eq!(error, SignalError::UserBusy);
+    }
+    // Busy callers were not put in any call.
+    w.call("c3", "dave");
+}
+
+#[test]
+fn timeout_exactly_at_the_deadline() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    let just_before = TIMEOUT - Duration::from_nanos(1);
+    assert!(w.hub.expire(w.t0 + just_before).is_empty());
+    assert_eq!(w.hub.ringing_count(), 1);
+    let effects = render(&w.hub.expire(w.t0 + TIMEOUT));
+    assert_eq!(
+        effects,
+        [
+            r#"alice <- call_timeout {"user":"bob"}"#,
+            r#"bob <- call_timeout {"user":"alice"}"#,
+        ]
+    );
+    assert_eq!((w.hub.call_count(), w.hub.next_deadline()), (0, None));
+    // Both are free again.
+    w.call("c2", "alice");
+}
+
+#[test]
+fn an_answer_at_the_deadline_is_too_late() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.at(TIMEOUT);
+    let (error, effects) = w.refused("c2", "answer_call", r#"{"to":"alice","answer":{}}"#);
+    assert_eq!(error, SignalError::NoIncomingCall);
+    assert_eq!(effects.len(), 2, "the timeouts go out first: {effects:?}");
+    assert!(effects.iter().all(|e| e.contains("call_timeout")));
+}
+
+#[test]
+fn an_answer_just_in_time_stops_the_clock() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.at(TIMEOUT - Duration::from_millis(1));
+    w.answer("c2", "alice");
+    assert!(w.hub.expire(w.t0 + TIMEOUT * 2).is_empty());
+    assert!(w.hub.in_active_call("alice"));
+}
+
+#[test]
+fn disconnect_mid_call_and_while_ringing() {
+    let mut w = World::three();
+    w.register("c4", "dave");
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    w.call("c3", "dave");
+    let effects = render(&w.hub.disconnected(&"c2", w.now));
+    assert_eq!(
+        effects,
+        [r#"alice <- call_ended {"from":"bob","reason":"disconnected"}"#]
+    );
+    assert_eq!(w.hub.conn_of("bob"), None);
+    // The ringing callee hears the caller leave.
+    let effects = render(&w.hub.disconnected(&"c3", w.now));
+    assert_eq!(
+        effects,
+        [r#"dave <- call_ended {"from":"carol","reason":"disconnected"}"#]
+    );
+    assert_eq!((w.hub.call_count(), w.hub.user_count()), (0, 2));
+    // Unknown and repeated disconnects are harmless.
+    assert!(w.hub.disconnected(&"c3", w.now).is_empty());
+    assert!(w.hub.disconnected(&"zz", w.now).is_empty());
+}
+
+#[test]
+fn logout() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    let (error, effects) = w.refused("c2", "logout_user", r#"{"userId":"alice"}"#);
+    assert_eq!((error, effects.len()), (SignalError::NotYourName, 0));
+    let effects = w.ok("c2", "logout_user", r#"{"userId":"bob"}"#);
+    assert_eq!(
+        effects,
+        [r#"alice <- call_ended {"from":"bob","reason":"logged_out"}"#]
+    );
+    assert_eq!(w.hub.conn_of("bob"), None);
+    // Without a userId, the socket's own name logs out.
+    w.ok("c3", "logout_user", "{}");
+    assert_eq!(w.hub.users(), ["alice"]);
+    let (error, _) = w.refused("c3", "logout_user", "{}");
+    assert_eq!(error, SignalError::NotRegistered);
+    // Logged out, the socket can register again.
+    w.register("c3", "carol");
+}
+
+#[test]
+fn server_shutdown_ends_every_call() {
+    let mut w = World::three();
+    w.register("c4", "dave");
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    w.call("c3", "dave");
+    let mut effects = render(&w.hub.end_all_calls(reason::SERVER_SHUTDOWN));
+    effects.sort();
+    assert_eq!(
+        effects,
+        [
+            r#"alice <- call_ended {"from":"bob","reason":"server_shutdown"}"#,
+            r#"bob <- call_ended {"from":"alice","reason":"server_shutdown"}"#,
+            r#"carol <- call_ended {"from":"dave","reason":"server_shutdown"}"#,
+            r#"dave <- call_ended {"from":"carol","reason":"server_shutdown"}"#,
+        ]
+    );
+    assert_eq!(w.hub.call_count(), 0);
+}

@@ -1,0 +1,554 @@
+//! The seed's events as typed values, payload field names exactly as the
+//! seed writes them. SDP and ICE payloads stay opaque raw JSON, bounded in
+//! size.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The longest user name, in characters.
+pub const MAX_USER_NAME: usize = 64;
+/// The largest SDP offer or answer, as JSON text.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// The largest ICE candidate, as JSON text.
+pub const MAX_CANDIDATE_BYTES: usize = 4 * 1024;
+
+/// Checks a user name: 1 to 64 characters from `A-Z a-z 0-9 _ - . @`.
+///
+/// ```
+/// use signalbox::signaling::protocol::valid_user_name;
+/// assert!(valid_user_name("flat-12.door@north_gate"));
+/// assert!(!valid_user_name(""));
+/// assert!(!valid_user_name("Bob Smith"));
+/// assert!(!valid_user_name(&"a".repeat(65)));
+/// ```
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
+}
+
+/// An event a client sends.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// `register_user {userId}`
+    RegisterUser {
+        /// The name to register.
+        user_id: String,
+    },
+    /// `make_call {to, from, offer}`; `from` is ignored.
+    MakeCall {
+        /// Who to call.
+        to: String,
+        /// The SDP offer.
+        offer: Box<RawValue>,
+    },
+    /// `answer_call {to, from, answer}`; `from` is ignored.
+    AnswerCall {
+        /// The caller being answered.
+        to: String,
+        /// The SDP answer.
+        answer: Box<RawValue>,
+    },
+    /// `decline_call {to, from}`; `from` is ignored.
+    DeclineCall {
+        /// The caller being declined.
+        to: String,
+    },
+    /// `end_call {to, from}`; `from` is ignored.
+    EndCall {
+        /// The other party.
+        to: String,
+    },
+    /// `ice_candidate {to, from, candidate}`; `from` is ignored.
+    IceCandidate {
+        /// The other party.
+        to: String,
+        /// The candidate.
+        candidate: Box<RawValue>,
+    },
+    /// `logout_user {userId}`.
+    LogoutUser {
+        /// The name to log out; when given it must be the socket's own.
+        user_id: Option<String>,
+    },
+}
+
+/// The names of the events clients send.
+pub const CLIENT_EVENTS: [&str; 7] = [
+    "register_user",
+    "make_call",
+    "answer_call",
+    "decline_call",
+    "end_call",
+    "ice_candidate",
+    "logout_user",
+];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdPayload {
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OptionalUserIdPayload {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ToPayload {
+    to: String,
+}
+
+#[derive(Deserialize)]
+struct OfferPayload {
+    to: String,
+    offer: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct AnswerPayload {
+    to: String,
+    answer: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct CandidatePayload {
+    to: String,
+    candidate: Box<RawValue>,
+}
+
+impl ClientEvent {
+    /// Parses the first argument of event `name`. `Ok(None)` for an event
+    /// that is not part of the protocol.
+    ///
+    /// ```
+    /// use serde_json::value::RawValue;
+    /// use signalbox::signaling::protocol::ClientEvent;
+    /// let arg = RawValue::from_string(r#"{"to":"bob","from":"eve","offer":{"type":"offer","sdp":"v=0"}}"#.into()).unwrap();
+    /// let Ok(Some(ClientEvent::MakeCall { to, offer })) = ClientEvent::parse("make_call", Some(&arg)) else { panic!() };
+    /// assert_eq!((to.as_str(), offer.get()), ("bob", r#"{"type":"offer","sdp":"v=0"}"#));
+    /// assert!(ClientEvent::parse("make_call", None).is_err());
+    /// ```
+    pub fn parse(name: &str, arg: Option<&RawValue>) -> Result<Option<ClientEvent>, SignalError> {
+        if !CLIENT_EVENTS.contains(&name) {
+            return Ok(None);
+        }
+        let json = arg.map_or("null", RawValue::get);
+        if !json.starts_with('{') {
+            return Err(SignalError::InvalidPayload(format!(
+                "{name} expects an object"
+            )));
+        }
+        let invalid = |e: serde_json::Error| {
+            // serde's message without its " at line 1 column N" suffix.
+            let message = e.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m)
+                .to_owned();
+            SignalError::InvalidPayload(format!("{name}: {message}"))
+        };
+        let event = match name {
+            "register_user" => {
+                let p: UserIdPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::RegisterUser { user_id: p.user_id }
+            }
+            "make_call" => {
+                let p: OfferPayload = serde_json::from_str(json).map_err(invalid)?;
+                bounded(name, "offer", &p.offer, MAX_SDP_BYTES)?;
+                ClientEvent::MakeCall {
+                    to: p.to,
+                    offer: p.offer,
+                }
+            }
+            "answer_call" => {
+                let p: AnswerPayload = serde_json::from_str(json).map_err(invalid)?;
+                bounded(name, "answer", &p.answer, MAX_SDP_BYTES)?;
+                ClientEvent::AnswerCall {
+                    to: p.to,
+                    answer: p.answer,
+                }
+            }
+            "decline_call" => {
+                let p: ToPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::DeclineCall { to: p.to }
+            }
+            "end_call" => {
+                let p: ToPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::EndCall { to: p.to }
+            }
+            "ice_candidate" => {
+                let p: CandidatePayload = serde_json::from_str(json).map_err(invalid)?;
+                bounded(name, "candidate", &p.candidate, MAX_CANDIDATE_BYTES)?;
+                ClientEvent::IceCandidate {
+                    to: p.to,
+                    candidate: p.candidate,
+                }
+            }
+            _ => {
+                let p: OptionalUserIdPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::LogoutUser { user_id: p.user_id }
+            }
+        };
+        Ok(Some(event))
+    }
+
+    /// The event's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientEvent::RegisterUser { .. } => "register_user",
+            ClientEvent::MakeCall { .. } => "make_call",
+            ClientEvent::AnswerCall { .. } => "answer_call",
+            ClientEvent::DeclineCall { .. } => "decline_call",
+            ClientEvent::EndCall { .. } => "end_call",
+            ClientEvent::IceCandidate { .. } => "ice_candidate",
+            ClientEvent::LogoutUser { .. } => "logout_user",
+        }
+    }
+}
+
+fn bounded(event: &str, field: &str, value: &RawValue, max: usize) -> Result<(), SignalError> {
+    if value.get().len() > max {
+        return Err(SignalError::InvalidPayload(format!(
+            "{event}: {field} is larger than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// An event the server sends.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ServerEvent {
+    /// `user_registered {success, userId[, error]}`
+    UserRegistered {
+        /// Whether the name is now the socket's.
+        success: bool,
+        /// The name asked for.
+        #[serde(rename = "userId")]
+        user_id: String,
+        /// Why not, when refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// `incoming_call {from, offer}`
+    IncomingCall {
+        /// The caller.
+        from: String,
+        /// The caller's SDP offer.
+        offer: Box<RawValue>,
+    },
+    /// `call_answered {from, answer}`
+    CallAnswered {
+        /// The callee.
+        from: String,
+        /// The callee's SDP answer.
+        answer: Box<RawValue>,
+    },
+    /// `call_declined {from}`
+    CallDeclined {
+        /// The callee who declined.
+        from: String,
+    },
+    /// `call_ended {from[, reason]}`
+    CallEnded {
+        /// The party who ended the call or left.
+        from: String,
+        /// Why, when it was not an `end_call`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+    },
+    /// `call_timeout {user}`: `user` is the other party.
+    CallTimeout {
+        /// The other party of the call that rang out.
+        user: String,
+    },
+    /// `call_busy {targetUser}`
+    CallBusy {
+        /// The user who is busy.
+        #[serde(rename = "targetUser")]
+        target_user: String,
+    },
+    /// `call_failed {error, targetUser}`
+    CallFailed {
+        /// Why.
+        error: String,
+        /// The user who was called.
+        #[serde(rename = "targetUser")]
+        target_user: String,
+    },
+    /// `ice_candidate {from, candidate}`
+    IceCandidate {
+        /// The other party.
+        from: String,
+        /// Their candidate.
+        candidate: Box<RawValue>,
+    },
+    /// `force_disconnect {reason}`
+    ForceDisconnect {
+        /// Why this device is being disconnected.
+        reason: &'static str,
+    },
+    /// `signaling_error {event, error}`: a refused client event whose
+    /// sender asked for no ack and that has no event of its own.
+    SignalingError {
+        /// The client event that was refused.
+        event: String,
+        /// Why.
+        error: String,
+    },
+}
+
+impl ServerEvent {
+    /// The event's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::UserRegistered { .. } => "user_registered",
+            ServerEvent::IncomingCall { .. } => "incoming_call",
+            ServerEvent::CallAnswered { .. } => "call_answered",
+            ServerEvent::CallDeclined { .. } => "call_declined",
+            ServerEvent::CallEnded { .. } => "call_ended",
+            ServerEvent::CallTimeout { .. } => "call_timeout",
+            ServerEvent::CallBusy { .. } => "call_busy",
+            ServerEvent::CallFailed { .. } => "call_failed",
+            ServerEvent::IceCandidate { .. } => "ice_candidate",
+            ServerEvent::ForceDisconnect { .. } => "force_disconnect",
+            ServerEvent::SignalingError { .. } => "signaling_error",
+        }
+    }
+}
+
+/// Reasons in `call_ended` when a party left rather than hung up.
+pub mod reason {
+    /// The other party's connection closed.
+    pub const DISCONNECTED: &str = "disconnected";
+    /// The other party logged out.
+    pub const LOGGED_OUT: &str = "logged_out";
+    /// The other party logged in on another device, which replaced this one.
+    pub const NEW_LOGIN: &str = "new_login";
+    /// The server is shutting down.
+    pub const SERVER_SHUTDOWN: &str = "server_shutdown";
+}
+
+/// Why a client event was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalError {
+    /// The payload is not what the event needs.
+    InvalidPayload(String),
+    /// A user name outside the allowed set.
+    InvalidUserName,
+    /// A call event from a socket that has not registered.
+    NotRegistered,
+    /// `logout_user` naming someone else.
+    NotYourName,
+    /// The callee is not online.
+    UserOffline,
+    /// A call to oneself.
+    CallingYourself,
+    /// The caller is already ringing or in a call.
+    AlreadyInCall,
+    /// The callee is ringing or in a call.
+    UserBusy,
+    /// No ringing call from that user to answer or decline.
+    NoIncomingCall,
+    /// No call with that user to end or to send candidates in.
+    NoSuchCall,
+}
+
+impl SignalError {
+    /// Whether the refusal already reached the client as one of the seed's
+    /// own events (`user_registered`, `call_failed`, `call_busy`).
+    pub fn reported_by_seed_event(&self) -> bool {
+        matches!(
+            self,
+            SignalError::InvalidUserName
+                | SignalError::UserOffline
+                | SignalError::CallingYourself
+                | SignalError::AlreadyInCall
+                | SignalError::UserBusy
+        )
+    }
+}
+
+impl fmt::Display for SignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalError::InvalidPayload(why) => write!(f, "invalid payload: {why}"),
+            SignalError::InvalidUserName => {
+                f.write_str("invalid user name: use 1 to 64 characters from A-Z a-z 0-9 _ - . @")
+            }
+            SignalError::NotRegistered => f.write_str("not registered: send register_user first"),
+            SignalError::NotYourName => f.write_str("cannot log out another user"),
+            SignalError::UserOffline => f.write_str("user is offline"),
+            SignalError::CallingYourself => f.write_str("cannot call yourself"),
+            SignalError::AlreadyInCall => f.write_str("you are already in a call"),
+            SignalError::UserBusy => f.write_str("user is busy"),
+            SignalError::NoIncomingCall => f.write_str("no incoming call from that user"),
+            SignalError::NoSuchCall => f.write_str("no call with that user"),
+        }
+    }
+}
+
+impl std::error::Error for SignalError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, json: &str) -> Result<Option<ClientEvent>, SignalError> {
+        let raw = RawValue::from_string(json.to_owned()).unwrap();
+        ClientEvent::parse(name, Some(&raw))
+    }
+
+    #[test]
+    fn every_client_event_parses() {
+        let cases = [
+            ("register_user", r#"{"userId":"alice"}"#),
+            (
+                "make_call",
+                r#"{"to":"b","from":"a","offer":{"type":"offer","sdp":"x"}}"#,
+            ),
+            (
+                "answer_call",
+                r#"{"to":"a","from":"b","answer":{"type":"answer","sdp":"y"}}"#,
+            ),
+            ("decline_call", r#"{"to":"a","from":"b"}"#),
+            ("end_call", r#"{"to":"a","from":"b"}"#),
+            (
+                "ice_candidate",
+                r#"{"to":"a","from":"b","candidate":{"candidate":"c","sdpMid":"0"}}"#,
+            ),
+            ("ice_candidate", r#"{"to":"a","candidate":null}"#),
+            ("logout_user", r#"{"userId":"alice"}"#),
+            ("logout_user", r#"{}"#),
+        ];
+        for (name, json) in cases {
+            let event = parse(name, json).unwrap().unwrap();
+            assert_eq!(event.name(), name);
+        }
+        assert!(parse("something_else", "{}").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_payloads_are_errors() {
+        let bad = [
+            ("register_user", "{}"),
+            ("register_user", r#"{"userId":42}"#),
+            ("register_user", r#"{"userId":null}"#),
+            ("register_user", r#""alice""#),
+            ("register_user", "[]"),
+            ("register_user", "null"),
+            ("make_call", r#"{"to":"b"}"#),
+            ("make_call", r#"{"offer":{}}"#),
+            ("make_call", r#"{"to":["b"],"offer":{}}"#),
+            ("answer_call", r#"{"to":"a"}"#),
+            ("decline_call", r#"{"to":1}"#),
+            ("end_call", "{}"),
+            ("ice_candidate", r#"{"to":"a"}"#),
+            ("logout_user", r#"{"userId":7}"#),
+            ("logout_user", "7"),
+        ];
+        for (name, json) in bad {
+            assert!(
+                matches!(parse(name, json), Err(SignalError::InvalidPayload(_))),
+                "{name} {json}"
+            );
+        }
+        assert!(ClientEvent::parse("end_call", None).is_err());
+    }
+
+    #[test]
+    fn payloads_are_bounded() {
+        let sdp = "x".repeat(MAX_SDP_BYTES);
+        let json = format!(r#"{{"to":"b","offer":{{"sdp":"{sdp}"}}}}"#);
+        let Err(SignalError::InvalidPayload(why)) = parse("make_call", &json) else {
+            panic!()
+        };
+        assert!(why.contains("offer is larger"), "{why}");
+        let candidate = "c".repeat(MAX_CANDIDATE_BYTES);
+        let json = format!(r#"{{"to":"b","candidate":"{candidate}"}}"#);
+        assert!(parse("ice_candidate", &json).is_err());
+    }
+
+    #[test]
+    fn error_messages_drop_serde_positions() {
+        let Err(SignalError::InvalidPayload(why)) = parse("end_call", "{}") else {
+            panic!()
+        };
+        assert_eq!(why, "end_call: missing field `to`");
+    }
+
+    #[test]
+    fn server_events_serialize_with_seed_field_names() {
+        let offer = RawValue::from_string(r#"{"sdp":"x"}"#.into()).unwrap();
+        let cases: Vec<(ServerEvent, &str)> = vec![
+            (
+                ServerEvent::UserRegistered {
+                    success: true,
+                    user_id: "a".into(),
+                    error: None,
+                },
+                r#"{"success":true,"userId":"a"}"#,
+            ),
+            (
+                ServerEvent::IncomingCall {
+                    from: "a".into(),
+                    offer,
+                },
+                r#"{"from":"a","offer":{"sdp":"x"}}"#,
+            ),
+            (
+                ServerEvent::CallEnded {
+                    from: "a".into(),
+                    reason: None,
+                },
+                r#"{"from":"a"}"#,
+            ),
+            (
+                ServerEvent::CallEnded {
+                    from: "a".into(),
+                    reason: Some(reason::DISCONNECTED),
+                },
+                r#"{"from":"a","reason":"disconnected"}"#,
+            ),
+            (
+                ServerEvent::CallTimeout { user: "b".into() },
+                r#"{"user":"b"}"#,
+            ),
+            (
+                ServerEvent::CallBusy {
+                    target_user: "b".into(),
+                },
+                r#"{"targetUser":"b"}"#,
+            ),
+            (
+                ServerEvent::CallFailed {
+                    error: "user is offline".into(),
+                    target_user: "b".into(),
+                },
+                r#"{"error":"user is offline","targetUser":"b"}"#,
+            ),
+            (
+                ServerEvent::ForceDisconnect {
+                    reason: reason::NEW_LOGIN,
+                },
+                r#"{"reason":"new_login"}"#,
+            ),
+        ];
+        for (event, json) in cases {
+            assert_eq!(
+                serde_json::to_string(&event).unwrap(),
+                json,
+                "{}",
+                event.name()
+            );
+        }
+    }
+}

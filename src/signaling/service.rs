@@ -1,0 +1,179 @@
+//! The I/O side of signaling: Socket.IO events in, the hub's effects out,
+//! and one timer for the hub's deadlines.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use serde_json::json;
+use smol::Timer;
+use smol::channel::{Receiver, Sender, bounded};
+
+use super::hub::{Effect, Hub};
+use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
+use crate::rt;
+use crate::socketio::{self, Ack, Message, Socket, to_arg};
+
+/// A connection, as the hub knows it: the socket id.
+type Conn = Rc<str>;
+
+/// The signaling service on one Socket.IO namespace.
+pub struct Signaling {
+    hub: RefCell<Hub<Conn>>,
+    sockets: RefCell<HashMap<Conn, Socket>>,
+    wake: Sender<()>,
+}
+
+impl Signaling {
+    /// Installs the service on `io`'s root namespace and starts its timer.
+    pub fn install(io: &socketio::Server, call_timeout: Duration) -> Rc<Signaling> {
+        let (wake, woken) = bounded(1);
+        let service = Rc::new(Signaling {
+            hub: RefCell::new(Hub::new(call_timeout)),
+            sockets: RefCell::new(HashMap::new()),
+            wake,
+        });
+        let namespace = io.of("/");
+        let weak = Rc::downgrade(&service);
+        namespace.on_connect(move |socket, _auth| {
+            if let Some(service) = weak.upgrade() {
+                service
+                    .sockets
+                    .borrow_mut()
+                    .insert(socket.id_rc(), socket.clone());
+            }
+            Ok(())
+        });
+        let weak = Rc::downgrade(&service);
+        namespace.on_disconnect(move |socket, _reason| {
+            if let Some(service) = weak.upgrade() {
+                service.sockets.borrow_mut().remove(socket.id());
+                let effects = service
+                    .hub
+                    .borrow_mut()
+                    .disconnected(&socket.id_rc(), Instant::now());
+                service.execute(effects);
+            }
+        });
+        for name in CLIENT_EVENTS {
+            let weak = Rc::downgrade(&service);
+            namespace.on(name, move |socket, message, ack| {
+                if let Some(service) = weak.upgrade() {
+                    service.on_event(socket, name, message, ack);
+                }
+            });
+        }
+        rt::spawn(run_timer(Rc::downgrade(&service), woken)).detach();
+        service
+    }
+
+    /// The hub, for reading counts and users.
+    pub fn hub(&self) -> std::cell::Ref<'_, Hub<Conn>> {
+        self.hub.borrow()
+    }
+
+    fn on_event(&self, socket: &Socket, name: &'static str, message: Message, ack: Option<Ack>) {
+        let outcome = match ClientEvent::parse(name, message.arg(0)) {
+            Ok(Some(event)) => {
+                let rings = matches!(event, ClientEvent::MakeCall { .. });
+                let outcome = self
+                    .hub
+                    .borrow_mut()
+                    .handle(&socket.id_rc(), event, Instant::now());
+                if rings && outcome.result.is_ok() {
+                    // A new deadline: let the timer look again.
+                    let _ = self.wake.try_send(());
+                }
+                outcome
+            }
+            Ok(None) => return,
+            Err(error) => super::hub::Outcome {
+                result: Err(error),
+                effects: Vec::new(),
+            },
+        };
+        self.execute(outcome.effects);
+        match (outcome.result, ack) {
+            (Ok(()), Some(ack)) => ack.send(&[to_arg(&json!({ "ok": true }))]),
+            (Err(error), Some(ack)) => {
+                ack.send(&[to_arg(&json!({ "ok": false, "error": error.to_string() }))])
+            }
+            (Err(error), None) => self.refused(socket, name, &error),
+            (Ok(()), None) => {}
+        }
+    }
+
+    /// Tells a client its event was refused, unless a seed event already did.
+    fn refused(&self, socket: &Socket, name: &str, error: &SignalError) {
+        if error.reported_by_seed_event() {
+            return;
+        }
+        log::debug!("socket {}: {name} refused: {error}", socket.id());
+        let event = ServerEvent::SignalingError {
+            event: name.to_owned(),
+            error: error.to_string(),
+        };
+        socket.emit(event.name(), &[to_arg(&event)]);
+    }
+
+    /// Carries out the hub's effects. No borrow is held while a socket acts,
+    /// since a disconnect comes straight back through the hooks.
+    fn execute(&self, effects: Vec<Effect<Conn>>) {
+        for effect in effects {
+            match effect {
+                Effect::ToUser { user, event } => {
+                    let conn = self.hub.borrow().conn_of(&user).cloned();
+                    if let Some(socket) = conn.and_then(|c| self.socket(&c)) {
+                        socket.emit(event.name(), &[to_arg(&event)]);
+                    }
+                }
+                Effect::ToConn { conn, event } => {
+                    if let Some(socket) = self.socket(&conn) {
+                        socket.emit(event.name(), &[to_arg(&event)]);
+                    }
+                }
+                Effect::Disconnect { conn } => {
+                    if let Some(socket) = self.socket(&conn) {
+                        socket.disconnect_and_close();
+                    }
+                }
+            }
+        }
+    }
+
+    fn socket(&self, conn: &str) -> Option<Socket> {
+        self.sockets.borrow().get(conn).cloned()
+    }
+}
+
+/// Sleeps until the hub's next deadline (or a wake-up), then expires what is due.
+async fn run_timer(service: Weak<Signaling>, woken: Receiver<()>) {
+    loop {
+        let deadline = match service.upgrade() {
+            Some(service) => service.hub.borrow().next_deadline(),
+            None => return,
+        };
+        let wake = async {
+            let _ = woken.recv().await;
+        };
+        match deadline {
+            Some(deadline) => {
+                future::or(
+                    async {
+                        Timer::at(deadline).await;
+                    },
+                    wake,
+                )
+                .await
+            }
+            None => wake.await,
+        }
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let effects = service.hub.borrow_mut().expire(Instant::now());
+        service.execute(effects);
+    }
+}
