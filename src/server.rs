@@ -142,34 +142,17 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     request: Request,
     mut conn: Conn<S>,
 ) {
-    let refuse = |response: Response| site.cors.apply(&request, response).closing();
-    let key = request.header("sec-websocket-key").map(str::trim);
-    let valid_key = key.is_some_and(|k| crate::base64::decode(k).is_ok_and(|b| b.len() == 16));
-    let refusal = if request.method != Method::Get || !valid_key {
-        Some(refuse(Response::error(400)))
-    } else if request.header("sec-websocket-version").map(str::trim) != Some("13") {
-        Some(refuse(
-            Response::error(426).header("Sec-WebSocket-Version", "13"),
-        ))
-    } else {
-        None
-    };
-    if let Some(response) = refusal {
-        let _ = conn.write_all(&response.serialize(false, false)).await;
-        return;
-    }
-    let sid = match engine.check_websocket(&request) {
-        Ok(sid) => sid,
-        Err(error) => {
-            let response = refuse(error.response());
-            let _ = conn.write_all(&response.serialize(false, false)).await;
+    let accepted = accept_websocket(engine, &request)
+        .map_err(|refusal| site.cors.apply(&request, refusal).closing());
+    // The request head is not needed for the life of the socket.
+    drop(request);
+    let (head, sid) = match accepted {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            let _ = conn.write_all(&refusal.serialize(false, false)).await;
             return;
         }
     };
-    let accept = derive_accept_key(key.unwrap_or_default().as_bytes());
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
     if conn.write_all(head.as_bytes()).await.is_err() {
         return;
     }
@@ -178,4 +161,30 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     engine.serve_websocket(ws, sid).await;
+}
+
+/// Checks an upgrade request: the 101 answer and the sid it upgrades, or
+/// the refusal.
+fn accept_websocket(
+    engine: &Engine,
+    request: &Request,
+) -> Result<(String, Option<Rc<str>>), Response> {
+    let key = request
+        .header("sec-websocket-key")
+        .map(str::trim)
+        .filter(|k| crate::base64::decode(k).is_ok_and(|b| b.len() == 16));
+    let Some(key) = key.filter(|_| request.method == Method::Get) else {
+        return Err(Response::error(400));
+    };
+    if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(Response::error(426).header("Sec-WebSocket-Version", "13"));
+    }
+    let sid = engine
+        .check_websocket(request)
+        .map_err(|error| error.response())?;
+    let accept = derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    Ok((head, sid))
 }

@@ -389,3 +389,18 @@ fn a_client_close_ends_a_closing_session_at_once() {
     assert_eq!(post(addr, &url, "1").status, 200);
     assert_eq!(session_count(addr), 0);
 }
+
+#[test]
+fn a_non_ascii_socketio_packet_closes_only_that_connection() {
+    let addr = start(Options::default());
+    let sid = polling_handshake(addr, "/socket.io/");
+    let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    assert_eq!(post(addr, &url, "4\u{e9}t\u{e9}").status, 200);
+    assert_eq!(get(addr, &url).status, 400, "the session is closed at once");
+
+    let mut ws = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").unwrap();
+    ws_next(&mut ws);
+    ws_send(&mut ws, "4\u{1f600}");
+    assert_eq!(ws_next(&mut ws), None);
+    assert_eq!(session_count(addr), 0);
+}

@@ -307,3 +307,19 @@ fn websocket_handshake_checks() {
     assert_eq!(reply.status, 426);
     assert_eq!(reply.header("sec-websocket-version"), Some("13"));
 }
+
+#[test]
+fn expect_100_continue_is_answered() {
+    let addr = signalbox();
+    let sid = polling_handshake(addr, "/socket.io/");
+    let mut client = Client::connect(addr);
+    client.send(
+        format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.reply().status, 100);
+    client.send(b"40");
+    assert_eq!(client.reply().body, "ok");
+}

@@ -10,7 +10,7 @@ use crate::http::conn::ReadError;
 use crate::http::{Conn, Request, Response};
 
 fn payload_response(body: String) -> Response {
-    Response::text(200, body)
+    Response::text(200, body).header("Cache-Control", "no-store")
 }
 
 /// Opens a session; the answer carries the open packet.

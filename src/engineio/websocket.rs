@@ -82,7 +82,14 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
         let upgrade = session.borrow().upgrade;
         match decode_text(text.as_str()) {
             Ok(Packet::Ping(data)) if data == "probe" && upgrade == Upgrade::Probing => {
-                if send(ws, Packet::Pong("probe".into())).await.is_err() {
+                let answered = future::or(
+                    async { send(ws, Packet::Pong("probe".into())).await.is_ok() },
+                    async {
+                        Timer::at(deadline).await;
+                        false
+                    },
+                );
+                if !answered.await {
                     return false;
                 }
                 session.borrow_mut().upgrade = Upgrade::Probed;

@@ -114,6 +114,9 @@ impl Chunked {
                             ext: true,
                             len,
                         },
+                        // A bare LF ends a line for some parsers and not for
+                        // others: refuse it rather than disagree.
+                        b'\n' => return Err(ChunkedError::Malformed),
                         _ if ext => State::Size { digits, ext, len },
                         _ => {
                             let value = (b as char).to_digit(16).ok_or(ChunkedError::Malformed)?;
@@ -168,6 +171,8 @@ impl Chunked {
                     }
                     if b == b'\r' {
                         State::TrailerLf { line }
+                    } else if b == b'\n' {
+                        return Err(ChunkedError::Malformed);
                     } else {
                         State::Trailer { line: line + 1 }
                     }
@@ -253,6 +258,9 @@ mod tests {
             b"3\r\nabc\rX",
             b"0\r\nTrailer\rX",
             b"0\r\n\rX",
+            b"3;ext\nabc",
+            b"3\nabc",
+            b"0\r\nX-T: 1\n\r\n",
         ] {
             let mut c = Chunked::new(100);
             assert_eq!(c.feed(bad), Err(ChunkedError::Malformed), "{bad:?}");

@@ -25,6 +25,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time a kept-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
+    /// Time allowed to write one response: a client that stops reading is
+    /// dropped instead of holding the connection and its buffers.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -33,6 +36,7 @@ impl Default for Limits {
             max_head: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -166,12 +170,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<Vec<u8>, ReadError> {
         self.body_read = true;
         let deadline = Instant::now() + self.limits.request_timeout;
-        match request.body_length().map_err(ReadError::Head)? {
+        let length = request.body_length().map_err(ReadError::Head)?;
+        if let BodyLength::Exact(len) = length
+            && len > limit as u64
+        {
+            return Err(ReadError::BodyTooLarge);
+        }
+        if length != BodyLength::Empty
+            && request.header_has_token("expect", "100-continue")
+            && self.buf.is_empty()
+        {
+            self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(ReadError::Io)?;
+        }
+        match length {
             BodyLength::Empty => Ok(Vec::new()),
             BodyLength::Exact(len) => {
-                if len > limit as u64 {
-                    return Err(ReadError::BodyTooLarge);
-                }
                 let len = len as usize;
                 while self.buf.len() < len {
                     if self.read_more_until(deadline).await? == 0 {
@@ -205,10 +220,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.body_read
     }
 
-    /// Writes raw bytes and flushes.
+    /// Writes raw bytes and flushes, within the write timeout.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        let timeout = async {
+            Timer::after(self.limits.write_timeout).await;
+            Err(io::ErrorKind::TimedOut.into())
+        };
+        future::or(write, timeout).await
     }
 
     /// Resolves when the peer closes the connection (or it fails). Bytes the
@@ -230,5 +252,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.buf.capacity() > 2 * READ_CHUNK && self.buf.len() <= READ_CHUNK {
             self.buf.shrink_to(READ_CHUNK);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Context;
+
+    /// A peer that accepts nothing and sends nothing.
+    struct Stalled;
+
+    impl AsyncRead for Stalled {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            request_timeout: Duration::from_millis(50),
+            idle_timeout: Duration::from_millis(80),
+            write_timeout: Duration::from_millis(50),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_times_out() {
+        let mut conn = Conn::new(Stalled, limits());
+        let started = Instant::now();
+        let result = smol::block_on(conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n"));
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_silent_peer_is_closed_after_the_idle_timeout() {
+        let mut conn = Conn::new(Stalled, limits());
+        let started = Instant::now();
+        assert!(matches!(
+            smol::block_on(conn.read_request()),
+            Err(ReadError::Closed)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(80));
+    }
+
+    #[test]
+    fn a_half_sent_head_times_out() {
+        let mut conn = Conn::new(Stalled, limits());
+        conn.buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert!(matches!(
+            smol::block_on(conn.read_request()),
+            Err(ReadError::Timeout)
+        ));
     }
 }

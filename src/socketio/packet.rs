@@ -125,6 +125,11 @@ impl std::error::Error for DecodeError {}
 /// ```
 pub fn decode(text: &str) -> Result<Packet, DecodeError> {
     let kind = *text.as_bytes().first().ok_or(DecodeError::Empty)?;
+    // Every type is one ASCII digit; checking first keeps the slice below on
+    // a character boundary.
+    if !kind.is_ascii_digit() {
+        return Err(DecodeError::UnknownType);
+    }
     let mut rest = &text[1..];
 
     let binary = matches!(kind, b'5' | b'6');
@@ -565,6 +570,10 @@ mod tests {
             ("", Empty),
             ("7", UnknownType),
             ("a", UnknownType),
+            ("\u{e9}", UnknownType),
+            ("\u{1f600}[]", UnknownType),
+            ("2\u{e9}", InvalidJson),
+            ("5\u{e9}-[\"x\"]", IllegalAttachments),
             ("9[]", UnknownType),
             ("4abc", InvalidJson),
             ("2{}", InvalidPayload),
