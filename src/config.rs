@@ -23,6 +23,8 @@ pub struct Config {
     pub http: http::Limits,
     /// How long a call may ring before it times out.
     pub call_timeout: Duration,
+    /// How long a graceful shutdown may take to end calls and close sessions.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             http: http::Limits::default(),
             call_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }

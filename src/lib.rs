@@ -12,23 +12,105 @@ pub mod engineio;
 pub mod http;
 pub mod id;
 pub mod logging;
+pub mod metrics;
 pub mod rt;
 pub mod server;
 pub mod signaling;
 pub mod socketio;
+pub mod systemd;
 pub mod timestamp;
 
 use std::io;
 use std::net::TcpListener;
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use futures_lite::{StreamExt, future};
+use smol::Timer;
 
 pub use config::Config;
+use signaling::Intercom;
 
-/// Serves signalbox on `listener` until the process ends. Blocks the calling
-/// thread, which runs every task of the server.
+/// Serves signalbox on `listener` until SIGTERM or SIGINT, then shuts down
+/// gracefully: refuses new sessions, ends every call, closes every session
+/// once its last packets went out, and stops.
+/// Blocks the calling thread, which runs every task of the server.
 pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
     rt::block_on(async move {
-        let site = signaling::site(&config);
+        let intercom = Intercom::new(&config);
+        let site = intercom.site();
+        let activity = site.activity();
+        let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+        if testing_wedge() {
+            signals.add_signals([Signal::Usr2])?;
+        }
         log::info!("listening on http://{}", listener.local_addr()?);
-        site.serve(listener).await
+        systemd::notify(&format!("READY=1\nSTATUS={}", intercom.status()));
+        rt::spawn(keep_systemd_informed(intercom.clone())).detach();
+
+        let stop = async {
+            while let Some(signal) = signals.next().await {
+                match signal {
+                    Ok(Signal::Usr2) => wedge_if_testing(),
+                    Ok(signal) => return Ok(signal),
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(io::ErrorKind::BrokenPipe.into())
+        };
+        // Connections are still accepted while shutting down: clients open
+        // new ones to collect their last packets, and new sessions get 503.
+        let mut serving = rt::spawn(site.serve(listener));
+        let signal = future::or(
+            async {
+                (&mut serving).await?;
+                Err(io::ErrorKind::BrokenPipe.into())
+            },
+            stop,
+        )
+        .await?;
+        log::info!("{signal:?} received; shutting down");
+        systemd::notify("STOPPING=1\nSTATUS=shutting down");
+        intercom.shutdown(&activity).await;
+        drop(serving);
+        log::info!("stopped");
+        Ok(())
     })
+}
+
+/// Sends systemd the watchdog keep-alive at half its interval, from the
+/// event loop itself (so a wedged loop gets the service restarted), and a
+/// status line.
+async fn keep_systemd_informed(intercom: Intercom) {
+    if systemd::Notifier::from_env().is_none() {
+        return;
+    }
+    let watchdog = systemd::watchdog_interval();
+    let period = watchdog.map_or(Duration::from_secs(10), |w| {
+        (w / 2).min(Duration::from_secs(10))
+    });
+    loop {
+        Timer::after(period).await;
+        let status = format!("STATUS={}", intercom.status());
+        if watchdog.is_some() {
+            systemd::notify(&format!("WATCHDOG=1\n{status}"));
+        } else {
+            systemd::notify(&status);
+        }
+    }
+}
+
+/// For the watchdog test only: with `SIGNALBOX_TEST_WEDGE=1` in the
+/// environment, SIGUSR2 blocks the event loop for good.
+fn testing_wedge() -> bool {
+    std::env::var("SIGNALBOX_TEST_WEDGE").as_deref() == Ok("1")
+}
+
+fn wedge_if_testing() {
+    if testing_wedge() {
+        log::warn!("SIGUSR2 with SIGNALBOX_TEST_WEDGE=1: wedging the event loop");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }

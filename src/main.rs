@@ -1,5 +1,6 @@
-//! The `signalbox` command: flags → [`Config`] → serve.
+//! The `signalbox` command: flags and environment → [`Config`] → serve.
 
+use std::env;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,11 +9,15 @@ use argh::FromArgs;
 use signalbox::Config;
 use signalbox::config::{parse_duration, parse_path, parse_size};
 
-/// signalbox: a WebRTC signaling server for on-premises intercoms, speaking Socket.IO v4.
+/// signalbox: a WebRTC signaling server for on-premises intercoms, speaking
+/// Socket.IO v4. Every option can also be set with the environment variable
+/// named after it (SIGNALBOX_LISTEN, SIGNALBOX_PING_INTERVAL, ...); a flag
+/// wins over its variable.
 #[derive(FromArgs)]
 struct Args {
     /// address and port to listen on (default 0.0.0.0:3000; the PORT
-    /// environment variable overrides the port)
+    /// environment variable overrides the port; ignored when systemd passes
+    /// a socket)
     #[argh(option)]
     listen: Option<SocketAddr>,
     /// path of the Socket.IO endpoint (default /socket.io/)
@@ -30,59 +35,126 @@ struct Args {
     /// largest message or polling body a client may send, in bytes (default 1000000)
     #[argh(option, from_str_fn(parse_size))]
     max_payload: Option<usize>,
-    /// web origin allowed to connect; repeat for several (default: any origin)
+    /// web origin allowed to connect; repeat for several (default: any
+    /// origin; the variable takes a comma-separated list)
     #[argh(option)]
     cors_origin: Vec<String>,
     /// how long a call may ring unanswered (default 30s)
     #[argh(option, from_str_fn(parse_duration))]
     call_timeout: Option<Duration>,
+    /// how long a shutdown may take to end calls and close sessions (default 5s)
+    #[argh(option, from_str_fn(parse_duration))]
+    shutdown_timeout: Option<Duration>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, from_str_fn(parse_log_level))]
     log_level: Option<log::LevelFilter>,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
 }
 
 fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
     signalbox::logging::parse_level(text)
 }
 
+/// The flag's value, else its environment variable's, parsed.
+fn or_env<T>(
+    flag: Option<T>,
+    variable: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => parse(value.trim())
+            .map(Some)
+            .map_err(|error| format!("{variable}: {error}")),
+        _ => Ok(None),
+    }
+}
+
 fn config(args: Args) -> Result<Config, String> {
     let mut config = Config::default();
-    if let Some(listen) = args.listen {
+    let listen = or_env(args.listen, "SIGNALBOX_LISTEN", |v| {
+        v.parse()
+            .map_err(|_| format!("invalid address {v:?}: expected ADDR:PORT"))
+    })?;
+    if let Some(listen) = listen {
         config.listen = listen;
     }
-    if let Ok(port) = std::env::var("PORT") {
+    if let Ok(port) = env::var("PORT") {
         let port = port
             .trim()
             .parse()
             .map_err(|_| format!("invalid PORT {port:?}: expected a port number"))?;
         config.listen.set_port(port);
     }
-    if let Some(path) = args.path {
+    if let Some(path) = or_env(args.path, "SIGNALBOX_PATH", parse_path)? {
         config.path = path;
     }
-    if let Some(d) = args.ping_interval {
+    if let Some(d) = or_env(
+        args.ping_interval,
+        "SIGNALBOX_PING_INTERVAL",
+        parse_duration,
+    )? {
         config.engine.ping_interval = d;
     }
-    if let Some(d) = args.ping_timeout {
+    if let Some(d) = or_env(args.ping_timeout, "SIGNALBOX_PING_TIMEOUT", parse_duration)? {
         config.engine.ping_timeout = d;
     }
-    if let Some(d) = args.connect_timeout {
+    if let Some(d) = or_env(
+        args.connect_timeout,
+        "SIGNALBOX_CONNECT_TIMEOUT",
+        parse_duration,
+    )? {
         config.socketio.connect_timeout = d;
     }
-    if let Some(n) = args.max_payload {
+    if let Some(n) = or_env(args.max_payload, "SIGNALBOX_MAX_PAYLOAD", parse_size)? {
         config.engine.max_payload = n;
         config.socketio.max_attachment_bytes = n;
     }
-    config.cors_origins = args.cors_origin;
-    if let Some(d) = args.call_timeout {
+    config.cors_origins = if args.cors_origin.is_empty() {
+        env::var("SIGNALBOX_CORS_ORIGIN")
+            .unwrap_or_default()
+            .split([',', ' '])
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        args.cors_origin
+    };
+    if let Some(d) = or_env(args.call_timeout, "SIGNALBOX_CALL_TIMEOUT", parse_duration)? {
         config.call_timeout = d;
+    }
+    if let Some(d) = or_env(
+        args.shutdown_timeout,
+        "SIGNALBOX_SHUTDOWN_TIMEOUT",
+        parse_duration,
+    )? {
+        config.shutdown_timeout = d;
     }
     Ok(config)
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
-    signalbox::logging::init(args.log_level.unwrap_or(log::LevelFilter::Info));
+    let mut args: Args = argh::from_env();
+    if args.version {
+        println!("signalbox {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let level = match or_env(
+        args.log_level.take(),
+        "SIGNALBOX_LOG_LEVEL",
+        parse_log_level,
+    ) {
+        Ok(level) => level.unwrap_or(log::LevelFilter::Info),
+        Err(error) => {
+            eprintln!("signalbox: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    signalbox::logging::init(level);
     let config = match config(args) {
         Ok(config) => config,
         Err(error) => {
@@ -90,17 +162,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind(config.listen) {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("signalbox: cannot listen on {}: {error}", config.listen);
-            return ExitCode::FAILURE;
-        }
+    let listener = match signalbox::systemd::inherited_listener() {
+        Some(listener) => listener,
+        None => match TcpListener::bind(config.listen) {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("signalbox: cannot listen on {}: {error}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match signalbox::serve(listener, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("signalbox: {error}");
+            log::error!("{error}");
             ExitCode::FAILURE
         }
     }

@@ -2,6 +2,7 @@
 //! requests to Engine.IO endpoints or plain pages, and the WebSocket
 //! handshake.
 
+use std::cell::Cell;
 use std::io;
 use std::net::TcpListener;
 use std::rc::Rc;
@@ -27,6 +28,33 @@ pub struct Site {
     limits: Limits,
     endpoints: Vec<(String, Engine)>,
     pages: Box<Pages>,
+    activity: Activity,
+}
+
+/// How many requests are being handled (read and not yet answered), so a
+/// shutdown can wait for the last answers to be written.
+#[derive(Debug, Clone, Default)]
+pub struct Activity(Rc<Cell<usize>>);
+
+impl Activity {
+    /// Whether no request is being handled.
+    pub fn is_idle(&self) -> bool {
+        self.0.get() == 0
+    }
+
+    fn enter(&self) -> Busy {
+        self.0.set(self.0.get() + 1);
+        Busy(self.0.clone())
+    }
+}
+
+/// One request being handled; dropping it ends the request.
+struct Busy(Rc<Cell<usize>>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl Site {
@@ -37,7 +65,13 @@ impl Site {
             limits,
             endpoints: Vec::new(),
             pages: Box::new(|_| None),
+            activity: Activity::default(),
         }
+    }
+
+    /// A handle on the number of requests being handled.
+    pub fn activity(&self) -> Activity {
+        self.activity.clone()
     }
 
     /// Serves `engine` at every path that starts with `path` (such as
@@ -97,6 +131,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, str
                 return;
             }
         };
+        let _busy = site.activity.enter();
         let body = match request.body_length() {
             Ok(body) => body,
             Err(error) => {

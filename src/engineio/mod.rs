@@ -9,7 +9,7 @@ mod polling;
 mod session;
 mod websocket;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -156,6 +156,33 @@ pub(crate) struct Shared {
     pub config: Config,
     pub handler: Rc<dyn Handler>,
     pub sessions: RefCell<HashMap<Rc<str>, Session>>,
+    bytes_received: Cell<u64>,
+    bytes_sent: Cell<u64>,
+    closed: Cell<bool>,
+}
+
+impl Shared {
+    pub fn received(&self, bytes: usize) {
+        self.bytes_received
+            .set(self.bytes_received.get() + bytes as u64);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.bytes_sent.set(self.bytes_sent.get() + bytes as u64);
+    }
+}
+
+/// What an endpoint is doing, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Open sessions on long-polling.
+    pub polling: usize,
+    /// Open sessions on WebSocket.
+    pub websocket: usize,
+    /// Bytes of packets received, as sent on the wire by clients.
+    pub bytes_received: u64,
+    /// Bytes of packets sent.
+    pub bytes_sent: u64,
 }
 
 /// An Engine.IO endpoint and its sessions.
@@ -169,7 +196,35 @@ impl Engine {
             config,
             handler,
             sessions: RefCell::new(HashMap::new()),
+            bytes_received: Cell::new(0),
+            bytes_sent: Cell::new(0),
+            closed: Cell::new(false),
         }))
+    }
+
+    /// Stops opening sessions (new ones get 503) and closes every open one
+    /// once what is queued for it went out: the endpoint's part of a
+    /// graceful shutdown.
+    pub fn close_all(&self) {
+        self.0.closed.set(true);
+        for session in self.sessions() {
+            session.close();
+        }
+    }
+
+    /// Session and traffic counts.
+    pub fn stats(&self) -> Stats {
+        let sessions = self.0.sessions.borrow();
+        let websocket = sessions
+            .values()
+            .filter(|s| s.transport() == Transport::WebSocket)
+            .count();
+        Stats {
+            polling: sessions.len() - websocket,
+            websocket,
+            bytes_received: self.0.bytes_received.get(),
+            bytes_sent: self.0.bytes_sent.get(),
+        }
     }
 
     /// The settings.
@@ -253,8 +308,9 @@ impl Engine {
             Err(error) => return Some(error.response()),
         };
         match (session, &request.method) {
+            (None, _) if self.0.closed.get() => Some(Response::error(503)),
             (None, _) => Some(polling::handshake(self)),
-            (Some(session), Method::Get) => polling::get(&session, conn).await,
+            (Some(session), Method::Get) => polling::get(self, &session, conn).await,
             (Some(session), Method::Post) => polling::post(self, &session, request, conn).await,
             (Some(_), _) => Some(RequestError::BadRequest.response()),
         }
@@ -265,7 +321,11 @@ impl Engine {
     /// for a session that already has one passes here and is closed right
     /// after the handshake, as the reference server does.
     pub fn check_websocket(&self, request: &Request) -> Result<Option<Rc<str>>, RequestError> {
-        Ok(self.verify(request, true)?.map(|session| session.sid_rc()))
+        let session = self.verify(request, true)?;
+        if session.is_none() && self.0.closed.get() {
+            return Err(RequestError::Forbidden);
+        }
+        Ok(session.map(|session| session.sid_rc()))
     }
 
     /// Runs an accepted WebSocket until it closes: a new session, or the

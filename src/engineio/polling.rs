@@ -16,12 +16,15 @@ fn payload_response(body: String) -> Response {
 /// Opens a session; the answer carries the open packet.
 pub(crate) fn handshake(engine: &Engine) -> Response {
     let session = engine.open(Transport::Polling);
-    collect(&session)
+    let response = collect(&session);
+    engine.0.sent(response.body.len());
+    response
 }
 
 /// A long-polling GET: waits for packets, or for the session to end or
 /// upgrade, and answers with them.
 pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    engine: &Engine,
     session: &Session,
     conn: &mut Conn<S>,
 ) -> Option<Response> {
@@ -58,7 +61,9 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         session.terminate(CloseReason::TransportClose);
         return None;
     }
-    Some(collect(session))
+    let response = collect(session);
+    engine.0.sent(response.body.len());
+    Some(response)
 }
 
 /// Builds a GET answer from the session's state, emptying its queue.
@@ -118,6 +123,7 @@ pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
             return error.status().map(|s| Response::error(s).closing());
         }
     };
+    engine.0.received(body.len());
     let packets = String::from_utf8(body)
         .ok()
         .and_then(|text| decode_payload(&text).ok());

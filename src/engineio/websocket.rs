@@ -51,7 +51,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             session
         }
     };
-    serve(&session, ws).await;
+    serve(engine, &session, ws).await;
 }
 
 /// Runs the upgrade handshake; true once the session is on this WebSocket.
@@ -113,9 +113,14 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Moves packets both ways until the session or the socket ends.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(session: &Session, mut ws: WebSocketStream<S>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    engine: &Engine,
+    session: &Session,
+    mut ws: WebSocketStream<S>,
+) {
     loop {
         while let Some(packet) = session.pop() {
+            engine.0.sent(packet.queued_size());
             let sent = future::or(async { Some(send(&mut ws, packet).await) }, async {
                 // A client that stops reading must not keep the task alive
                 // after its session ended.
@@ -152,6 +157,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(session: &Session, mut ws: Web
             Some(Some(Err(_))) => return session.terminate(CloseReason::TransportError),
             Some(Some(Ok(message))) => message,
         };
+        if let Message::Text(_) | Message::Binary(_) = &message {
+            engine.0.received(message.len());
+        }
         match message {
             Message::Text(text) => match decode_text(text.as_str()) {
                 Ok(packet) => session.receive(packet),
@@ -175,11 +183,16 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     ws.send(message).await
 }
 
-/// Sends a close frame if the peer lets us within a short grace period.
+/// Runs the closing handshake within a short grace period: sends a close
+/// frame, then reads until the peer's answer. Dropping the socket with the
+/// answer unread would reset the connection, which clients report as an
+/// error rather than a close.
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
     future::or(
         async {
-            let _ = ws.close(None).await;
+            if ws.close(None).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
         },
         async {
             Timer::after(CLOSE_GRACE).await;

@@ -47,6 +47,21 @@ pub struct Outcome<C> {
     pub effects: Vec<Effect<C>>,
 }
 
+/// How calls have ended since start, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallTotals {
+    /// Calls answered.
+    pub answered: u64,
+    /// Calls declined by the callee.
+    pub declined: u64,
+    /// Calls that rang out.
+    pub timeout: u64,
+    /// Calls refused because the callee was busy.
+    pub busy: u64,
+    /// Calls that could not be made (offline, yourself, already in a call).
+    pub failed: u64,
+}
+
 /// Presence and calls.
 #[derive(Debug)]
 pub struct Hub<C> {
@@ -54,6 +69,7 @@ pub struct Hub<C> {
     names: HashMap<C, Rc<str>>,
     calls: Calls,
     call_timeout: Duration,
+    totals: CallTotals,
 }
 
 impl<C: Clone + Eq + Hash> Hub<C> {
@@ -64,7 +80,13 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             names: HashMap::new(),
             calls: Calls::default(),
             call_timeout,
+            totals: CallTotals::default(),
         }
+    }
+
+    /// How calls have ended since start.
+    pub fn totals(&self) -> CallTotals {
+        self.totals
     }
 
     /// The registered users, sorted.
@@ -108,6 +130,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     pub fn expire(&mut self, now: Instant) -> Vec<Effect<C>> {
         let mut effects = Vec::new();
         for call in self.calls.expire(now) {
+            self.totals.timeout += 1;
             log::info!("call {} -> {}: timed out", call.caller, call.callee);
             effects.push(Effect::ToUser {
                 user: call.caller.clone(),
@@ -282,6 +305,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             ClientEvent::AnswerCall { to, answer } => {
                 let id = self.ringing_from(&me, &to)?;
                 self.calls.answer(id, now);
+                self.totals.answered += 1;
                 log::info!("call {to} -> {me}: answered");
                 effects.push(Effect::ToUser {
                     user: to.as_str().into(),
@@ -295,6 +319,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             ClientEvent::DeclineCall { to } => {
                 let id = self.ringing_from(&me, &to)?;
                 self.calls.end(id);
+                self.totals.declined += 1;
                 log::info!("call {to} -> {me}: declined");
                 effects.push(Effect::ToUser {
                     user: to.as_str().into(),
@@ -353,6 +378,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             None
         };
         if let Some(error) = refusal {
+            self.totals.failed += 1;
             log::info!("call {me} -> {to}: failed ({error})");
             effects.push(Effect::ToUser {
                 user: me,
@@ -364,6 +390,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             return Err(error);
         }
         if self.calls.of(&to).is_some() {
+            self.totals.busy += 1;
             log::info!("call {me} -> {to}: busy");
             effects.push(Effect::ToUser {
                 user: me,

@@ -552,3 +552,27 @@ fn server_shutdown_ends_every_call() {
     );
     assert_eq!(w.hub.call_count(), 0);
 }
+
+#[test]
+fn call_totals_count_outcomes() {
+    let mut w = World::three();
+    w.register("c4", "dave");
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    w.refused("c3", "make_call", r#"{"to":"bob","offer":{}}"#);
+    w.refused("c3", "make_call", r#"{"to":"nobody","offer":{}}"#);
+    w.call("c3", "dave");
+    w.ok("c4", "decline_call", r#"{"to":"carol"}"#);
+    w.call("c3", "dave");
+    w.hub.expire(w.t0 + TIMEOUT);
+    assert_eq!(
+        w.hub.totals(),
+        CallTotals {
+            answered: 1,
+            declined: 1,
+            timeout: 1,
+            busy: 1,
+            failed: 1,
+        }
+    );
+}

@@ -1,5 +1,5 @@
 //! The intercom's signaling service on top of Socket.IO: the seed's events,
-//! presence and calls, and the REST pages.
+//! presence and calls, and the HTTP pages.
 //!
 //! [`protocol`] types the events, [`calls`] and [`hub`] decide (no I/O, no
 //! clock), [`service`] carries the decisions out on sockets and timers.
@@ -10,44 +10,204 @@ pub mod protocol;
 pub mod service;
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use smol::Timer;
 
 use crate::config::Config;
 use crate::engineio::Engine;
 use crate::http::{Cors, Method, Request, Response};
-use crate::server::Site;
+use crate::metrics;
+use crate::server::{Activity, Site};
 use crate::socketio;
 use service::Signaling;
 
-/// Builds the whole signalbox site for `config`.
-pub fn site(config: &Config) -> Site {
-    let io = socketio::Server::new(config.socketio.clone());
-    let signaling = Signaling::install(&io, config.call_timeout);
-    let engine = Engine::new(config.engine.clone(), io.handler());
-    Site::new(Cors::new(config.cors_origins.clone()), config.http.clone())
-        .mount(&config.path, engine)
-        .pages(move |request| pages(&signaling, request))
+/// The whole intercom: Socket.IO with signaling on it, and its pages.
+#[derive(Clone)]
+pub struct Intercom {
+    config: Config,
+    io: socketio::Server,
+    engine: Engine,
+    signaling: Rc<Signaling>,
 }
 
-/// `GET /` (the seed's health JSON) and `GET /users`.
-fn pages(signaling: &Rc<Signaling>, request: &Request) -> Option<Response> {
-    let hub = signaling.hub();
-    let body = match request.path.as_str() {
-        "/" => json!({
+impl Intercom {
+    /// Sets up signaling for `config` on this thread.
+    pub fn new(config: &Config) -> Intercom {
+        let io = socketio::Server::new(config.socketio.clone());
+        let signaling = Signaling::install(&io, config.call_timeout);
+        let engine = Engine::new(config.engine.clone(), io.handler());
+        Intercom {
+            config: config.clone(),
+            io,
+            engine,
+            signaling,
+        }
+    }
+
+    /// The site that serves it: the Socket.IO endpoint and the pages.
+    pub fn site(&self) -> Site {
+        let intercom = self.clone();
+        Site::new(
+            Cors::new(self.config.cors_origins.clone()),
+            self.config.http.clone(),
+        )
+        .mount(&self.config.path, self.engine.clone())
+        .pages(move |request| intercom.page(request))
+    }
+
+    /// One line on what the server is doing, for `systemctl status`.
+    pub fn status(&self) -> String {
+        let hub = self.signaling.hub();
+        format!(
+            "{} users, {} calls, {} sessions",
+            hub.user_count(),
+            hub.call_count(),
+            self.engine.session_count()
+        )
+    }
+
+    /// Ends every call (reason `server_shutdown`), closes every session once
+    /// what is queued for it went out, and waits for them to go, up to the
+    /// shutdown timeout.
+    /// `activity` is the site's, whose last answers are waited for too.
+    pub async fn shutdown(&self, activity: &Activity) {
+        self.signaling.end_all_calls();
+        self.engine.close_all();
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        while (self.engine.session_count() > 0 || !activity.is_idle()) && Instant::now() < deadline
+        {
+            Timer::after(Duration::from_millis(20)).await;
+        }
+        let left = self.engine.session_count();
+        if left > 0 {
+            log::warn!("{left} sessions still open at the shutdown timeout");
+        }
+    }
+
+    fn page(&self, request: &Request) -> Option<Response> {
+        let response = match request.path.as_str() {
+            "/" => Response::json(200, self.health().to_string()),
+            "/users" => {
+                let hub = self.signaling.hub();
+                let users = hub.users();
+                let body = json!({ "connectedUsers": users, "totalUsers": users.len() });
+                Response::json(200, body.to_string())
+            }
+            "/healthz" => Response::text(200, "ok\n"),
+            "/metrics" => Response::new(200)
+                .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(self.metrics().into_bytes()),
+            _ => return None,
+        };
+        Some(match request.method {
+            Method::Get | Method::Head => response,
+            _ => Response::error(405).header("Allow", "GET, HEAD, OPTIONS"),
+        })
+    }
+
+    /// The seed's health JSON.
+    fn health(&self) -> serde_json::Value {
+        let hub = self.signaling.hub();
+        json!({
             "status": "WebRTC Signaling Server Running",
             "connectedUsers": hub.user_count(),
             "activeCalls": hub.call_count(),
             "timestamp": crate::timestamp::now(),
-        }),
-        "/users" => {
-            let users = hub.users();
-            json!({ "connectedUsers": users, "totalUsers": users.len() })
+        })
+    }
+
+    /// The Prometheus metrics page.
+    pub fn metrics(&self) -> String {
+        let hub = self.signaling.hub();
+        let engine = self.engine.stats();
+        let events = self.io.stats();
+        let totals = hub.totals();
+        let ringing = hub.ringing_count();
+        let mut page = metrics::Page::default();
+        page.single(
+            "signalbox_connected_users",
+            "gauge",
+            "Users registered now.",
+            hub.user_count(),
+        )
+        .family(
+            "signalbox_sessions",
+            "gauge",
+            "Engine.IO sessions open now, by transport.",
+        )
+        .sample(
+            "signalbox_sessions",
+            r#"transport="polling""#,
+            engine.polling,
+        )
+        .sample(
+            "signalbox_sessions",
+            r#"transport="websocket""#,
+            engine.websocket,
+        )
+        .family("signalbox_calls", "gauge", "Calls in progress, by state.")
+        .sample("signalbox_calls", r#"state="ringing""#, ringing)
+        .sample(
+            "signalbox_calls",
+            r#"state="active""#,
+            hub.call_count() - ringing,
+        )
+        .family(
+            "signalbox_calls_total",
+            "counter",
+            "Calls since start, by outcome.",
+        );
+        for (outcome, count) in [
+            ("answered", totals.answered),
+            ("declined", totals.declined),
+            ("timeout", totals.timeout),
+            ("busy", totals.busy),
+            ("failed", totals.failed),
+        ] {
+            page.sample(
+                "signalbox_calls_total",
+                &format!(r#"outcome="{outcome}""#),
+                count,
+            );
         }
-        _ => return None,
-    };
-    Some(match request.method {
-        Method::Get | Method::Head => Response::json(200, body.to_string()),
-        _ => Response::error(405).header("Allow", "GET, HEAD, OPTIONS"),
-    })
+        page.single(
+            "signalbox_events_received_total",
+            "counter",
+            "Socket.IO events received from clients.",
+            events.events_received,
+        )
+        .single(
+            "signalbox_events_sent_total",
+            "counter",
+            "Socket.IO events sent to clients.",
+            events.events_sent,
+        )
+        .single(
+            "signalbox_bytes_received_total",
+            "counter",
+            "Engine.IO payload bytes received.",
+            engine.bytes_received,
+        )
+        .single(
+            "signalbox_bytes_sent_total",
+            "counter",
+            "Engine.IO payload bytes sent.",
+            engine.bytes_sent,
+        )
+        .family("signalbox_build_info", "gauge", "The running version.")
+        .sample(
+            "signalbox_build_info",
+            &format!(r#"version="{}""#, env!("CARGO_PKG_VERSION")),
+            1,
+        )
+        .process();
+        page.finish()
+    }
+}
+
+/// Builds the whole signalbox site for `config`.
+pub fn site(config: &Config) -> Site {
+    Intercom::new(config).site()
 }

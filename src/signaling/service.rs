@@ -74,6 +74,16 @@ impl Signaling {
         self.hub.borrow()
     }
 
+    /// Ends every call for a shutdown: both parties get `call_ended` with
+    /// reason `server_shutdown`.
+    pub fn end_all_calls(&self) {
+        let effects = self
+            .hub
+            .borrow_mut()
+            .end_all_calls(super::protocol::reason::SERVER_SHUTDOWN);
+        self.execute(effects);
+    }
+
     fn on_event(&self, socket: &Socket, name: &'static str, message: Message, ack: Option<Ack>) {
         let outcome = match ClientEvent::parse(name, message.arg(0)) {
             Ok(Some(event)) => {

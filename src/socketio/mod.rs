@@ -285,6 +285,12 @@ impl Socket {
         self.0.state.get() != SocketState::Disconnected
     }
 
+    fn count_event(&self) {
+        if let Some(server) = self.0.server.upgrade() {
+            server.events_sent.set(server.events_sent.get() + 1);
+        }
+    }
+
     fn send_packet(&self, text: String, attachments: Vec<Vec<u8>>) {
         match self.0.state.get() {
             SocketState::Handshaking => self.0.held.borrow_mut().push((text, attachments)),
@@ -318,6 +324,7 @@ impl Socket {
             args.iter().map(Borrow::borrow),
             attachments.len(),
         );
+        self.count_event();
         self.send_packet(text, attachments);
     }
 
@@ -358,6 +365,7 @@ impl Socket {
             args.iter().map(Borrow::borrow),
             attachments.len(),
         );
+        self.count_event();
         self.send_packet(text, attachments);
     }
 
@@ -452,6 +460,17 @@ struct ServerInner {
     config: Config,
     namespaces: RefCell<HashMap<String, Rc<Namespace>>>,
     clients: RefCell<HashMap<Rc<str>, Client>>,
+    events_received: Cell<u64>,
+    events_sent: Cell<u64>,
+}
+
+/// Event counts, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Events received from clients.
+    pub events_received: u64,
+    /// Events emitted to clients.
+    pub events_sent: u64,
 }
 
 /// A Socket.IO server: its namespaces and connected clients.
@@ -465,7 +484,17 @@ impl Server {
             config,
             namespaces: RefCell::new(HashMap::new()),
             clients: RefCell::new(HashMap::new()),
+            events_received: Cell::new(0),
+            events_sent: Cell::new(0),
         }))
+    }
+
+    /// Event counts.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            events_received: self.0.events_received.get(),
+            events_sent: self.0.events_sent.get(),
+        }
     }
 
     /// The namespace `name`, registered on first use.
@@ -531,6 +560,7 @@ impl Server {
                 let Some(socket) = self.socket_of(session, &nsp) else {
                     return;
                 };
+                self.0.events_received.set(self.0.events_received.get() + 1);
                 let handler = socket.0.nsp.events.borrow().get(&event).cloned();
                 if let Some(handler) = handler {
                     let ack = id.map(|id| Ack {
