@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::signaling::ice::IceConfig;
 use crate::{engineio, http, socketio};
 
 /// Everything the server can be told.
@@ -25,6 +26,8 @@ pub struct Config {
     pub call_timeout: Duration,
     /// How long a graceful shutdown may take to end calls and close sessions.
     pub shutdown_timeout: Duration,
+    /// STUN and TURN servers for clients, and TURN credentials.
+    pub ice: IceConfig,
 }
 
 impl Default for Config {
@@ -38,6 +41,10 @@ impl Default for Config {
             http: http::Limits::default(),
             call_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
+            ice: IceConfig {
+                turn_ttl: Duration::from_secs(24 * 3600),
+                ..IceConfig::default()
+            },
         }
     }
 }

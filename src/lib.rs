@@ -19,6 +19,7 @@ pub mod signaling;
 pub mod socketio;
 pub mod systemd;
 pub mod timestamp;
+pub mod web;
 
 use std::io;
 use std::net::TcpListener;

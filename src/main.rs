@@ -2,12 +2,14 @@
 
 use std::env;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
 use signalbox::Config;
 use signalbox::config::{parse_duration, parse_path, parse_size};
+use signalbox::signaling::ice::parse_ice_url;
 
 /// signalbox: a WebRTC signaling server for on-premises intercoms, speaking
 /// Socket.IO v4. Every option can also be set with the environment variable
@@ -45,6 +47,17 @@ struct Args {
     /// how long a shutdown may take to end calls and close sessions (default 5s)
     #[argh(option, from_str_fn(parse_duration))]
     shutdown_timeout: Option<Duration>,
+    /// a STUN or TURN server for clients, such as stun:stun.example.org:3478;
+    /// repeat for several (the variable takes a comma-separated list)
+    #[argh(option, from_str_fn(parse_ice_url))]
+    ice_server: Vec<String>,
+    /// file holding the secret shared with coturn (use-auth-secret); TURN
+    /// servers then get short-lived credentials per user
+    #[argh(option)]
+    turn_secret_file: Option<PathBuf>,
+    /// how long minted TURN credentials stay valid (default 24h)
+    #[argh(option, from_str_fn(parse_duration))]
+    turn_ttl: Option<Duration>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, from_str_fn(parse_log_level))]
     log_level: Option<log::LevelFilter>,
@@ -72,6 +85,16 @@ fn or_env<T>(
             .map_err(|error| format!("{variable}: {error}")),
         _ => Ok(None),
     }
+}
+
+/// A list variable: items separated by commas or spaces.
+fn list_env(variable: &str) -> Vec<String> {
+    env::var(variable)
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn config(args: Args) -> Result<Config, String> {
@@ -115,12 +138,7 @@ fn config(args: Args) -> Result<Config, String> {
         config.socketio.max_attachment_bytes = n;
     }
     config.cors_origins = if args.cors_origin.is_empty() {
-        env::var("SIGNALBOX_CORS_ORIGIN")
-            .unwrap_or_default()
-            .split([',', ' '])
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned)
-            .collect()
+        list_env("SIGNALBOX_CORS_ORIGIN")
     } else {
         args.cors_origin
     };
@@ -133,6 +151,30 @@ fn config(args: Args) -> Result<Config, String> {
         parse_duration,
     )? {
         config.shutdown_timeout = d;
+    }
+    config.ice.urls = if args.ice_server.is_empty() {
+        list_env("SIGNALBOX_ICE_SERVER")
+            .iter()
+            .map(|url| parse_ice_url(url))
+            .collect::<Result<_, _>>()
+            .map_err(|error| format!("SIGNALBOX_ICE_SERVER: {error}"))?
+    } else {
+        args.ice_server
+    };
+    let secret_file = or_env(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE", |v| {
+        Ok(PathBuf::from(v))
+    })?;
+    if let Some(path) = secret_file {
+        let secret = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read the TURN secret {}: {error}", path.display()))?;
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err(format!("the TURN secret file {} is empty", path.display()));
+        }
+        config.ice.turn_secret = Some(secret.to_owned());
+    }
+    if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {
+        config.ice.turn_ttl = d;
     }
     Ok(config)
 }

@@ -6,6 +6,7 @@
 
 pub mod calls;
 pub mod hub;
+pub mod ice;
 pub mod protocol;
 pub mod service;
 
@@ -36,7 +37,7 @@ impl Intercom {
     /// Sets up signaling for `config` on this thread.
     pub fn new(config: &Config) -> Intercom {
         let io = socketio::Server::new(config.socketio.clone());
-        let signaling = Signaling::install(&io, config.call_timeout);
+        let signaling = Signaling::install(&io, config.call_timeout, config.ice.clone());
         let engine = Engine::new(config.engine.clone(), io.handler());
         Intercom {
             config: config.clone(),
@@ -87,6 +88,9 @@ impl Intercom {
     }
 
     fn page(&self, request: &Request) -> Option<Response> {
+        if request.path.starts_with("/app") {
+            return crate::web::page(request);
+        }
         let response = match request.path.as_str() {
             "/" => Response::json(200, self.health().to_string()),
             "/users" => {

@@ -296,6 +296,9 @@ pub enum ServerEvent {
         /// Why this device is being disconnected.
         reason: &'static str,
     },
+    /// `ice_servers {iceServers}`: STUN/TURN servers (with TURN credentials
+    /// minted for this user), sent right after a successful registration.
+    IceServers(super::ice::IceServers),
     /// `signaling_error {event, error}`: a refused client event whose
     /// sender asked for no ack and that has no event of its own.
     SignalingError {
@@ -320,6 +323,7 @@ impl ServerEvent {
             ServerEvent::CallFailed { .. } => "call_failed",
             ServerEvent::IceCandidate { .. } => "ice_candidate",
             ServerEvent::ForceDisconnect { .. } => "force_disconnect",
+            ServerEvent::IceServers(_) => "ice_servers",
             ServerEvent::SignalingError { .. } => "signaling_error",
         }
     }

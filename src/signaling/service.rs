@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 use serde_json::json;
@@ -12,6 +12,7 @@ use smol::Timer;
 use smol::channel::{Receiver, Sender, bounded};
 
 use super::hub::{Effect, Hub};
+use super::ice::IceConfig;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use crate::rt;
 use crate::socketio::{self, Ack, Message, Socket, to_arg};
@@ -24,16 +25,18 @@ pub struct Signaling {
     hub: RefCell<Hub<Conn>>,
     sockets: RefCell<HashMap<Conn, Socket>>,
     wake: Sender<()>,
+    ice: IceConfig,
 }
 
 impl Signaling {
     /// Installs the service on `io`'s root namespace and starts its timer.
-    pub fn install(io: &socketio::Server, call_timeout: Duration) -> Rc<Signaling> {
+    pub fn install(io: &socketio::Server, call_timeout: Duration, ice: IceConfig) -> Rc<Signaling> {
         let (wake, woken) = bounded(1);
         let service = Rc::new(Signaling {
             hub: RefCell::new(Hub::new(call_timeout)),
             sockets: RefCell::new(HashMap::new()),
             wake,
+            ice,
         });
         let namespace = io.of("/");
         let weak = Rc::downgrade(&service);
@@ -85,9 +88,11 @@ impl Signaling {
     }
 
     fn on_event(&self, socket: &Socket, name: &'static str, message: Message, ack: Option<Ack>) {
+        let mut registered = false;
         let outcome = match ClientEvent::parse(name, message.arg(0)) {
             Ok(Some(event)) => {
                 let rings = matches!(event, ClientEvent::MakeCall { .. });
+                registered = matches!(event, ClientEvent::RegisterUser { .. });
                 let outcome = self
                     .hub
                     .borrow_mut()
@@ -105,6 +110,9 @@ impl Signaling {
             },
         };
         self.execute(outcome.effects);
+        if registered && outcome.result.is_ok() {
+            self.send_ice_servers(socket);
+        }
         match (outcome.result, ack) {
             (Ok(()), Some(ack)) => ack.send(&[to_arg(&json!({ "ok": true }))]),
             (Err(error), Some(ack)) => {
@@ -113,6 +121,18 @@ impl Signaling {
             (Err(error), None) => self.refused(socket, name, &error),
             (Ok(()), None) => {}
         }
+    }
+
+    /// Sends a newly registered client its ICE servers, with TURN
+    /// credentials minted for its user.
+    fn send_ice_servers(&self, socket: &Socket) {
+        let user = self.hub.borrow().user_of(&socket.id_rc()).cloned();
+        let Some(user) = user else { return };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let event = ServerEvent::IceServers(self.ice.servers_for(&user, now));
+        socket.emit(event.name(), &[to_arg(&event)]);
     }
 
     /// Tells a client its event was refused, unless a seed event already did.

@@ -53,6 +53,9 @@ class Peer {
   }
 
   _record(event, args) {
+    // ice_servers follows every successful registration; it is checked in
+    // ice.test.mjs and is no part of the seed's flows checked here.
+    if (event === 'ice_servers') return;
     this.pending.push({ event, args });
     this.history.push(event);
     for (const w of [...this.waiters]) w();

@@ -1,0 +1,1 @@
+/* The intercom page client. */
