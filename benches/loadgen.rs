@@ -1,0 +1,2 @@
+//! The load generator (being written).
+fn main() {}
