@@ -27,6 +27,43 @@ pub fn encode_into(input: &[u8], out: &mut String) {
     }
 }
 
+/// Appends the URL-safe, unpadded base64 encoding of `input` (RFC 4648 §5)
+/// to `out`, for tokens and identifiers.
+///
+/// ```
+/// let mut s = String::new();
+/// signalbox::base64::encode_url_into(&[0xfb, 0xff], &mut s);
+/// assert_eq!(s, "-_8");
+/// ```
+pub fn encode_url_into(input: &[u8], out: &mut String) {
+    let start = out.len();
+    encode_into(input, out);
+    let encoded: String = out[start..]
+        .chars()
+        .filter(|&c| c != '=')
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    out.truncate(start);
+    out.push_str(&encoded);
+}
+
+/// Decodes URL-safe base64 without padding.
+///
+/// ```
+/// assert_eq!(signalbox::base64::decode_url("-_8").unwrap(), vec![0xfb, 0xff]);
+/// assert!(signalbox::base64::decode_url("+/8").is_err());
+/// ```
+pub fn decode_url(input: &str) -> Result<Vec<u8>, InvalidBase64> {
+    if input.contains(['+', '/', '=']) {
+        return Err(InvalidBase64);
+    }
+    decode(&input.replace('-', "+").replace('_', "/"))
+}
+
 /// Decodes standard base64. Padding is optional; whitespace and any other
 /// character outside the alphabet is an error.
 ///

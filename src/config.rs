@@ -28,6 +28,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// STUN and TURN servers for clients, and TURN credentials.
     pub ice: IceConfig,
+    /// When set, clients must connect with a token signed with this secret.
+    pub auth_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
                 turn_ttl: Duration::from_secs(24 * 3600),
                 ..IceConfig::default()
             },
+            auth_secret: None,
         }
     }
 }

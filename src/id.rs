@@ -32,6 +32,6 @@ pub fn random() -> String {
         bytes[8..15].copy_from_slice(&count.to_le_bytes()[..7]);
     }
     let mut out = String::with_capacity(20);
-    crate::base64::encode_into(&bytes, &mut out);
-    out.replace('+', "-").replace('/', "_")
+    crate::base64::encode_url_into(&bytes, &mut out);
+    out
 }

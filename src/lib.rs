@@ -6,6 +6,7 @@
 //! [`http`] → [`engineio`] → [`socketio`] → [`signaling`]; [`server`] is the
 //! I/O that wires them to sockets on one thread ([`rt`]).
 
+pub mod auth;
 pub mod base64;
 pub mod config;
 pub mod engineio;

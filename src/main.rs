@@ -58,12 +58,69 @@ struct Args {
     /// how long minted TURN credentials stay valid (default 24h)
     #[argh(option, from_str_fn(parse_duration))]
     turn_ttl: Option<Duration>,
+    /// file holding the secret that signs client tokens; with it, clients
+    /// must connect with a token (auth {token}) and may register only the
+    /// name inside it (default: no tokens)
+    #[argh(option)]
+    auth_secret_file: Option<PathBuf>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, from_str_fn(parse_log_level))]
     log_level: Option<log::LevelFilter>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Token(TokenArgs),
+}
+
+/// Print a client token for a user, signed with the auth secret.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "token")]
+struct TokenArgs {
+    /// the user name the token lets its holder register
+    #[argh(option)]
+    user: String,
+    /// how long the token stays valid (default 30d)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(30 * 86_400)"
+    )]
+    ttl: Duration,
+    /// file holding the auth secret (default: SIGNALBOX_AUTH_SECRET_FILE, or the
+    /// --auth-secret-file given before `token`)
+    #[argh(option)]
+    auth_secret_file: Option<PathBuf>,
+}
+
+/// `signalbox token`: prints a token on stdout.
+fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
+    if !signalbox::signaling::protocol::valid_user_name(&args.user) {
+        return Err(format!(
+            "invalid user name {:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - . @",
+            args.user
+        ));
+    }
+    let secret = secret(
+        args.auth_secret_file.or(outer),
+        "SIGNALBOX_AUTH_SECRET_FILE",
+    )?
+    .ok_or("no auth secret: give --auth-secret-file or set SIGNALBOX_AUTH_SECRET_FILE")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expiry = now.saturating_add(args.ttl.as_secs());
+    println!(
+        "{}",
+        signalbox::auth::mint(secret.as_bytes(), &args.user, expiry)
+    );
+    Ok(())
 }
 
 fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
@@ -85,6 +142,13 @@ fn or_env<T>(
             .map_err(|error| format!("{variable}: {error}")),
         _ => Ok(None),
     }
+}
+
+/// The secret in the file the flag or variable names.
+fn secret(flag: Option<PathBuf>, variable: &str) -> Result<Option<String>, String> {
+    or_env(flag, variable, |v| Ok(PathBuf::from(v)))?
+        .map(|path| signalbox::auth::read_secret(&path))
+        .transpose()
 }
 
 /// A list variable: items separated by commas or spaces.
@@ -161,18 +225,8 @@ fn config(args: Args) -> Result<Config, String> {
     } else {
         args.ice_server
     };
-    let secret_file = or_env(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE", |v| {
-        Ok(PathBuf::from(v))
-    })?;
-    if let Some(path) = secret_file {
-        let secret = std::fs::read_to_string(&path)
-            .map_err(|error| format!("cannot read the TURN secret {}: {error}", path.display()))?;
-        let secret = secret.trim();
-        if secret.is_empty() {
-            return Err(format!("the TURN secret file {} is empty", path.display()));
-        }
-        config.ice.turn_secret = Some(secret.to_owned());
-    }
+    config.ice.turn_secret = secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
+    config.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
     if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {
         config.ice.turn_ttl = d;
     }
@@ -184,6 +238,15 @@ fn main() -> ExitCode {
     if args.version {
         println!("signalbox {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Token(token)) = args.command.take() {
+        return match print_token(token, args.auth_secret_file.take()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("signalbox token: {error}");
+                ExitCode::from(2)
+            }
+        };
     }
     let level = match or_env(
         args.log_level.take(),

@@ -67,6 +67,8 @@ pub struct CallTotals {
 pub struct Hub<C> {
     users: HashMap<Rc<str>, C>,
     names: HashMap<C, Rc<str>>,
+    /// The only name a connection may register, when it proved one with a token.
+    allowed: HashMap<C, Rc<str>>,
     calls: Calls,
     call_timeout: Duration,
     totals: CallTotals,
@@ -78,6 +80,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         Hub {
             users: HashMap::new(),
             names: HashMap::new(),
+            allowed: HashMap::new(),
             calls: Calls::default(),
             call_timeout,
             totals: CallTotals::default(),
@@ -163,8 +166,14 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         Outcome { result, effects }
     }
 
+    /// Binds `conn` to the name its token proves: it may register only that.
+    pub fn authenticate(&mut self, conn: &C, user: &str) {
+        self.allowed.insert(conn.clone(), user.into());
+    }
+
     /// The connection closed: its user leaves, and their call ends.
     pub fn disconnected(&mut self, conn: &C, now: Instant) -> Vec<Effect<C>> {
+        self.allowed.remove(conn);
         let mut effects = self.expire(now);
         if let Some(user) = self.names.remove(conn) {
             self.users.remove(&user);
@@ -206,8 +215,18 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 error,
             },
         };
-        if !valid_user_name(&name) {
-            let error = SignalError::InvalidUserName;
+        let refusal = if !valid_user_name(&name) {
+            Some(SignalError::InvalidUserName)
+        } else if self
+            .allowed
+            .get(conn)
+            .is_some_and(|allowed| **allowed != *name)
+        {
+            Some(SignalError::NotYourToken)
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
             effects.push(reply(false, Some(error.to_string())));
             return Err(error);
         }

@@ -576,3 +576,23 @@ fn call_totals_count_outcomes() {
         }
     );
 }
+
+#[test]
+fn a_token_binds_the_name_a_connection_may_register() {
+    let mut w = World::new();
+    w.hub.authenticate(&"c1", "concierge");
+    let (error, effects) = w.refused("c1", "register_user", r#"{"userId":"alice"}"#);
+    assert_eq!(error, SignalError::NotYourToken);
+    assert_eq!(
+        effects,
+        [
+            r#"[c1] <- user_registered {"success":false,"userId":"alice","error":"your token is for another user name"}"#
+        ]
+    );
+    w.register("c1", "concierge");
+    // Unauthenticated connections are not bound (tokens are off for them).
+    w.register("c2", "alice");
+    // The binding goes with the connection.
+    w.hub.disconnected(&"c1", w.now);
+    w.register("c1", "bob");
+}

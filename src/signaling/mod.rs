@@ -37,7 +37,12 @@ impl Intercom {
     /// Sets up signaling for `config` on this thread.
     pub fn new(config: &Config) -> Intercom {
         let io = socketio::Server::new(config.socketio.clone());
-        let signaling = Signaling::install(&io, config.call_timeout, config.ice.clone());
+        let signaling = Signaling::install(
+            &io,
+            config.call_timeout,
+            config.ice.clone(),
+            config.auth_secret.clone(),
+        );
         let engine = Engine::new(config.engine.clone(), io.handler());
         Intercom {
             config: config.clone(),

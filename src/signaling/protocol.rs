@@ -352,6 +352,8 @@ pub enum SignalError {
     NotRegistered,
     /// `logout_user` naming someone else.
     NotYourName,
+    /// `register_user` with a name other than the connection's token's.
+    NotYourToken,
     /// The callee is not online.
     UserOffline,
     /// A call to oneself.
@@ -373,6 +375,7 @@ impl SignalError {
         matches!(
             self,
             SignalError::InvalidUserName
+                | SignalError::NotYourToken
                 | SignalError::UserOffline
                 | SignalError::CallingYourself
                 | SignalError::AlreadyInCall
@@ -390,6 +393,7 @@ impl fmt::Display for SignalError {
             }
             SignalError::NotRegistered => f.write_str("not registered: send register_user first"),
             SignalError::NotYourName => f.write_str("cannot log out another user"),
+            SignalError::NotYourToken => f.write_str("your token is for another user name"),
             SignalError::UserOffline => f.write_str("user is offline"),
             SignalError::CallingYourself => f.write_str("cannot call yourself"),
             SignalError::AlreadyInCall => f.write_str("you are already in a call"),

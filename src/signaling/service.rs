@@ -15,7 +15,8 @@ use super::hub::{Effect, Hub};
 use super::ice::IceConfig;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use crate::rt;
-use crate::socketio::{self, Ack, Message, Socket, to_arg};
+use crate::socketio::{self, Ack, ConnectError, Message, Socket, to_arg};
+use serde_json::value::RawValue;
 
 /// A connection, as the hub knows it: the socket id.
 type Conn = Rc<str>;
@@ -30,7 +31,14 @@ pub struct Signaling {
 
 impl Signaling {
     /// Installs the service on `io`'s root namespace and starts its timer.
-    pub fn install(io: &socketio::Server, call_timeout: Duration, ice: IceConfig) -> Rc<Signaling> {
+    /// With `auth_secret`, a client must connect with a valid token
+    /// (`auth: {token}`) and may register only the name inside it.
+    pub fn install(
+        io: &socketio::Server,
+        call_timeout: Duration,
+        ice: IceConfig,
+        auth_secret: Option<String>,
+    ) -> Rc<Signaling> {
         let (wake, woken) = bounded(1);
         let service = Rc::new(Signaling {
             hub: RefCell::new(Hub::new(call_timeout)),
@@ -40,13 +48,21 @@ impl Signaling {
         });
         let namespace = io.of("/");
         let weak = Rc::downgrade(&service);
-        namespace.on_connect(move |socket, _auth| {
-            if let Some(service) = weak.upgrade() {
+        namespace.on_connect(move |socket, auth| {
+            let Some(service) = weak.upgrade() else {
+                return Ok(());
+            };
+            if let Some(secret) = &auth_secret {
+                let user = authenticate(secret, auth)?;
                 service
-                    .sockets
+                    .hub
                     .borrow_mut()
-                    .insert(socket.id_rc(), socket.clone());
+                    .authenticate(&socket.id_rc(), &user);
             }
+            service
+                .sockets
+                .borrow_mut()
+                .insert(socket.id_rc(), socket.clone());
             Ok(())
         });
         let weak = Rc::downgrade(&service);
@@ -176,6 +192,22 @@ impl Signaling {
     fn socket(&self, conn: &str) -> Option<Socket> {
         self.sockets.borrow().get(conn).cloned()
     }
+}
+
+/// Checks the token in a CONNECT auth payload; the user it names.
+fn authenticate(secret: &str, auth: Option<&RawValue>) -> Result<String, ConnectError> {
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        token: String,
+    }
+    let token = auth
+        .and_then(|raw| serde_json::from_str::<Auth>(raw.get()).ok())
+        .ok_or_else(|| ConnectError::new("authentication required: connect with auth {token}"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::auth::verify(secret.as_bytes(), &token.token, now)
+        .map_err(|error| ConnectError::new(format!("authentication failed: {error}")))
 }
 
 /// Sleeps until the hub's next deadline (or a wake-up), then expires what is due.
