@@ -14,7 +14,7 @@ use async_tungstenite::tungstenite::protocol::Role;
 use futures_lite::{AsyncRead, AsyncWrite};
 use smol::{Async, Timer};
 
-use crate::engineio::Engine;
+use crate::engineio::{Engine, RequestError};
 use crate::http::head::BodyLength;
 use crate::http::{Conn, Cors, Limits, Method, Request, Response};
 use crate::rt;
@@ -146,6 +146,18 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, str
         let response = if request.method == Method::Options {
             site.cors.preflight(&request)
         } else if let Some(engine) = engine {
+            if !site.cors.allows_request(&request) {
+                // Not just unreadable answers: a page from another origin
+                // must not drive sessions at all (cross-site WebSocket
+                // hijacking included).
+                let response = site
+                    .cors
+                    .apply(&request, RequestError::Forbidden.response());
+                let _ = conn
+                    .write_all(&response.closing().serialize(false, false))
+                    .await;
+                return;
+            }
             if request.is_websocket_upgrade() {
                 let engine = engine.clone();
                 return upgrade(&site, &engine, request, conn).await;

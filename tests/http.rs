@@ -275,6 +275,37 @@ fn cors_preflight_and_origins() {
         error.header("access-control-allow-origin"),
         Some("http://door.example")
     );
+
+    // Engine.IO refuses other origins outright, polling and WebSocket alike;
+    // requests without an Origin (apps, devices) are served.
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let refused = request(
+        addr,
+        "GET",
+        handshake,
+        "Origin: http://evil.example\r\n",
+        "",
+    );
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (403, r#"{"code":4,"message":"Forbidden"}"#)
+    );
+    let allowed = request(
+        addr,
+        "GET",
+        handshake,
+        "Origin: http://door.example\r\n",
+        "",
+    );
+    assert_eq!(allowed.status, 200);
+    assert_eq!(get(addr, handshake).status, 200);
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Origin: http://evil.example\r\n\r\n",
+    );
+    assert_eq!(client.reply().status, 403);
 }
 
 #[test]

@@ -32,6 +32,14 @@ impl Cors {
         self.allows_any() || self.allowed.iter().any(|o| o == origin)
     }
 
+    /// Whether `request` comes from an allowed origin, or from no browser
+    /// page at all (no `Origin` header: apps and devices).
+    pub fn allows_request(&self, request: &Request) -> bool {
+        request
+            .header("origin")
+            .is_none_or(|origin| self.allows(origin))
+    }
+
     /// Adds the CORS headers that answer `request` to `response`. A request
     /// from an origin that is not allowed gets none, so browsers refuse it.
     ///
