@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::signaling::ice::IceConfig;
+use crate::signaling::limits::Limits as SignalingLimits;
 use crate::{engineio, http, socketio};
 
 /// Everything the server can be told.
@@ -30,6 +31,8 @@ pub struct Config {
     pub ice: IceConfig,
     /// When set, clients must connect with a token signed with this secret.
     pub auth_secret: Option<String>,
+    /// Payload sizes and event and call rates.
+    pub signaling: SignalingLimits,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
                 ..IceConfig::default()
             },
             auth_secret: None,
+            signaling: SignalingLimits::default(),
         }
     }
 }
@@ -129,4 +133,29 @@ pub fn parse_path(text: &str) -> Result<String, String> {
         path.push('/');
     }
     Ok(path)
+}
+
+/// Parses a count: a whole number.
+///
+/// ```
+/// assert_eq!(signalbox::config::parse_count("500"), Ok(500));
+/// assert!(signalbox::config::parse_count("-1").is_err());
+/// ```
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("invalid number {text:?}: expected a whole number"))
+}
+
+/// Parses a rate: a positive number, fractions allowed.
+///
+/// ```
+/// assert_eq!(signalbox::config::parse_rate("2.5"), Ok(2.5));
+/// assert!(signalbox::config::parse_rate("0").is_err());
+/// ```
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("invalid rate {text:?}: expected a positive number")),
+    }
 }

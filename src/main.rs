@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use signalbox::Config;
-use signalbox::config::{parse_duration, parse_path, parse_size};
+use signalbox::config::{parse_count, parse_duration, parse_path, parse_rate, parse_size};
 use signalbox::signaling::ice::parse_ice_url;
 
 /// signalbox: a WebRTC signaling server for on-premises intercoms, speaking
@@ -63,6 +63,40 @@ struct Args {
     /// name inside it (default: no tokens)
     #[argh(option)]
     auth_secret_file: Option<PathBuf>,
+    /// the most connections open at once (default 25000)
+    #[argh(option, from_str_fn(parse_count))]
+    max_connections: Option<usize>,
+    /// the most connections from one IP address; loopback is exempt (default 500)
+    #[argh(option, from_str_fn(parse_count))]
+    max_connections_per_ip: Option<usize>,
+    /// time allowed for a request head or body once it started (default 10s)
+    #[argh(option, from_str_fn(parse_duration))]
+    request_timeout: Option<Duration>,
+    /// time an idle kept-alive HTTP connection stays open (default 60s)
+    #[argh(option, from_str_fn(parse_duration))]
+    idle_timeout: Option<Duration>,
+    /// the most sessions on long-polling at once (default 5000)
+    #[argh(option, from_str_fn(parse_count))]
+    max_polling_sessions: Option<usize>,
+    /// the most bytes queued for one client before it is dropped as too
+    /// slow (default twice --max-payload)
+    #[argh(option, from_str_fn(parse_size))]
+    max_buffered: Option<usize>,
+    /// largest SDP offer or answer, in bytes of JSON (default 64k)
+    #[argh(option, from_str_fn(parse_size))]
+    max_sdp_bytes: Option<usize>,
+    /// largest ICE candidate, in bytes of JSON (default 4k)
+    #[argh(option, from_str_fn(parse_size))]
+    max_candidate_bytes: Option<usize>,
+    /// events a socket may send per second on average (default 50)
+    #[argh(option, from_str_fn(parse_rate))]
+    event_rate: Option<f64>,
+    /// events a socket may send in a burst (default 100)
+    #[argh(option, from_str_fn(parse_rate))]
+    event_burst: Option<f64>,
+    /// calls a user may start per minute on average, in bursts of as many (default 10)
+    #[argh(option, from_str_fn(parse_rate))]
+    calls_per_minute: Option<f64>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, from_str_fn(parse_log_level))]
     log_level: Option<log::LevelFilter>,
@@ -225,6 +259,67 @@ fn config(args: Args) -> Result<Config, String> {
     } else {
         args.ice_server
     };
+    let http = &mut config.http;
+    if let Some(n) = or_env(
+        args.max_connections,
+        "SIGNALBOX_MAX_CONNECTIONS",
+        parse_count,
+    )? {
+        http.max_connections = n;
+    }
+    let per_ip = or_env(
+        args.max_connections_per_ip,
+        "SIGNALBOX_MAX_CONNECTIONS_PER_IP",
+        parse_count,
+    )?;
+    if let Some(n) = per_ip {
+        http.max_connections_per_ip = n;
+    }
+    if let Some(d) = or_env(
+        args.request_timeout,
+        "SIGNALBOX_REQUEST_TIMEOUT",
+        parse_duration,
+    )? {
+        http.request_timeout = d;
+    }
+    if let Some(d) = or_env(args.idle_timeout, "SIGNALBOX_IDLE_TIMEOUT", parse_duration)? {
+        http.idle_timeout = d;
+    }
+    let polling = or_env(
+        args.max_polling_sessions,
+        "SIGNALBOX_MAX_POLLING_SESSIONS",
+        parse_count,
+    )?;
+    if let Some(n) = polling {
+        config.engine.max_polling_sessions = n;
+    }
+    config.engine.buffer_limit = or_env(args.max_buffered, "SIGNALBOX_MAX_BUFFERED", parse_size)?;
+    let limits = &mut config.signaling;
+    if let Some(n) = or_env(args.max_sdp_bytes, "SIGNALBOX_MAX_SDP_BYTES", parse_size)? {
+        limits.max_sdp_bytes = n;
+    }
+    let candidate = or_env(
+        args.max_candidate_bytes,
+        "SIGNALBOX_MAX_CANDIDATE_BYTES",
+        parse_size,
+    )?;
+    if let Some(n) = candidate {
+        limits.max_candidate_bytes = n;
+    }
+    if let Some(r) = or_env(args.event_rate, "SIGNALBOX_EVENT_RATE", parse_rate)? {
+        limits.event_rate = r;
+    }
+    if let Some(r) = or_env(args.event_burst, "SIGNALBOX_EVENT_BURST", parse_rate)? {
+        limits.event_burst = r;
+    }
+    if let Some(r) = or_env(
+        args.calls_per_minute,
+        "SIGNALBOX_CALLS_PER_MINUTE",
+        parse_rate,
+    )? {
+        limits.calls_per_minute = r;
+        limits.call_burst = r;
+    }
     config.ice.turn_secret = secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
     config.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
     if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {

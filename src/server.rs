@@ -2,9 +2,10 @@
 //! requests to Engine.IO endpoints or plain pages, and the WebSocket
 //! handshake.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -29,6 +30,33 @@ pub struct Site {
     endpoints: Vec<(String, Engine)>,
     pages: Box<Pages>,
     activity: Activity,
+    connections: RefCell<Connections>,
+}
+
+/// Open connections, in all and per IP address.
+#[derive(Debug, Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it gives its place back.
+struct Admitted {
+    site: Rc<Site>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut connections = self.site.connections.borrow_mut();
+        connections.total -= 1;
+        if let Some(count) = connections.per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                connections.per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// How many requests are being handled (read and not yet answered), so a
@@ -66,7 +94,26 @@ impl Site {
             endpoints: Vec::new(),
             pages: Box::new(|_| None),
             activity: Activity::default(),
+            connections: RefCell::new(Connections::default()),
         }
+    }
+
+    /// Takes a place for a connection from `ip`, if the limits allow.
+    fn admit(self: &Rc<Site>, ip: IpAddr) -> Option<Admitted> {
+        let mut connections = self.connections.borrow_mut();
+        if connections.total >= self.limits.max_connections {
+            return None;
+        }
+        let from_ip = connections.per_ip.entry(ip).or_default();
+        if *from_ip >= self.limits.max_connections_per_ip && !ip.is_loopback() {
+            return None;
+        }
+        *from_ip += 1;
+        connections.total += 1;
+        Some(Admitted {
+            site: self.clone(),
+            ip,
+        })
     }
 
     /// A handle on the number of requests being handled.
@@ -101,12 +148,22 @@ impl Site {
         let site = Rc::new(self);
         loop {
             match listener.accept().await {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     // Small signaling messages must not wait for Nagle's algorithm.
                     if let Err(error) = stream.get_ref().set_nodelay(true) {
                         log::debug!("TCP_NODELAY: {error}");
                     }
-                    rt::spawn(serve_connection(site.clone(), stream)).detach();
+                    match site.admit(peer.ip()) {
+                        Some(admitted) => {
+                            let site = site.clone();
+                            rt::spawn(async move {
+                                serve_connection(site, stream).await;
+                                drop(admitted);
+                            })
+                            .detach();
+                        }
+                        None => rt::spawn(refuse(stream, site.limits.clone())).detach(),
+                    }
                 }
                 Err(error) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -116,6 +173,14 @@ impl Site {
             }
         }
     }
+}
+
+/// Answers a connection past the limits with 503 and closes it.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, limits: Limits) {
+    log::debug!("connection refused: too many connections");
+    let mut conn = Conn::new(stream, limits);
+    let response = Response::error(503).header("Retry-After", "5").closing();
+    let _ = conn.write_all(&response.serialize(false, false)).await;
 }
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, stream: S) {
@@ -234,4 +299,34 @@ fn accept_websocket(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     Ok((head, sid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_limits_total_and_per_ip_but_not_loopback() {
+        let limits = Limits {
+            max_connections: 4,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        };
+        let site = Rc::new(Site::new(Cors::default(), limits));
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        let other: IpAddr = "192.168.1.21".parse().unwrap();
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = site.admit(lan).unwrap();
+        let _b = site.admit(lan).unwrap();
+        assert!(site.admit(lan).is_none(), "per-IP limit");
+        let _c = site.admit(other).unwrap();
+        let _d = site.admit(proxy).unwrap();
+        assert!(site.admit(proxy).is_none(), "total limit");
+        drop(a);
+        assert!(
+            site.admit(proxy).is_some(),
+            "loopback is not held to the per-IP limit"
+        );
+        assert_eq!(site.connections.borrow().per_ip.get(&lan), Some(&1));
+    }
 }

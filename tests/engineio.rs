@@ -404,3 +404,55 @@ fn a_non_ascii_socketio_packet_closes_only_that_connection() {
     assert_eq!(ws_next(&mut ws), None);
     assert_eq!(session_count(addr), 0);
 }
+
+#[test]
+fn a_client_that_does_not_collect_its_packets_is_dropped() {
+    let mut options = Options::default();
+    options.engine.buffer_limit = Some(50_000);
+    options.engine.ping_interval = Duration::from_secs(30);
+    let addr = start(options);
+    let sid = polling_handshake(addr, "/engine.io/");
+    let url = format!("{EIO}&sid={sid}");
+    let chunk = format!("4{}", "x".repeat(10_000));
+    for _ in 0..6 {
+        post(addr, &url, &chunk);
+    }
+    // Sixty kilobytes of echoes wait: over the bound, the session is gone.
+    assert!(eventually(Duration::from_secs(1), || session_count(addr) == 0));
+    assert_eq!(get(addr, &url).status, 400);
+}
+
+#[test]
+fn polling_sessions_are_bounded() {
+    let mut options = Options::default();
+    options.engine.max_polling_sessions = 2;
+    let addr = start(options);
+    polling_handshake(addr, "/engine.io/");
+    polling_handshake(addr, "/engine.io/");
+    assert_eq!(get(addr, EIO).status, 503);
+    // WebSocket sessions are not polling sessions.
+    let mut ws = ws_connect(addr, "/engine.io/?EIO=4&transport=websocket").unwrap();
+    assert!(ws_next(&mut ws).unwrap().starts_with('0'));
+}
+
+#[test]
+fn connections_are_bounded() {
+    let mut options = Options::default();
+    options.limits.max_connections = 3;
+    let addr = start(options);
+    let held: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    let mut extra = Client::connect(addr);
+    let reply = extra.reply();
+    assert_eq!(
+        (reply.status, reply.header("retry-after")),
+        (503, Some("5"))
+    );
+    assert!(extra.closed());
+    drop(held);
+    // Places come back as connections close.
+    assert!(eventually(Duration::from_secs(1), || {
+        let mut client = Client::connect(addr);
+        client.send(b"GET /sessions HTTP/1.1\r\nHost: t\r\n\r\n");
+        client.reply().status == 200
+    }));
+}

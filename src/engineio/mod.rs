@@ -36,6 +36,11 @@ pub struct Config {
     pub max_payload: usize,
     /// How long an upgrade may take from `2probe` to `5`.
     pub upgrade_timeout: Duration,
+    /// The most bytes queued for one client before it counts as too slow
+    /// and is disconnected; `None` for twice `max_payload` (at least 64 KiB).
+    pub buffer_limit: Option<usize>,
+    /// The most sessions on long-polling at once; more handshakes get 503.
+    pub max_polling_sessions: usize,
 }
 
 impl Default for Config {
@@ -45,6 +50,8 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             upgrade_timeout: Duration::from_secs(10),
+            buffer_limit: None,
+            max_polling_sessions: 5000,
         }
     }
 }
@@ -53,7 +60,8 @@ impl Config {
     /// The bound on bytes queued for one client: past it, the client is
     /// too slow and is disconnected.
     pub fn max_buffered(&self) -> usize {
-        self.max_payload.saturating_mul(2).max(64 * 1024)
+        self.buffer_limit
+            .unwrap_or_else(|| self.max_payload.saturating_mul(2).max(64 * 1024))
     }
 
     /// WebSocket limits: a small read buffer (tungstenite's default of
@@ -308,12 +316,25 @@ impl Engine {
             Err(error) => return Some(error.response()),
         };
         match (session, &request.method) {
-            (None, _) if self.0.closed.get() => Some(Response::error(503)),
+            (None, _) if self.0.closed.get() || self.polling_full() => Some(Response::error(503)),
             (None, _) => Some(polling::handshake(self)),
             (Some(session), Method::Get) => polling::get(self, &session, conn).await,
             (Some(session), Method::Post) => polling::post(self, &session, request, conn).await,
             (Some(_), _) => Some(RequestError::BadRequest.response()),
         }
+    }
+
+    /// Whether the polling sessions reached their limit. Counting walks the
+    /// sessions, so it only happens when there could be that many.
+    fn polling_full(&self) -> bool {
+        let max = self.0.config.max_polling_sessions;
+        let sessions = self.0.sessions.borrow();
+        sessions.len() >= max
+            && sessions
+                .values()
+                .filter(|s| s.transport() == Transport::Polling)
+                .count()
+                >= max
     }
 
     /// Checks a WebSocket upgrade request before it is accepted; returns the

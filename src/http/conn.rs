@@ -28,6 +28,11 @@ pub struct Limits {
     /// Time allowed to write one response: a client that stops reading is
     /// dropped instead of holding the connection and its buffers.
     pub write_timeout: Duration,
+    /// The most connections open at once.
+    pub max_connections: usize,
+    /// The most connections open at once from one IP address; loopback
+    /// addresses are exempt, since a reverse proxy connects from there.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +42,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            max_connections: 25_000,
+            max_connections_per_ip: 500,
         }
     }
 }

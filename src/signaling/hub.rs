@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::calls::{CallState, Calls};
+use super::limits::{Bucket, Limits};
 use super::protocol::{ClientEvent, ServerEvent, SignalError, reason, valid_user_name};
 
 /// What the I/O side must do after the hub handled something. `C`
@@ -72,11 +73,14 @@ pub struct Hub<C> {
     calls: Calls,
     call_timeout: Duration,
     totals: CallTotals,
+    call_rate: (f64, f64),
+    call_buckets: HashMap<Rc<str>, Bucket>,
 }
 
 impl<C: Clone + Eq + Hash> Hub<C> {
-    /// An empty hub whose calls ring for `call_timeout`.
-    pub fn new(call_timeout: Duration) -> Hub<C> {
+    /// An empty hub whose calls ring for `call_timeout`, with users' call
+    /// rates bounded by `limits`.
+    pub fn new(call_timeout: Duration, limits: &Limits) -> Hub<C> {
         Hub {
             users: HashMap::new(),
             names: HashMap::new(),
@@ -84,6 +88,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             calls: Calls::default(),
             call_timeout,
             totals: CallTotals::default(),
+            call_rate: (limits.calls_per_minute / 60.0, limits.call_burst),
+            call_buckets: HashMap::new(),
         }
     }
 
@@ -156,8 +162,10 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         // Anything due first: an answer at the very deadline finds the call gone.
         let mut effects = self.expire(now);
         let result = match event {
-            ClientEvent::RegisterUser { user_id } => self.register(conn, user_id, &mut effects),
-            ClientEvent::LogoutUser { user_id } => self.logout(conn, user_id, &mut effects),
+            ClientEvent::RegisterUser { user_id } => {
+                self.register(conn, user_id, now, &mut effects)
+            }
+            ClientEvent::LogoutUser { user_id } => self.logout(conn, user_id, now, &mut effects),
             event => match self.names.get(conn).cloned() {
                 None => Err(SignalError::NotRegistered),
                 Some(me) => self.call_event(me, event, now, &mut effects),
@@ -177,6 +185,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let mut effects = self.expire(now);
         if let Some(user) = self.names.remove(conn) {
             self.users.remove(&user);
+            self.forget_rested_buckets(&user, now);
             log::info!("{user} disconnected");
             self.end_call_of(&user, reason::DISCONNECTED, &mut effects);
         }
@@ -205,6 +214,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         &mut self,
         conn: &C,
         name: String,
+        now: Instant,
         effects: &mut Vec<Effect<C>>,
     ) -> Result<(), SignalError> {
         let reply = |success: bool, error: Option<String>| Effect::ToConn {
@@ -238,7 +248,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             Some(current) => {
                 // The socket takes another name: the old one logs out.
                 let current = current.clone();
-                self.leave(&current, reason::LOGGED_OUT, effects);
+                self.leave(&current, reason::LOGGED_OUT, now, effects);
             }
             None => {}
         }
@@ -246,7 +256,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         if let Some(old) = self.users.get(&user).cloned() {
             // One device per user: the newest registration wins.
             log::info!("{user} registered on another device; disconnecting the old one");
-            self.leave(&user, reason::NEW_LOGIN, effects);
+            self.leave(&user, reason::NEW_LOGIN, now, effects);
             effects.push(Effect::ToConn {
                 conn: old.clone(),
                 event: ServerEvent::ForceDisconnect {
@@ -266,6 +276,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         &mut self,
         conn: &C,
         name: Option<String>,
+        now: Instant,
         effects: &mut Vec<Effect<C>>,
     ) -> Result<(), SignalError> {
         let me = self
@@ -276,15 +287,32 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         if name.is_some_and(|n| *n != *me) {
             return Err(SignalError::NotYourName);
         }
-        self.leave(&me, reason::LOGGED_OUT, effects);
+        self.leave(&me, reason::LOGGED_OUT, now, effects);
         Ok(())
     }
 
+    /// Forgets a leaving user's call-rate bucket, unless it still holds
+    /// back calls (leaving must not reset a limit).
+    fn forget_rested_buckets(&mut self, user: &Rc<str>, now: Instant) {
+        if let Some(bucket) = self.call_buckets.get_mut(user)
+            && bucket.is_full(now)
+        {
+            self.call_buckets.remove(user);
+        }
+    }
+
     /// `user` stops being registered; their call ends for the peer.
-    fn leave(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<C>>) {
+    fn leave(
+        &mut self,
+        user: &Rc<str>,
+        why: &'static str,
+        now: Instant,
+        effects: &mut Vec<Effect<C>>,
+    ) {
         if let Some(conn) = self.users.remove(user) {
             self.names.remove(&conn);
         }
+        self.forget_rested_buckets(user, now);
         log::info!("{user} left ({why})");
         self.end_call_of(user, why, effects);
     }
@@ -385,7 +413,15 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         now: Instant,
         effects: &mut Vec<Effect<C>>,
     ) -> Result<(), SignalError> {
-        let refusal = if !valid_user_name(&to) {
+        let (rate, burst) = self.call_rate;
+        let allowed = self
+            .call_buckets
+            .entry(me.clone())
+            .or_insert_with(|| Bucket::new(rate, burst, now))
+            .take(now);
+        let refusal = if !allowed {
+            Some(SignalError::TooManyCalls)
+        } else if !valid_user_name(&to) {
             Some(SignalError::InvalidUserName)
         } else if *me == *to {
             Some(SignalError::CallingYourself)

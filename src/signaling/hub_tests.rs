@@ -1,6 +1,7 @@
 //! The hub driven through every transition and refusal with a fake clock.
 
 use super::*;
+use crate::signaling::limits::Limits;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -34,7 +35,7 @@ impl World {
     fn new() -> World {
         let t0 = Instant::now();
         World {
-            hub: Hub::new(TIMEOUT),
+            hub: Hub::new(TIMEOUT, &Limits::default()),
             t0,
             now: t0,
         }
@@ -53,7 +54,9 @@ impl World {
         payload: &str,
     ) -> (Result<(), SignalError>, Vec<String>) {
         let raw = RawValue::from_string(payload.to_owned()).unwrap();
-        let event = ClientEvent::parse(name, Some(&raw)).unwrap().unwrap();
+        let event = ClientEvent::parse(name, Some(&raw), &Limits::default())
+            .unwrap()
+            .unwrap();
         let outcome = self.hub.handle(&conn, event, self.now);
         (outcome.result, render(&outcome.effects))
     }
@@ -595,4 +598,37 @@ fn a_token_binds_the_name_a_connection_may_register() {
     // The binding goes with the connection.
     w.hub.disconnected(&"c1", w.now);
     w.register("c1", "bob");
+}
+
+#[test]
+fn a_user_cannot_start_calls_faster_than_the_limit() {
+    let limits = Limits {
+        calls_per_minute: 6.0,
+        call_burst: 2.0,
+        ..Limits::default()
+    };
+    let mut w = World::three();
+    w.hub = Hub::new(TIMEOUT, &limits);
+    w.register("c1", "alice");
+    w.register("c2", "bob");
+    for _ in 0..2 {
+        w.call("c1", "bob");
+        w.ok("c1", "end_call", r#"{"to":"bob"}"#);
+    }
+    let (error, effects) = w.refused("c1", "make_call", r#"{"to":"bob","offer":{}}"#);
+    assert_eq!(error, SignalError::TooManyCalls);
+    assert_eq!(
+        effects,
+        [r#"alice <- call_failed {"error":"too many calls: try again later","targetUser":"bob"}"#]
+    );
+    // Logging out and back in does not reset the limit.
+    w.ok("c1", "logout_user", "{}");
+    w.register("c1", "alice");
+    let (error, _) = w.refused("c1", "make_call", r#"{"to":"bob","offer":{}}"#);
+    assert_eq!(error, SignalError::TooManyCalls);
+    // Ten seconds later one more call is allowed; bob's own budget is untouched.
+    w.at(Duration::from_secs(10));
+    w.call("c1", "bob");
+    w.ok("c1", "end_call", r#"{"to":"bob"}"#);
+    w.call("c2", "alice");
 }

@@ -7,6 +7,7 @@
 pub mod calls;
 pub mod hub;
 pub mod ice;
+pub mod limits;
 pub mod protocol;
 pub mod service;
 
@@ -37,12 +38,7 @@ impl Intercom {
     /// Sets up signaling for `config` on this thread.
     pub fn new(config: &Config) -> Intercom {
         let io = socketio::Server::new(config.socketio.clone());
-        let signaling = Signaling::install(
-            &io,
-            config.call_timeout,
-            config.ice.clone(),
-            config.auth_secret.clone(),
-        );
+        let signaling = Signaling::install(&io, config);
         let engine = Engine::new(config.engine.clone(), io.handler());
         Intercom {
             config: config.clone(),

@@ -7,12 +7,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::limits::Limits;
+
 /// The longest user name, in characters.
 pub const MAX_USER_NAME: usize = 64;
-/// The largest SDP offer or answer, as JSON text.
-pub const MAX_SDP_BYTES: usize = 64 * 1024;
-/// The largest ICE candidate, as JSON text.
-pub const MAX_CANDIDATE_BYTES: usize = 4 * 1024;
 
 /// Checks a user name: 1 to 64 characters from `A-Z a-z 0-9 _ - . @`.
 ///
@@ -125,18 +123,23 @@ struct CandidatePayload {
 }
 
 impl ClientEvent {
-    /// Parses the first argument of event `name`. `Ok(None)` for an event
-    /// that is not part of the protocol.
+    /// Parses the first argument of event `name`, within the size `limits`.
+    /// `Ok(None)` for an event that is not part of the protocol.
     ///
     /// ```
     /// use serde_json::value::RawValue;
-    /// use signalbox::signaling::protocol::ClientEvent;
+    /// use signalbox::signaling::{limits::Limits, protocol::ClientEvent};
+    /// let limits = Limits::default();
     /// let arg = RawValue::from_string(r#"{"to":"bob","from":"eve","offer":{"type":"offer","sdp":"v=0"}}"#.into()).unwrap();
-    /// let Ok(Some(ClientEvent::MakeCall { to, offer })) = ClientEvent::parse("make_call", Some(&arg)) else { panic!() };
+    /// let Ok(Some(ClientEvent::MakeCall { to, offer })) = ClientEvent::parse("make_call", Some(&arg), &limits) else { panic!() };
     /// assert_eq!((to.as_str(), offer.get()), ("bob", r#"{"type":"offer","sdp":"v=0"}"#));
-    /// assert!(ClientEvent::parse("make_call", None).is_err());
+    /// assert!(ClientEvent::parse("make_call", None, &limits).is_err());
     /// ```
-    pub fn parse(name: &str, arg: Option<&RawValue>) -> Result<Option<ClientEvent>, SignalError> {
+    pub fn parse(
+        name: &str,
+        arg: Option<&RawValue>,
+        limits: &Limits,
+    ) -> Result<Option<ClientEvent>, SignalError> {
         if !CLIENT_EVENTS.contains(&name) {
             return Ok(None);
         }
@@ -162,7 +165,7 @@ impl ClientEvent {
             }
             "make_call" => {
                 let p: OfferPayload = serde_json::from_str(json).map_err(invalid)?;
-                bounded(name, "offer", &p.offer, MAX_SDP_BYTES)?;
+                bounded(name, "offer", &p.offer, limits.max_sdp_bytes)?;
                 ClientEvent::MakeCall {
                     to: p.to,
                     offer: p.offer,
@@ -170,7 +173,7 @@ impl ClientEvent {
             }
             "answer_call" => {
                 let p: AnswerPayload = serde_json::from_str(json).map_err(invalid)?;
-                bounded(name, "answer", &p.answer, MAX_SDP_BYTES)?;
+                bounded(name, "answer", &p.answer, limits.max_sdp_bytes)?;
                 ClientEvent::AnswerCall {
                     to: p.to,
                     answer: p.answer,
@@ -186,7 +189,7 @@ impl ClientEvent {
             }
             "ice_candidate" => {
                 let p: CandidatePayload = serde_json::from_str(json).map_err(invalid)?;
-                bounded(name, "candidate", &p.candidate, MAX_CANDIDATE_BYTES)?;
+                bounded(name, "candidate", &p.candidate, limits.max_candidate_bytes)?;
                 ClientEvent::IceCandidate {
                     to: p.to,
                     candidate: p.candidate,
@@ -366,6 +369,10 @@ pub enum SignalError {
     NoIncomingCall,
     /// No call with that user to end or to send candidates in.
     NoSuchCall,
+    /// Too many calls started in a short time.
+    TooManyCalls,
+    /// Too many events in a short time.
+    RateLimited,
 }
 
 impl SignalError {
@@ -380,6 +387,7 @@ impl SignalError {
                 | SignalError::CallingYourself
                 | SignalError::AlreadyInCall
                 | SignalError::UserBusy
+                | SignalError::TooManyCalls
         )
     }
 }
@@ -400,6 +408,8 @@ impl fmt::Display for SignalError {
             SignalError::UserBusy => f.write_str("user is busy"),
             SignalError::NoIncomingCall => f.write_str("no incoming call from that user"),
             SignalError::NoSuchCall => f.write_str("no call with that user"),
+            SignalError::TooManyCalls => f.write_str("too many calls: try again later"),
+            SignalError::RateLimited => f.write_str("rate limit exceeded: slow down"),
         }
     }
 }
@@ -412,7 +422,7 @@ mod tests {
 
     fn parse(name: &str, json: &str) -> Result<Option<ClientEvent>, SignalError> {
         let raw = RawValue::from_string(json.to_owned()).unwrap();
-        ClientEvent::parse(name, Some(&raw))
+        ClientEvent::parse(name, Some(&raw), &Limits::default())
     }
 
     #[test]
@@ -469,18 +479,18 @@ mod tests {
                 "{name} {json}"
             );
         }
-        assert!(ClientEvent::parse("end_call", None).is_err());
+        assert!(ClientEvent::parse("end_call", None, &Limits::default()).is_err());
     }
 
     #[test]
     fn payloads_are_bounded() {
-        let sdp = "x".repeat(MAX_SDP_BYTES);
+        let sdp = "x".repeat(Limits::default().max_sdp_bytes);
         let json = format!(r#"{{"to":"b","offer":{{"sdp":"{sdp}"}}}}"#);
         let Err(SignalError::InvalidPayload(why)) = parse("make_call", &json) else {
             panic!()
         };
         assert!(why.contains("offer is larger"), "{why}");
-        let candidate = "c".repeat(MAX_CANDIDATE_BYTES);
+        let candidate = "c".repeat(Limits::default().max_candidate_bytes);
         let json = format!(r#"{{"to":"b","candidate":"{candidate}"}}"#);
         assert!(parse("ice_candidate", &json).is_err());
     }

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 use serde_json::json;
@@ -13,7 +13,9 @@ use smol::channel::{Receiver, Sender, bounded};
 
 use super::hub::{Effect, Hub};
 use super::ice::IceConfig;
+use super::limits::{Bucket, Limits};
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
+use crate::config::Config;
 use crate::rt;
 use crate::socketio::{self, Ack, ConnectError, Message, Socket, to_arg};
 use serde_json::value::RawValue;
@@ -24,28 +26,35 @@ type Conn = Rc<str>;
 /// The signaling service on one Socket.IO namespace.
 pub struct Signaling {
     hub: RefCell<Hub<Conn>>,
-    sockets: RefCell<HashMap<Conn, Socket>>,
+    sockets: RefCell<HashMap<Conn, Client>>,
     wake: Sender<()>,
     ice: IceConfig,
+    limits: Limits,
+}
+
+/// A connected socket and its event budget.
+struct Client {
+    socket: Socket,
+    events: Bucket,
+    /// Events refused in a row for exceeding the budget.
+    strikes: u32,
 }
 
 impl Signaling {
     /// Installs the service on `io`'s root namespace and starts its timer.
-    /// With `auth_secret`, a client must connect with a valid token
-    /// (`auth: {token}`) and may register only the name inside it.
-    pub fn install(
-        io: &socketio::Server,
-        call_timeout: Duration,
-        ice: IceConfig,
-        auth_secret: Option<String>,
-    ) -> Rc<Signaling> {
+    /// With an auth secret in `config`, a client must connect with a valid
+    /// token (`auth: {token}`) and may register only the name inside it.
+    pub fn install(io: &socketio::Server, config: &Config) -> Rc<Signaling> {
         let (wake, woken) = bounded(1);
+        let limits = config.signaling.clone();
         let service = Rc::new(Signaling {
-            hub: RefCell::new(Hub::new(call_timeout)),
+            hub: RefCell::new(Hub::new(config.call_timeout, &limits)),
             sockets: RefCell::new(HashMap::new()),
             wake,
-            ice,
+            ice: config.ice.clone(),
+            limits,
         });
+        let auth_secret = config.auth_secret.clone();
         let namespace = io.of("/");
         let weak = Rc::downgrade(&service);
         namespace.on_connect(move |socket, auth| {
@@ -59,10 +68,13 @@ impl Signaling {
                     .borrow_mut()
                     .authenticate(&socket.id_rc(), &user);
             }
-            service
-                .sockets
-                .borrow_mut()
-                .insert(socket.id_rc(), socket.clone());
+            let limits = &service.limits;
+            let client = Client {
+                socket: socket.clone(),
+                events: Bucket::new(limits.event_rate, limits.event_burst, Instant::now()),
+                strikes: 0,
+            };
+            service.sockets.borrow_mut().insert(socket.id_rc(), client);
             Ok(())
         });
         let weak = Rc::downgrade(&service);
@@ -103,9 +115,38 @@ impl Signaling {
         self.execute(effects);
     }
 
+    /// Takes one event from the socket's budget. A socket that keeps
+    /// sending past it is disconnected.
+    fn within_budget(&self, socket: &Socket) -> bool {
+        let now = Instant::now();
+        let abusive = {
+            let mut sockets = self.sockets.borrow_mut();
+            let Some(client) = sockets.get_mut(socket.id()) else {
+                return false;
+            };
+            if client.events.take(now) {
+                client.strikes = 0;
+                return true;
+            }
+            client.strikes += 1;
+            client.strikes >= self.limits.event_strikes
+        };
+        if abusive {
+            log::warn!("socket {}: disconnected for flooding events", socket.id());
+            socket.disconnect_and_close();
+        }
+        false
+    }
+
     fn on_event(&self, socket: &Socket, name: &'static str, message: Message, ack: Option<Ack>) {
+        if !self.within_budget(socket) {
+            if socket.connected() {
+                self.answer(socket, name, ack, Err(SignalError::RateLimited));
+            }
+            return;
+        }
         let mut registered = false;
-        let outcome = match ClientEvent::parse(name, message.arg(0)) {
+        let outcome = match ClientEvent::parse(name, message.arg(0), &self.limits) {
             Ok(Some(event)) => {
                 let rings = matches!(event, ClientEvent::MakeCall { .. });
                 registered = matches!(event, ClientEvent::RegisterUser { .. });
@@ -129,7 +170,19 @@ impl Signaling {
         if registered && outcome.result.is_ok() {
             self.send_ice_servers(socket);
         }
-        match (outcome.result, ack) {
+        self.answer(socket, name, ack, outcome.result);
+    }
+
+    /// Answers a client event: through its ack when it asked for one, else
+    /// with `signaling_error` for a refusal no seed event reported.
+    fn answer(
+        &self,
+        socket: &Socket,
+        name: &str,
+        ack: Option<Ack>,
+        result: Result<(), SignalError>,
+    ) {
+        match (result, ack) {
             (Ok(()), Some(ack)) => ack.send(&[to_arg(&json!({ "ok": true }))]),
             (Err(error), Some(ack)) => {
                 ack.send(&[to_arg(&json!({ "ok": false, "error": error.to_string() }))])
@@ -190,7 +243,7 @@ impl Signaling {
     }
 
     fn socket(&self, conn: &str) -> Option<Socket> {
-        self.sockets.borrow().get(conn).cloned()
+        self.sockets.borrow().get(conn).map(|c| c.socket.clone())
     }
 }
 
