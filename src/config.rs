@@ -2,6 +2,7 @@
 //! the values flags and environment variables carry.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::signaling::ice::IceConfig;
@@ -33,6 +34,8 @@ pub struct Config {
     pub auth_secret: Option<String>,
     /// Payload sizes and event and call rates.
     pub signaling: SignalingLimits,
+    /// Certificate chain and private key (PEM) to serve HTTPS and WSS with.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             },
             auth_secret: None,
             signaling: SignalingLimits::default(),
+            tls: None,
         }
     }
 }

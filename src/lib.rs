@@ -20,10 +20,12 @@ pub mod signaling;
 pub mod socketio;
 pub mod systemd;
 pub mod timestamp;
+pub mod tls;
 pub mod web;
 
 use std::io;
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
@@ -40,13 +42,22 @@ use signaling::Intercom;
 pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
     rt::block_on(async move {
         let intercom = Intercom::new(&config);
-        let site = intercom.site();
+        let mut site = intercom.site();
+        let tls = match &config.tls {
+            Some((cert, key)) => {
+                let tls = Rc::new(tls::Tls::load(cert, key).map_err(io::Error::other)?);
+                site = site.tls(tls.clone());
+                Some(tls)
+            }
+            None => None,
+        };
         let activity = site.activity();
-        let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+        let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
         if testing_wedge() {
             signals.add_signals([Signal::Usr2])?;
         }
-        log::info!("listening on http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        log::info!("listening on {scheme}://{}", listener.local_addr()?);
         systemd::notify(&format!("READY=1\nSTATUS={}", intercom.status()));
         rt::spawn(keep_systemd_informed(intercom.clone())).detach();
 
@@ -54,6 +65,7 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
             while let Some(signal) = signals.next().await {
                 match signal {
                     Ok(Signal::Usr2) => wedge_if_testing(),
+                    Ok(Signal::Hup) => reload(tls.as_deref()),
                     Ok(signal) => return Ok(signal),
                     Err(error) => return Err(error),
                 }
@@ -78,6 +90,18 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
         log::info!("stopped");
         Ok(())
     })
+}
+
+/// SIGHUP: reads the certificate and key again; live connections keep
+/// theirs.
+fn reload(tls: Option<&tls::Tls>) {
+    match tls.map(tls::Tls::reload) {
+        Some(Ok(())) => log::info!("SIGHUP: certificate reloaded"),
+        Some(Err(error)) => {
+            log::error!("SIGHUP: certificate not reloaded, the old one stays: {error}")
+        }
+        None => log::info!("SIGHUP: nothing to reload"),
+    }
 }
 
 /// Sends systemd the watchdog keep-alive at half its interval, from the

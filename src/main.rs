@@ -58,6 +58,13 @@ struct Args {
     /// how long minted TURN credentials stay valid (default 24h)
     #[argh(option, from_str_fn(parse_duration))]
     turn_ttl: Option<Duration>,
+    /// certificate chain (PEM) to serve HTTPS and WSS with; needs --tls-key;
+    /// SIGHUP reloads it
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// private key (PEM) of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
     /// file holding the secret that signs client tokens; with it, clients
     /// must connect with a token (auth {token}) and may register only the
     /// name inside it (default: no tokens)
@@ -320,6 +327,14 @@ fn config(args: Args) -> Result<Config, String> {
         limits.calls_per_minute = r;
         limits.call_burst = r;
     }
+    let path = |v: &str| Ok(PathBuf::from(v));
+    let cert = or_env(args.tls_cert, "SIGNALBOX_TLS_CERT", path)?;
+    let key = or_env(args.tls_key, "SIGNALBOX_TLS_KEY", path)?;
+    config.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     config.ice.turn_secret = secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
     config.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
     if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {

@@ -5,20 +5,21 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, future};
 use smol::{Async, Timer};
 
 use crate::engineio::{Engine, RequestError};
 use crate::http::head::BodyLength;
 use crate::http::{Conn, Cors, Limits, Method, Request, Response};
 use crate::rt;
+use crate::tls::{Stream, Tls};
 
 type Pages = dyn Fn(&Request) -> Option<Response>;
 
@@ -31,6 +32,7 @@ pub struct Site {
     pages: Box<Pages>,
     activity: Activity,
     connections: RefCell<Connections>,
+    tls: Option<Rc<Tls>>,
 }
 
 /// Open connections, in all and per IP address.
@@ -95,6 +97,33 @@ impl Site {
             pages: Box::new(|_| None),
             activity: Activity::default(),
             connections: RefCell::new(Connections::default()),
+            tls: None,
+        }
+    }
+
+    /// Serves every connection over TLS with `tls`'s certificate.
+    pub fn tls(mut self, tls: Rc<Tls>) -> Site {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The stream to serve: the TCP connection itself, or TLS over it once
+    /// its handshake completed within the request timeout.
+    async fn secure(&self, tcp: Async<TcpStream>) -> Option<Stream<Async<TcpStream>>> {
+        let Some(tls) = &self.tls else {
+            return Some(Stream::Plain(tcp));
+        };
+        let handshake = async { tls.acceptor().accept(tcp).await.ok() };
+        let timeout = async {
+            Timer::after(self.limits.request_timeout).await;
+            None
+        };
+        match future::or(handshake, timeout).await {
+            Some(stream) => Some(Stream::Tls(Box::new(stream))),
+            None => {
+                log::debug!("TLS handshake failed or timed out");
+                None
+            }
         }
     }
 
@@ -157,11 +186,15 @@ impl Site {
                         Some(admitted) => {
                             let site = site.clone();
                             rt::spawn(async move {
-                                serve_connection(site, stream).await;
+                                if let Some(stream) = site.secure(stream).await {
+                                    serve_connection(site, stream).await;
+                                }
                                 drop(admitted);
                             })
                             .detach();
                         }
+                        // Over TLS a plain-text answer would be noise: just close.
+                        None if site.tls.is_some() => drop(stream),
                         None => rt::spawn(refuse(stream, site.limits.clone())).detach(),
                     }
                 }

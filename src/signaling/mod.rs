@@ -93,7 +93,7 @@ impl Intercom {
             return crate::web::page(request);
         }
         let response = match request.path.as_str() {
-            "/" => Response::json(200, self.health().to_string()),
+            "/" => Response::json(200, self.health()),
             "/users" => {
                 let hub = self.signaling.hub();
                 let users = hub.users();
@@ -112,15 +112,24 @@ impl Intercom {
         })
     }
 
-    /// The seed's health JSON.
-    fn health(&self) -> serde_json::Value {
+    /// The seed's health JSON, keys in the seed's order.
+    fn health(&self) -> String {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Health {
+            status: &'static str,
+            connected_users: usize,
+            active_calls: usize,
+            timestamp: String,
+        }
         let hub = self.signaling.hub();
-        json!({
-            "status": "WebRTC Signaling Server Running",
-            "connectedUsers": hub.user_count(),
-            "activeCalls": hub.call_count(),
-            "timestamp": crate::timestamp::now(),
-        })
+        let health = Health {
+            status: "WebRTC Signaling Server Running",
+            connected_users: hub.user_count(),
+            active_calls: hub.call_count(),
+            timestamp: crate::timestamp::now(),
+        };
+        serde_json::to_string(&health).unwrap_or_default()
     }
 
     /// The Prometheus metrics page.

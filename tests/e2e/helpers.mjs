@@ -24,7 +24,7 @@ export const exampleBin = (name) => resolvePath(BIN_DIR, 'examples', name);
 /** Resolver for the main binary: `<BIN_DIR>/signalbox` (the name is ignored). */
 export const signalboxBin = () => resolvePath(BIN_DIR, 'signalbox');
 
-const LISTENING_RE = /listening on http:\/\/(\S+)/;
+const LISTENING_RE = /listening on (https?):\/\/(\S+)/;
 const MAX_LOG_LINES = 5000;
 
 /**
@@ -115,7 +115,7 @@ export function startServer(name, args = [], opts = {}) {
       if (m) {
         settled = true;
         clearTimeout(timer);
-        resolve({ url: `http://${m[1]}`, pid: proc.pid, proc, logs, stop, exited: () => exited });
+        resolve({ url: `${m[1]}://${m[2]}`, pid: proc.pid, proc, logs, stop, exited: () => exited });
       }
     });
   });
