@@ -10,6 +10,8 @@ pub mod auth;
 pub mod base64;
 pub mod config;
 pub mod engineio;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod id;
 pub mod logging;
