@@ -1,0 +1,427 @@
+//! The abuse battery, over real TCP against the signalbox site: slowloris
+//! heads and bodies, a 1 MB head, garbage, bad WebSocket handshakes,
+//! oversized and fragmented frames, abandoned upgrades, a thousand
+//! handshakes that never join a namespace, a register storm for one name,
+//! forged `from` fields. All the while two well-behaved clients in a call
+//! keep relaying ICE; afterwards the session count is back to theirs.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::frame::Frame;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use common::*;
+use serde_json::{Value, json};
+use signalbox::Config;
+use signalbox::http::Limits;
+
+/// A Socket.IO client over a blocking WebSocket that answers pings.
+struct Sio {
+    ws: Ws,
+}
+
+impl Sio {
+    fn connect(addr: SocketAddr) -> Sio {
+        let mut ws = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").expect("ws");
+        assert!(ws_next(&mut ws).expect("open").starts_with('0'));
+        ws_send(&mut ws, "40");
+        assert!(ws_next_data(&mut ws).expect("connect").starts_with("40{"));
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        Sio { ws }
+    }
+
+    fn emit(&mut self, event: &str, payload: Value) {
+        let text = format!("42{}", json!([event, payload]));
+        self.ws.send(Message::text(text)).expect("emit");
+    }
+
+    /// The next event within `limit`, answering pings meanwhile.
+    fn next(&mut self, limit: Duration) -> Option<(String, Value)> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    let text = text.as_str();
+                    if text == "2" {
+                        self.ws.send(Message::text("3")).ok()?;
+                    } else if let Some(json) = text.strip_prefix("42") {
+                        let value: Value = serde_json::from_str(json).ok()?;
+                        return Some((value[0].as_str()?.to_owned(), value[1].clone()));
+                    }
+                }
+                Ok(_) => {}
+                Err(async_tungstenite::tungstenite::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn expect(&mut self, event: &str) -> Value {
+        loop {
+            let (name, payload) = self
+                .next(Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("no {event}"));
+            if name == event {
+                return payload;
+            }
+        }
+    }
+
+    fn register(addr: SocketAddr, name: &str) -> Sio {
+        let mut sio = Sio::connect(addr);
+        sio.emit("register_user", json!({ "userId": name }));
+        assert_eq!(sio.expect("user_registered")["success"], true);
+        sio
+    }
+}
+
+/// Whether the server closes the connection (after whatever answer it
+/// writes) within the client's read timeout.
+fn ends(client: &mut Client) -> bool {
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut client.reader, &mut rest).is_ok()
+}
+
+fn sessions(addr: SocketAddr) -> usize {
+    let metrics = get(addr, "/metrics").body;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("signalbox_sessions{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+fn server() -> SocketAddr {
+    let mut config = Config::default();
+    config.engine.ping_interval = Duration::from_millis(300);
+    config.engine.ping_timeout = Duration::from_millis(200);
+    config.engine.max_payload = 100_000;
+    config.socketio.connect_timeout = Duration::from_secs(1);
+    config.http = Limits {
+        request_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    start_site(move || signalbox::signaling::site(&config))
+}
+
+/// An attack's name and what it does to the server at an address.
+type Attack = (&'static str, fn(SocketAddr));
+
+/// Runs each abuse concurrently; returns when all are done.
+fn abuse(addr: SocketAddr) {
+    let attacks: [Attack; 10] = [
+        ("slowloris heads", slowloris_heads),
+        ("slow body", slow_body),
+        ("1 MB head", huge_head),
+        ("garbage", garbage),
+        ("bad websocket handshakes", bad_upgrades),
+        ("oversized and fragmented frames", frames),
+        ("abandoned upgrades", abandoned_upgrades),
+        ("handshakes without a namespace", idle_handshakes),
+        ("register storm", register_storm),
+        ("forged from", forged_from),
+    ];
+    let handles: Vec<_> = attacks
+        .into_iter()
+        .map(|(name, attack)| (name, thread::spawn(move || attack(addr))))
+        .collect();
+    for (name, handle) in handles {
+        if handle.join().is_err() {
+            panic!("the {name} attack failed its checks");
+        }
+    }
+}
+
+fn slowloris_heads(addr: SocketAddr) {
+    let mut clients: Vec<Client> = (0..50).map(|_| Client::connect(addr)).collect();
+    for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaa" {
+        for client in &mut clients {
+            let _ = client.reader.get_mut().write_all(&[*byte]);
+        }
+        thread::sleep(Duration::from_millis(40));
+    }
+    for client in &mut clients {
+        assert!(ends(client), "a slow head outlived the request timeout");
+    }
+}
+
+fn slow_body(addr: SocketAddr) {
+    let sid = polling_handshake(addr, "/socket.io/");
+    let mut client = Client::connect(addr);
+    client.send(
+        format!("POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n4")
+            .as_bytes(),
+    );
+    for _ in 0..20 {
+        let _ = client.reader.get_mut().write_all(b"x");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ends(&mut client),
+        "a slow body outlived the request timeout"
+    );
+}
+
+fn huge_head(addr: SocketAddr) {
+    let mut client = Client::connect(addr);
+    let big = "a".repeat(1 << 20);
+    let _ = client
+        .reader
+        .get_mut()
+        .write_all(format!("GET / HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(client.reply().status, 431);
+}
+
+fn garbage(addr: SocketAddr) {
+    for junk in [
+        &b"\x00\x01\x02\x03\r\n\r\n"[..],
+        b"\x16\x03\x01\x00\xa5\x01\x00",
+        b"HELO\r\n\r\n",
+    ] {
+        let mut client = Client::connect(addr);
+        client.send(junk);
+        assert!(ends(&mut client));
+    }
+}
+
+fn bad_upgrades(addr: SocketAddr) {
+    for headers in [
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: nope\r\n",
+        "Sec-WebSocket-Version: 13\r\n",
+        "Sec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    ] {
+        let mut client = Client::connect(addr);
+        client.send(
+            format!(
+                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{headers}\r\n"
+            )
+            .as_bytes(),
+        );
+        let status = client.reply().status;
+        assert!(status == 400 || status == 426, "{status}");
+    }
+}
+
+fn frames(addr: SocketAddr) {
+    // Oversized: past --max-payload the socket is closed.
+    let mut sio = Sio::connect(addr);
+    let big = format!(
+        "42{}",
+        json!(["register_user", { "userId": "x".repeat(200_000) }])
+    );
+    let _ = sio.ws.send(Message::text(big));
+    assert!(sio.next(Duration::from_secs(2)).is_none());
+    // Fragmented: a message in many small frames is reassembled and served.
+    let mut sio = Sio::connect(addr);
+    let text = format!("42{}", json!(["register_user", { "userId": "fragmented" }]));
+    let bytes = text.as_bytes();
+    let pieces: Vec<&[u8]> = bytes.chunks(5).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let opcode = if i == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message(piece.to_vec(), OpCode::Data(opcode), i + 1 == pieces.len());
+        sio.ws.send(Message::Frame(frame)).expect("frame");
+    }
+    assert_eq!(sio.expect("user_registered")["userId"], "fragmented");
+    // Fragments adding up past the limit close the socket too.
+    let mut sio = Sio::connect(addr);
+    for i in 0..30 {
+        let opcode = if i == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message(vec![b'4'; 10_000], OpCode::Data(opcode), false);
+        if sio.ws.send(Message::Frame(frame)).is_err() {
+            break;
+        }
+    }
+    assert!(sio.next(Duration::from_secs(2)).is_none());
+}
+
+fn abandoned_upgrades(addr: SocketAddr) {
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        let sid = polling_handshake(addr, "/socket.io/");
+        let mut ws = ws_connect(
+            addr,
+            &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+        )
+        .unwrap();
+        ws_send(&mut ws, "2probe");
+        assert_eq!(ws_next(&mut ws).as_deref(), Some("3probe"));
+        sockets.push(ws);
+    }
+    // Silent from now on: the server must close every one of them.
+    for mut ws in sockets {
+        assert_eq!(ws_next(&mut ws), None);
+    }
+}
+
+fn idle_handshakes(addr: SocketAddr) {
+    for _ in 0..1000 {
+        let reply = get(addr, "/socket.io/?EIO=4&transport=polling");
+        assert_eq!(reply.status, 200);
+    }
+}
+
+fn register_storm(addr: SocketAddr) {
+    let barrier = Arc::new(Barrier::new(50));
+    let survivors = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let survivors = survivors.clone();
+            thread::spawn(move || {
+                let mut sio = Sio::connect(addr);
+                barrier.wait();
+                sio.emit("register_user", json!({ "userId": "concierge" }));
+                let mut forced = false;
+                while let Some((event, _)) = sio.next(Duration::from_millis(1500)) {
+                    forced |= event == "force_disconnect";
+                }
+                if !forced {
+                    survivors.fetch_add(1, Ordering::SeqCst);
+                }
+                sio
+            })
+        })
+        .collect();
+    // Joined but kept open, so the survivor is still registered below.
+    let _sockets: Vec<Sio> = handles
+        .into_iter()
+        .map(|h| h.join().expect("storm client"))
+        .collect();
+    assert_eq!(
+        survivors.load(Ordering::SeqCst),
+        1,
+        "exactly one device keeps the name"
+    );
+    let users: Value = serde_json::from_str(&get(addr, "/users").body).unwrap();
+    assert!(
+        users["connectedUsers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("concierge"))
+    );
+}
+
+fn forged_from(addr: SocketAddr) {
+    let mut mallory = Sio::register(addr, "mallory");
+    for (event, payload) in [
+        ("end_call", json!({ "to": "bob", "from": "alice" })),
+        ("end_call", json!({ "to": "alice", "from": "bob" })),
+        (
+            "ice_candidate",
+            json!({ "to": "bob", "from": "alice", "candidate": { "candidate": "evil" } }),
+        ),
+        (
+            "answer_call",
+            json!({ "to": "alice", "from": "bob", "answer": {} }),
+        ),
+        ("logout_user", json!({ "userId": "alice" })),
+    ] {
+        mallory.emit(event, payload);
+        let error = mallory.expect("signaling_error");
+        assert_eq!(error["event"], event);
+    }
+    mallory.emit(
+        "make_call",
+        json!({ "to": "bob", "from": "alice", "offer": {} }),
+    );
+    assert_eq!(mallory.expect("call_busy")["targetUser"], "bob");
+}
+
+#[test]
+fn a_call_survives_the_abuse_battery() {
+    let addr = server();
+    let mut alice = Sio::register(addr, "alice");
+    let mut bob = Sio::register(addr, "bob");
+    alice.emit(
+        "make_call",
+        json!({ "to": "bob", "from": "alice", "offer": { "sdp": "o" } }),
+    );
+    assert_eq!(bob.expect("incoming_call")["from"], "alice");
+    bob.emit(
+        "answer_call",
+        json!({ "to": "alice", "from": "bob", "answer": { "sdp": "a" } }),
+    );
+    assert_eq!(alice.expect("call_answered")["from"], "bob");
+    let baseline = sessions(addr);
+    assert_eq!(baseline, 2);
+
+    // The call relays ICE both ways for the whole battery.
+    let done = Arc::new(AtomicBool::new(false));
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (done, relayed) = (done.clone(), relayed.clone());
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                n += 1;
+                alice.emit(
+                    "ice_candidate",
+                    json!({ "to": "bob", "candidate": { "n": n } }),
+                );
+                if let Some((event, payload)) = alice.next(Duration::from_millis(50)) {
+                    assert_ne!(event, "call_ended", "{payload}");
+                    if event == "ice_candidate" {
+                        relayed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            alice
+        })
+    };
+    let callee = {
+        let (done, relayed) = (done.clone(), relayed.clone());
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                n += 1;
+                bob.emit(
+                    "ice_candidate",
+                    json!({ "to": "alice", "candidate": { "n": n } }),
+                );
+                if let Some((event, payload)) = bob.next(Duration::from_millis(50)) {
+                    assert_ne!(event, "call_ended", "{payload}");
+                    assert_ne!(payload["candidate"]["candidate"], "evil");
+                    if event == "ice_candidate" {
+                        relayed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            bob
+        })
+    };
+
+    let started = Instant::now();
+    abuse(addr);
+    let relayed_during = relayed.load(Ordering::SeqCst);
+    // Every attacker is gone or closed: only the call's sessions are left.
+    assert!(
+        eventually(Duration::from_secs(5), || sessions(addr) == baseline),
+        "sessions left after the battery: {}",
+        sessions(addr)
+    );
+    done.store(true, Ordering::SeqCst);
+    let _alice = caller.join().expect("alice kept her call");
+    let _bob = callee.join().expect("bob kept his call");
+    let elapsed = started.elapsed();
+    assert!(
+        relayed_during as f64 >= elapsed.as_secs_f64() * 10.0,
+        "only {relayed_during} candidates relayed in {elapsed:?}"
+    );
+    let health: Value = serde_json::from_str(&get(addr, "/").body).unwrap();
+    assert_eq!(health["activeCalls"], 1);
+}
