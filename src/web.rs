@@ -7,11 +7,36 @@ const INDEX: &str = include_str!("web/index.html");
 const SCRIPT: &str = include_str!("web/app.js");
 const STYLE: &str = include_str!("web/app.css");
 
-/// Answers requests under `/app`; `None` for other paths.
-pub fn page(request: &Request) -> Option<Response> {
+/// The page as served: the HTML knows the server's Socket.IO path.
+#[derive(Debug, Clone)]
+pub struct Page {
+    index: std::rc::Rc<str>,
+}
+
+impl Page {
+    /// The page for a server whose Socket.IO endpoint is at `socket_path`.
+    pub fn new(socket_path: &str) -> Page {
+        let escaped = socket_path
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let meta = |path: &str| format!(r#"<meta name="signalbox-path" content="{path}">"#);
+        Page {
+            index: INDEX.replace(&meta("/socket.io/"), &meta(&escaped)).into(),
+        }
+    }
+
+    /// Answers requests under `/app`; `None` for other paths.
+    pub fn answer(&self, request: &Request) -> Option<Response> {
+        page(request, &self.index)
+    }
+}
+
+fn page(request: &Request, index: &str) -> Option<Response> {
     let (body, kind) = match request.path.as_str() {
         "/app" => return Some(Response::new(308).header("Location", "/app/")),
-        "/app/" | "/app/index.html" => (INDEX, "text/html; charset=utf-8"),
+        "/app/" | "/app/index.html" => (index, "text/html; charset=utf-8"),
         "/app/app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
         "/app/app.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return None,
@@ -30,4 +55,25 @@ pub fn page(request: &Request) -> Option<Response> {
             )
             .body(body.as_bytes().to_vec()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_knows_the_socket_path() {
+        let page = Page::new("/intercom/io\"<x>/");
+        let html = page.index.to_string();
+        assert!(
+            html.contains(r#"content="/intercom/io&quot;&lt;x&gt;/""#),
+            "{html}"
+        );
+        assert!(!html.contains(r#"content="/socket.io/""#));
+        assert!(
+            Page::new("/socket.io/")
+                .index
+                .contains(r#"content="/socket.io/""#)
+        );
+    }
 }

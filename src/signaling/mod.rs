@@ -32,6 +32,7 @@ pub struct Intercom {
     io: socketio::Server,
     engine: Engine,
     signaling: Rc<Signaling>,
+    page: crate::web::Page,
 }
 
 impl Intercom {
@@ -45,6 +46,7 @@ impl Intercom {
             io,
             engine,
             signaling,
+            page: crate::web::Page::new(&config.path),
         }
     }
 
@@ -90,7 +92,7 @@ impl Intercom {
 
     fn page(&self, request: &Request) -> Option<Response> {
         if request.path.starts_with("/app") {
-            return crate::web::page(request);
+            return self.page.answer(request);
         }
         let response = match request.path.as_str() {
             "/" => Response::json(200, self.health()),

@@ -1,1 +1,1059 @@
-/* The intercom page client. */
+/* signalbox intercom page.
+ *
+ * Plain JavaScript, no libraries: a small Socket.IO v4 client over WebSocket
+ * only (Engine.IO 4 / Socket.IO 5 framing), the signalbox call flow, and an
+ * audio-only WebRTC call with trickle ICE.
+ *
+ * For tests: window.signalbox = { pc, state, me, connection } (read-only
+ * views of the page's live state), and stable ids / data-testid attributes
+ * on the controls.
+ */
+(() => {
+  'use strict';
+
+  // The server's rule for user names (README, "Rules").
+  const NAME_RE = /^[A-Za-z0-9_.@-]{1,64}$/;
+  const USERS_POLL_MS = 2000;
+  const STORAGE_KEY = 'signalbox.name';
+
+  // The page is served at <server>/app/, so the server root is "../".
+  const serverRoot = new URL('../', window.location.href);
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    connection: $('connection'),
+    connectionText: $('connection-text'),
+    registerForm: $('register-form'),
+    name: $('name'),
+    register: $('register'),
+    nameHint: $('name-hint'),
+    nameError: $('name-error'),
+    whoami: $('whoami'),
+    myName: $('my-name'),
+    logout: $('logout'),
+    kicked: $('kicked'),
+    kickedText: $('kicked-text'),
+    reconnect: $('reconnect'),
+    callPanel: $('call-panel'),
+    status: $('status'),
+    timer: $('call-timer'),
+    micError: $('mic-error'),
+    answer: $('answer'),
+    decline: $('decline'),
+    hangup: $('hangup'),
+    users: $('users'),
+    usersEmpty: $('users-empty'),
+    usersError: $('users-error'),
+    dialForm: $('dial-form'),
+    dialName: $('dial-name'),
+    dial: $('dial'),
+    dialError: $('dial-error'),
+    audio: $('remote-audio'),
+  };
+
+  // ---------------------------------------------------------------------
+  // A small Socket.IO client: WebSocket transport only, namespace "/".
+  // ---------------------------------------------------------------------
+
+  class SignalSocket {
+    /**
+     * @param {string} url  ws(s)://host/socket.io/?EIO=4&transport=websocket
+     * @param {{onConnect: Function, onDisconnect: Function, onEvent: Function, onStatus: Function}} handlers
+     */
+    constructor(url, handlers) {
+      this.url = url;
+      this.handlers = handlers;
+      this.ws = null;
+      this.connected = false; // joined the "/" namespace
+      this.attempt = 0;
+      this.retryTimer = 0;
+      this.watchdog = 0;
+      this.pingDeadlineMs = 45000;
+      this.acks = new Map();
+      this.nextAckId = 0;
+      this.stopped = false;
+    }
+
+    start() {
+      this.stopped = false;
+      if (!this.ws && !this.retryTimer) this.open();
+    }
+
+    /** Reconnects at once (after a forced disconnect, or when back online). */
+    reconnectNow() {
+      this.stopped = false;
+      this.attempt = 0;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = 0;
+      if (!this.ws) this.open();
+    }
+
+    /** Stops for good: no reconnect until reconnectNow(). */
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = 0;
+      if (this.ws) this.drop(this.ws, 'client stop');
+    }
+
+    open() {
+      this.retryTimer = 0;
+      this.handlers.onStatus('connecting');
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        console.warn('signalbox: cannot open WebSocket', err);
+        this.scheduleRetry();
+        return;
+      }
+      this.ws = ws;
+      // The open packet must come soon; a silent connection is a dead one.
+      this.arm(ws, 10000);
+      ws.onmessage = (e) => this.onFrame(ws, e.data);
+      ws.onclose = () => this.drop(ws, 'transport close');
+      ws.onerror = () => { /* a close event follows */ };
+    }
+
+    arm(ws, ms) {
+      clearTimeout(this.watchdog);
+      this.watchdog = setTimeout(() => this.drop(ws, 'ping timeout'), ms);
+    }
+
+    onFrame(ws, data) {
+      if (ws !== this.ws || typeof data !== 'string' || data.length === 0) return;
+      switch (data[0]) {
+        case '0': { // Engine.IO open
+          let handshake = {};
+          try { handshake = JSON.parse(data.slice(1)); } catch (_) { /* keep defaults */ }
+          if (handshake.pingInterval && handshake.pingTimeout) {
+            this.pingDeadlineMs = handshake.pingInterval + handshake.pingTimeout;
+          }
+          this.arm(ws, this.pingDeadlineMs);
+          ws.send('40'); // join the default namespace
+          break;
+        }
+        case '1': // Engine.IO close
+          this.drop(ws, 'transport close');
+          break;
+        case '2': // ping
+          ws.send('3');
+          this.arm(ws, this.pingDeadlineMs);
+          break;
+        case '4':
+          this.onPacket(ws, data.slice(1));
+          break;
+        default: // '6' noop, anything else: ignore
+          break;
+      }
+    }
+
+    onPacket(ws, packet) {
+      const type = packet[0];
+      let i = 1;
+      if (packet[i] === '/') { // another namespace than "/": not ours
+        return;
+      }
+      let id = '';
+      while (i < packet.length && packet[i] >= '0' && packet[i] <= '9') id += packet[i++];
+      let payload;
+      if (i < packet.length) {
+        try { payload = JSON.parse(packet.slice(i)); } catch (err) {
+          console.warn('signalbox: malformed packet', packet);
+          return;
+        }
+      }
+      switch (type) {
+        case '0': // CONNECT
+          this.connected = true;
+          this.attempt = 0;
+          this.handlers.onConnect(payload && payload.sid);
+          break;
+        case '1': // DISCONNECT by the server: it does not want us back
+          this.stopped = true;
+          this.drop(ws, 'io server disconnect');
+          break;
+        case '2': { // EVENT
+          if (!Array.isArray(payload) || typeof payload[0] !== 'string') return;
+          if (id !== '') ws.send(`43${id}[]`);
+          this.handlers.onEvent(payload[0], payload[1]);
+          break;
+        }
+        case '3': { // ACK
+          const callback = this.acks.get(Number(id));
+          this.acks.delete(Number(id));
+          if (callback) callback(...(Array.isArray(payload) ? payload : []));
+          break;
+        }
+        case '4': // CONNECT_ERROR
+          console.warn('signalbox: connect error', payload);
+          this.handlers.onStatus('error', payload && payload.message);
+          this.drop(ws, 'connect error');
+          break;
+        default:
+          break;
+      }
+    }
+
+    /**
+     * Sends an event; with `ack`, the server's answer ({ok, error}) is passed
+     * to it (also {ok:false} when the connection drops first).
+     * @returns {boolean} whether it was sent
+     */
+    emit(name, data, ack) {
+      if (!this.connected || !this.ws || this.ws.readyState !== WebSocket.OPEN) {
+        if (ack) ack({ ok: false, error: 'not connected to the server' });
+        return false;
+      }
+      let id = '';
+      if (ack) {
+        id = String(this.nextAckId++);
+        this.acks.set(Number(id), ack);
+      }
+      this.ws.send(`42${id}${JSON.stringify([name, data])}`);
+      return true;
+    }
+
+    drop(ws, reason) {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      clearTimeout(this.watchdog);
+      ws.onmessage = null;
+      ws.onclose = null;
+      try { ws.close(); } catch (_) { /* already closed */ }
+      const wasConnected = this.connected;
+      this.connected = false;
+      const pending = [...this.acks.values()];
+      this.acks.clear();
+      for (const callback of pending) callback({ ok: false, error: 'disconnected' });
+      this.handlers.onDisconnect(reason, wasConnected);
+      if (!this.stopped) this.scheduleRetry();
+    }
+
+    scheduleRetry() {
+      clearTimeout(this.retryTimer);
+      const base = Math.min(10000, 500 * 2 ** this.attempt);
+      const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+      this.attempt += 1;
+      this.retryTimer = setTimeout(() => this.open(), delay);
+      this.handlers.onStatus('waiting', delay);
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Page state
+  // ---------------------------------------------------------------------
+
+  const app = {
+    me: null, // the registered name
+    wanted: null, // a name to register once connected
+    iceServers: [],
+    state: 'connecting', // see setState()
+    connection: 'connecting', // connecting | online | offline | kicked
+    call: null, // the current call, see newCall()
+    kickedName: null,
+  };
+
+  window.signalbox = Object.freeze({
+    get pc() { return (app.call && app.call.pc) || null; },
+    get state() { return app.state; },
+    get me() { return app.me; },
+    get connection() { return app.connection; },
+  });
+
+  const wsUrl = (() => {
+    // The server writes its Socket.IO path (--path) into this page.
+    const meta = document.querySelector('meta[name="signalbox-path"]');
+    const path = ((meta && meta.content) || '/socket.io/').replace(/^\/+/, '');
+    const url = new URL(path, serverRoot);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    url.search = '?EIO=4&transport=websocket';
+    return url.href;
+  })();
+
+  const socket = new SignalSocket(wsUrl, {
+    onConnect: onSocketConnect,
+    onDisconnect: onSocketDisconnect,
+    onEvent: onServerEvent,
+    onStatus: onSocketStatus,
+  });
+
+  // ---------------------------------------------------------------------
+  // Rendering
+  // ---------------------------------------------------------------------
+
+  /**
+   * Machine states: connecting, unregistered, registering, idle, calling,
+   * ringing, answering, in-call, kicked.
+   */
+  function setState(state, message) {
+    app.state = state;
+    if (message !== undefined) setStatus(message);
+    render();
+  }
+
+  function setStatus(message) {
+    if (ui.status.textContent !== message) ui.status.textContent = message;
+  }
+
+  function show(el, visible) {
+    el.hidden = !visible;
+  }
+
+  function render() {
+    const { state, call } = app;
+    ui.callPanel.dataset.state = state;
+    document.body.dataset.state = state;
+
+    const registered = Boolean(app.me);
+    const kicked = app.connection === 'kicked';
+    show(ui.registerForm, !registered && !kicked);
+    show(ui.nameHint, !registered && !kicked);
+    show(ui.whoami, registered);
+    ui.myName.textContent = app.me || '';
+    show(ui.kicked, kicked);
+    ui.register.disabled = state === 'registering';
+
+    show(ui.answer, state === 'ringing');
+    show(ui.decline, state === 'ringing' || state === 'answering');
+    show(ui.hangup, state === 'calling' || state === 'in-call');
+    ui.answer.disabled = false;
+    ui.hangup.textContent = state === 'calling' ? 'Cancel call' : 'Hang up';
+
+    const canCall = registered && state === 'idle' && app.connection === 'online';
+    for (const li of ui.users.children) {
+      const button = li.querySelector('button');
+      button.disabled = !canCall;
+      const peer = li.dataset.user;
+      if (call && call.peer === peer) {
+        li.dataset.with = state === 'in-call' ? 'in-call' : call.role === 'callee' ? 'calling-you' : 'calling';
+      } else {
+        delete li.dataset.with;
+      }
+    }
+    ui.dial.disabled = !canCall;
+    ui.dialName.disabled = !registered || kicked;
+
+    renderTimer();
+    document.title = state === 'ringing' && call ? `Ringing: ${call.peer} is calling you` : 'signalbox intercom';
+  }
+
+  function renderTimer() {
+    const call = app.call;
+    if (app.state === 'in-call' && call && call.startedAt) {
+      const seconds = Math.floor((performance.now() - call.startedAt) / 1000);
+      ui.timer.textContent = ` — ${formatDuration(seconds)}`;
+      show(ui.timer, true);
+    } else {
+      show(ui.timer, false);
+      ui.timer.textContent = '';
+    }
+  }
+
+  function formatDuration(total) {
+    const h = Math.floor(total / 3600);
+    const m = Math.floor((total % 3600) / 60);
+    const s = total % 60;
+    const two = (n) => String(n).padStart(2, '0');
+    return h > 0 ? `${h}:${two(m)}:${two(s)}` : `${two(m)}:${two(s)}`;
+  }
+
+  function showError(el, message) {
+    el.textContent = message || '';
+    show(el, Boolean(message));
+  }
+
+  function idleState() {
+    if (app.connection === 'kicked') return 'kicked';
+    if (app.me) return 'idle';
+    if (app.wanted) return 'registering';
+    return 'unregistered';
+  }
+
+  // ---------------------------------------------------------------------
+  // Connection
+  // ---------------------------------------------------------------------
+
+  function setConnection(connection, text) {
+    app.connection = connection;
+    ui.connection.dataset.state = connection;
+    ui.connectionText.textContent = text;
+  }
+
+  function onSocketStatus(kind, detail) {
+    if (app.connection === 'kicked') return;
+    if (kind === 'connecting') {
+      setConnection('connecting', app.connection === 'offline' ? 'Reconnecting…' : 'Connecting…');
+    } else if (kind === 'waiting') {
+      setConnection('offline', `Offline, retrying in ${Math.max(1, Math.round(detail / 1000))} s…`);
+    } else if (kind === 'error') {
+      setConnection('offline', `Server refused the connection${detail ? `: ${detail}` : ''}`);
+    }
+    render();
+  }
+
+  function onSocketConnect() {
+    setConnection('online', 'Online');
+    const name = app.wanted || app.me;
+    if (name) {
+      sendRegister(name);
+    } else if (app.state === 'connecting' || app.state === 'registering') {
+      setState('unregistered', 'Choose a name and press Register.');
+    }
+    render();
+  }
+
+  function onSocketDisconnect(reason) {
+    const call = app.call;
+    if (app.me && !app.wanted) app.wanted = app.me; // register again when back
+    if (app.connection !== 'kicked') {
+      setConnection('offline', reason === 'io server disconnect' ? 'Disconnected by the server' : 'Offline, reconnecting…');
+    }
+    if (call) finishCall(call, 'Lost the connection to the server. Call ended.', { notify: false });
+    else if (app.connection !== 'kicked') setState(app.me ? app.state : idleState(), app.me ? 'Connection to the server lost. Reconnecting…' : undefined);
+    render();
+  }
+
+  window.addEventListener('online', () => { if (app.connection === 'offline') socket.reconnectNow(); });
+
+  // ---------------------------------------------------------------------
+  // Registration
+  // ---------------------------------------------------------------------
+
+  /** Explains why `name` breaks the server's rule, or returns null. */
+  function nameProblem(name, what) {
+    if (name.length === 0) return `Enter ${what}.`;
+    if (name.length > 64) return `A name can be at most 64 characters (this one has ${name.length}).`;
+    if (!NAME_RE.test(name)) {
+      const bad = [...new Set([...name].filter((c) => !/[A-Za-z0-9_.@-]/.test(c)))]
+        .map((c) => (c === ' ' ? 'spaces' : `“${c}”`));
+      return `A name can only use letters A–Z, digits and _ - . @ (not ${bad.join(', ')}).`;
+    }
+    return null;
+  }
+
+  function sendRegister(name) {
+    app.wanted = name;
+    if (!app.call) setState(app.me ? app.state : 'registering', app.me ? undefined : `Registering as ${name}…`);
+    socket.emit('register_user', { userId: name });
+  }
+
+  ui.registerForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    unlockAudio();
+    const name = ui.name.value.trim();
+    const problem = nameProblem(name, 'a name');
+    showError(ui.nameError, problem);
+    ui.name.setAttribute('aria-invalid', problem ? 'true' : 'false');
+    if (problem) {
+      ui.name.focus();
+      return;
+    }
+    app.wanted = name;
+    if (app.connection === 'online') {
+      sendRegister(name);
+    } else {
+      setState('registering', `Waiting for the server to register ${name}…`);
+      socket.reconnectNow();
+    }
+  });
+
+  function onUserRegistered({ success, userId, error }) {
+    if (success) {
+      const fresh = app.me !== userId;
+      app.me = userId;
+      app.wanted = null;
+      showError(ui.nameError, null);
+      ui.name.setAttribute('aria-invalid', 'false');
+      try { localStorage.setItem(STORAGE_KEY, userId); } catch (_) { /* private mode */ }
+      if (!app.call) setState('idle', fresh ? `You are online as ${userId}. Choose someone to call.` : 'Back online. Choose someone to call.');
+      pollUsersSoon();
+    } else {
+      app.wanted = null;
+      const message = `The server refused the name “${userId}”: ${error || 'unknown error'}`;
+      showError(ui.nameError, message);
+      ui.name.setAttribute('aria-invalid', 'true');
+      if (!app.me) setState('unregistered', 'Choose another name and press Register.');
+      ui.name.focus();
+    }
+    render();
+  }
+
+  ui.logout.addEventListener('click', () => {
+    const call = app.call;
+    if (call) finishCall(call, 'Call ended.', { notify: true });
+    socket.emit('logout_user', { userId: app.me });
+    app.me = null;
+    app.wanted = null;
+    try { localStorage.removeItem(STORAGE_KEY); } catch (_) { /* private mode */ }
+    setState('unregistered', 'You are logged out. Choose a name and press Register.');
+    renderUsers(lastUsers);
+    ui.name.focus();
+  });
+
+  function onForceDisconnect({ reason }) {
+    const name = app.me;
+    app.kickedName = name;
+    setConnection('kicked', 'Disconnected');
+    const call = app.call;
+    if (call) finishCall(call, 'Call ended: your name was opened elsewhere.', { notify: false });
+    app.me = null;
+    app.wanted = null;
+    const why = reason === 'new_login'
+      ? `The name ${name || 'you used'} was opened in another window or on another device, so this page was disconnected.`
+      : `The server disconnected this page (${reason}).`;
+    ui.kickedText.textContent = why;
+    setState('kicked', reason === 'new_login' ? 'Disconnected: your name is in use elsewhere.' : 'Disconnected by the server.');
+    socket.stop();
+  }
+
+  ui.reconnect.addEventListener('click', () => {
+    const name = app.kickedName;
+    app.kickedName = null;
+    setConnection('connecting', 'Connecting…');
+    app.wanted = name;
+    setState(name ? 'registering' : 'unregistered', name ? `Registering as ${name}…` : 'Choose a name and press Register.');
+    socket.reconnectNow();
+  });
+
+  // ---------------------------------------------------------------------
+  // Online users
+  // ---------------------------------------------------------------------
+
+  let lastUsers = [];
+  let pollTimer = 0;
+
+  async function pollUsers() {
+    clearTimeout(pollTimer);
+    const controller = new AbortController();
+    const abort = setTimeout(() => controller.abort(), 5000);
+    try {
+      const res = await fetch(new URL('users', serverRoot), { cache: 'no-store', signal: controller.signal });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = await res.json();
+      lastUsers = Array.isArray(body.connectedUsers) ? body.connectedUsers.filter((u) => typeof u === 'string') : [];
+      showError(ui.usersError, null);
+      renderUsers(lastUsers);
+    } catch (err) {
+      showError(ui.usersError, 'Could not load who is online. Retrying…');
+    } finally {
+      clearTimeout(abort);
+      pollTimer = setTimeout(pollUsers, USERS_POLL_MS);
+    }
+  }
+
+  function pollUsersSoon() {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(pollUsers, 50);
+  }
+
+  function renderUsers(users) {
+    const others = users.filter((u) => u !== app.me && u !== app.kickedName);
+    const existing = new Map([...ui.users.children].map((li) => [li.dataset.user, li]));
+    others.forEach((user, index) => {
+      let li = existing.get(user);
+      if (li) {
+        existing.delete(user);
+      } else {
+        li = document.createElement('li');
+        li.dataset.user = user;
+        li.dataset.testid = `user-${user}`;
+        const name = document.createElement('span');
+        name.className = 'user-name';
+        name.textContent = user;
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.className = 'btn accept';
+        button.textContent = 'Call';
+        button.setAttribute('aria-label', `Call ${user}`);
+        button.dataset.testid = `call-${user}`;
+        button.addEventListener('click', () => startCall(user));
+        li.append(name, button);
+      }
+      const at = ui.users.children[index];
+      if (at !== li) ui.users.insertBefore(li, at || null);
+    });
+    for (const li of existing.values()) li.remove();
+    show(ui.usersEmpty, others.length === 0);
+    render();
+  }
+
+  ui.dialForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    unlockAudio();
+    const peer = ui.dialName.value.trim();
+    const problem = nameProblem(peer, 'the name of the person to call');
+    showError(ui.dialError, problem);
+    if (problem) {
+      ui.dialName.focus();
+      return;
+    }
+    startCall(peer);
+  });
+
+  // ---------------------------------------------------------------------
+  // Calls
+  // ---------------------------------------------------------------------
+
+  let callSeq = 0;
+
+  function newCall(peer, role) {
+    return {
+      id: ++callSeq,
+      peer,
+      role, // 'caller' | 'callee'
+      offer: null, // the caller's offer, for the callee
+      pc: null,
+      stream: null,
+      sent: false, // make_call was sent (caller)
+      placed: false, // the server accepted make_call (caller) / we answered (callee)
+      remoteSet: false, // setRemoteDescription done
+      pendingLocal: [], // our candidates, held until the server knows the call
+      pendingRemote: [], // their candidates, held until setRemoteDescription
+      startedAt: 0,
+    };
+  }
+
+  async function startCall(peer) {
+    unlockAudio();
+    showError(ui.micError, null);
+    showError(ui.dialError, null);
+    if (!app.me || app.call || app.state !== 'idle') return;
+    if (peer === app.me) {
+      setStatus('You can’t call yourself.');
+      return;
+    }
+    const call = newCall(peer, 'caller');
+    app.call = call;
+    setState('calling', `Calling ${peer}…`);
+    try {
+      const stream = await getMicrophone();
+      if (app.call !== call) { stopStream(stream); return; }
+      if (!stream) {
+        finishCall(call, `Could not call ${peer} without the microphone.`, { notify: false });
+        return;
+      }
+      call.stream = stream;
+      const pc = createPeerConnection(call);
+      for (const track of stream.getTracks()) pc.addTrack(track, stream);
+      await pc.setLocalDescription(await pc.createOffer());
+      if (app.call !== call) return;
+      const offer = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
+      call.sent = true;
+      const sent = socket.emit('make_call', { to: peer, from: app.me, offer }, (reply) => {
+        if (app.call !== call || call.role !== 'caller') return;
+        if (reply && reply.ok) {
+          call.placed = true;
+          for (const candidate of call.pendingLocal.splice(0)) sendCandidate(call, candidate);
+        } else {
+          // call_failed / call_busy usually got here first and ended the call.
+          finishCall(call, failureText(reply && reply.error, peer), { notify: false });
+        }
+      });
+      if (!sent) finishCall(call, 'Not connected to the server. Try again in a moment.', { notify: false });
+    } catch (err) {
+      console.error('signalbox: cannot start the call', err);
+      finishCall(call, `Could not call ${peer}: ${err.message || err}`, { notify: call.sent });
+    }
+  }
+
+  function failureText(error, peer) {
+    switch (error) {
+      case 'user is offline': return `${peer} is not online`;
+      case 'user is busy': return `${peer} is busy`;
+      case 'cannot call yourself': return 'You can’t call yourself.';
+      case 'you are already in a call': return 'You are already in a call.';
+      default:
+        if (error && error.startsWith('invalid user name')) return `“${peer}” is not a valid name.`;
+        return `Could not call ${peer}${error ? `: ${error}` : ''}`;
+    }
+  }
+
+  function onIncomingCall({ from, offer }) {
+    if (typeof from !== 'string') return;
+    const current = app.call;
+    if (current) {
+      // Both called each other at once: the server rang us, so our own
+      // attempt (not yet accepted) is dropped and we take theirs.
+      if (current.role === 'caller' && !current.placed) {
+        finishCall(current, undefined, { notify: false, quiet: true });
+      } else {
+        console.warn('signalbox: incoming call while in a call, ignored', from);
+        return;
+      }
+    }
+    const call = newCall(from, 'callee');
+    call.offer = offer;
+    app.call = call;
+    showError(ui.micError, null);
+    setState('ringing', `${from} is calling you`);
+    startRinging();
+    if (navigator.vibrate) {
+      try { navigator.vibrate([400, 200, 400]); } catch (_) { /* not allowed */ }
+    }
+    ui.answer.focus({ preventScroll: false });
+  }
+
+  async function answerCall() {
+    const call = app.call;
+    if (!call || call.role !== 'callee' || app.state !== 'ringing') return;
+    unlockAudio();
+    stopRinging();
+    showError(ui.micError, null);
+    setState('answering', `Connecting to ${call.peer}…`);
+    try {
+      const stream = await getMicrophone();
+      if (app.call !== call) { stopStream(stream); return; }
+      if (!stream) {
+        // Still ringing: the person may allow the microphone and try again.
+        setState('ringing', `${call.peer} is calling you`);
+        startRinging();
+        return;
+      }
+      call.stream = stream;
+      const pc = createPeerConnection(call);
+      for (const track of stream.getTracks()) pc.addTrack(track, stream);
+      await pc.setRemoteDescription(call.offer);
+      if (app.call !== call) return;
+      call.remoteSet = true;
+      flushRemoteCandidates(call);
+      await pc.setLocalDescription(await pc.createAnswer());
+      if (app.call !== call) return;
+      const answer = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
+      const sent = socket.emit('answer_call', { to: call.peer, from: app.me, answer }, (reply) => {
+        if (app.call !== call) return;
+        if (!reply || !reply.ok) {
+          const error = reply && reply.error;
+          finishCall(call, error === 'no incoming call from that user'
+            ? `${call.peer} is no longer calling.`
+            : `Could not answer: ${error || 'unknown error'}`, { notify: false });
+        }
+      });
+      if (!sent) {
+        finishCall(call, 'Not connected to the server. Call ended.', { notify: false });
+        return;
+      }
+      call.placed = true;
+      beginInCall(call);
+    } catch (err) {
+      console.error('signalbox: cannot answer', err);
+      finishCall(call, `Could not answer: ${err.message || err}`, { notify: true });
+    }
+  }
+
+  function declineCall() {
+    const call = app.call;
+    if (!call || call.role !== 'callee' || call.placed) return;
+    socket.emit('decline_call', { to: call.peer, from: app.me });
+    finishCall(call, `You declined ${call.peer}’s call.`, { notify: false });
+  }
+
+  function hangUp() {
+    const call = app.call;
+    if (!call) return;
+    const ringingOut = call.role === 'caller' && app.state === 'calling';
+    finishCall(call, ringingOut ? 'Call cancelled.' : 'Call ended', { notify: true });
+  }
+
+  function onCallAnswered({ from, answer }) {
+    const call = app.call;
+    if (!call || call.role !== 'caller' || call.peer !== from || !call.pc) return;
+    beginInCall(call);
+    call.pc.setRemoteDescription(answer).then(() => {
+      if (app.call !== call) return;
+      call.remoteSet = true;
+      flushRemoteCandidates(call);
+    }).catch((err) => {
+      console.error('signalbox: bad answer', err);
+      finishCall(call, `The call could not be set up: ${err.message || err}`, { notify: true });
+    });
+  }
+
+  function beginInCall(call) {
+    call.startedAt = performance.now();
+    setState('in-call', `In call with ${call.peer}`);
+  }
+
+  function onCallEnded({ from, reason }) {
+    const call = app.call;
+    if (!call || call.peer !== from) return;
+    const wasRinging = app.state === 'ringing' || app.state === 'answering';
+    let text;
+    switch (reason) {
+      case 'disconnected': text = `${from}’s connection was lost`; break;
+      case 'logged_out': text = `${from} logged out`; break;
+      case 'new_login': text = `${from} signed in on another device`; break;
+      case 'server_shutdown': text = 'The intercom server is restarting. Call ended.'; break;
+      default:
+        if (wasRinging) text = `Missed call from ${from}`;
+        else if (app.state === 'calling') text = `${from} ended the call`;
+        else text = `${from} hung up`;
+    }
+    finishCall(call, text, { notify: false });
+  }
+
+  function onCallDeclined({ from }) {
+    const call = app.call;
+    if (!call || call.role !== 'caller' || call.peer !== from) return;
+    finishCall(call, `${from} declined`, { notify: false });
+  }
+
+  function onCallTimeout({ user }) {
+    const call = app.call;
+    if (!call || call.peer !== user) return;
+    finishCall(call, call.role === 'caller' ? `No answer from ${user}` : `Missed call from ${user}`, { notify: false });
+  }
+
+  function onCallBusy({ targetUser }) {
+    const call = app.call;
+    if (!call || call.role !== 'caller' || call.placed || call.peer !== targetUser) return;
+    finishCall(call, `${targetUser} is busy`, { notify: false });
+  }
+
+  function onCallFailed({ error, targetUser }) {
+    const call = app.call;
+    if (!call || call.role !== 'caller' || call.placed || call.peer !== targetUser) return;
+    finishCall(call, failureText(error, targetUser), { notify: false });
+  }
+
+  /**
+   * Ends `call` locally: tells the peer when `notify`, closes the
+   * RTCPeerConnection, stops the microphone, and shows `message`.
+   */
+  function finishCall(call, message, { notify, quiet } = {}) {
+    if (app.call !== call) return;
+    if (notify && app.me) {
+      if (call.role === 'callee' && !call.placed) {
+        socket.emit('decline_call', { to: call.peer, from: app.me });
+      } else if (call.role === 'callee' || call.sent) {
+        socket.emit('end_call', { to: call.peer, from: app.me });
+      }
+    }
+    app.call = null;
+    stopRinging();
+    if (call.pc) {
+      const pc = call.pc;
+      pc.onicecandidate = null;
+      pc.ontrack = null;
+      pc.onconnectionstatechange = null;
+      try { pc.close(); } catch (_) { /* already closed */ }
+      call.pc = null;
+    }
+    stopStream(call.stream);
+    call.stream = null;
+    if (ui.audio.srcObject) {
+      ui.audio.pause();
+      ui.audio.srcObject = null;
+    }
+    if (quiet) return;
+    setState(idleState(), message);
+  }
+
+  function stopStream(stream) {
+    if (stream) for (const track of stream.getTracks()) track.stop();
+  }
+
+  // ---------------------------------------------------------------------
+  // WebRTC
+  // ---------------------------------------------------------------------
+
+  function createPeerConnection(call) {
+    const pc = new RTCPeerConnection({ iceServers: app.iceServers });
+    call.pc = pc;
+    pc.onicecandidate = (e) => {
+      if (!e.candidate || app.call !== call) return;
+      const candidate = e.candidate.toJSON();
+      if (call.role === 'caller' && !call.placed) call.pendingLocal.push(candidate);
+      else sendCandidate(call, candidate);
+    };
+    pc.ontrack = (e) => {
+      const stream = (e.streams && e.streams[0]) || new MediaStream([e.track]);
+      if (ui.audio.srcObject !== stream) ui.audio.srcObject = stream;
+      const playing = ui.audio.play();
+      if (playing) {
+        playing.catch((err) => {
+          if (err && err.name === 'NotAllowedError') {
+            showError(ui.micError, 'Your browser blocked the sound. Tap or click anywhere on the page to hear the call.');
+            document.addEventListener('click', () => {
+              ui.audio.play().catch(() => {});
+              showError(ui.micError, null);
+            }, { once: true });
+          }
+        });
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      if (app.call !== call) return;
+      if (pc.connectionState === 'failed') {
+        finishCall(call, `The audio connection to ${call.peer} failed. Call ended.`, { notify: true });
+      }
+    };
+    return pc;
+  }
+
+  function sendCandidate(call, candidate) {
+    socket.emit('ice_candidate', { to: call.peer, from: app.me, candidate });
+  }
+
+  function onRemoteCandidate({ from, candidate }) {
+    const call = app.call;
+    if (!call || call.peer !== from || !candidate) return;
+    if (call.pc && call.remoteSet) addRemoteCandidate(call, candidate);
+    else call.pendingRemote.push(candidate);
+  }
+
+  function flushRemoteCandidates(call) {
+    for (const candidate of call.pendingRemote.splice(0)) addRemoteCandidate(call, candidate);
+  }
+
+  function addRemoteCandidate(call, candidate) {
+    call.pc.addIceCandidate(candidate).catch((err) => {
+      console.warn('signalbox: ICE candidate refused', err);
+    });
+  }
+
+  async function getMicrophone() {
+    if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      showError(ui.micError,
+        'Browsers only allow the microphone on secure pages: HTTPS, or localhost on this very device. '
+        + `This page was opened as ${window.location.origin}, so calls cannot use the microphone. `
+        + 'Ask whoever runs the intercom for its https:// address.');
+      return null;
+    }
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (err) {
+      showError(ui.micError, microphoneProblem(err));
+      return null;
+    }
+  }
+
+  function microphoneProblem(err) {
+    switch (err && err.name) {
+      case 'NotAllowedError':
+      case 'SecurityError':
+        return 'The microphone is blocked for this page. Allow it: click the lock or settings icon '
+          + 'next to the address, set Microphone to Allow, then try again. On a phone, also check '
+          + 'that the browser may use the microphone in the system settings.';
+      case 'NotFoundError':
+      case 'OverconstrainedError':
+        return 'No microphone was found. Plug one in (or switch it on) and try again.';
+      case 'NotReadableError':
+      case 'AbortError':
+        return 'The microphone could not be started: another app may be using it. Close that app and try again.';
+      default:
+        return `The microphone could not be used (${(err && (err.message || err.name)) || 'unknown error'}).`;
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Ring tone (Web Audio; silent if the browser does not allow it)
+  // ---------------------------------------------------------------------
+
+  let audioContext = null;
+  let ringTimer = 0;
+
+  function unlockAudio() {
+    try {
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!audioContext && Ctx) audioContext = new Ctx();
+      if (audioContext && audioContext.state === 'suspended') audioContext.resume().catch(() => {});
+    } catch (_) {
+      audioContext = null;
+    }
+  }
+
+  function ringOnce() {
+    if (!audioContext || audioContext.state !== 'running') return;
+    const now = audioContext.currentTime;
+    const gain = audioContext.createGain();
+    gain.connect(audioContext.destination);
+    gain.gain.setValueAtTime(0, now);
+    for (const [start, end] of [[0, 0.4], [0.6, 1.0]]) {
+      gain.gain.setValueAtTime(0, now + start);
+      gain.gain.linearRampToValueAtTime(0.15, now + start + 0.02);
+      gain.gain.setValueAtTime(0.15, now + end - 0.02);
+      gain.gain.linearRampToValueAtTime(0, now + end);
+    }
+    for (const frequency of [440, 480]) {
+      const osc = audioContext.createOscillator();
+      osc.frequency.value = frequency;
+      osc.connect(gain);
+      osc.start(now);
+      osc.stop(now + 1.05);
+    }
+  }
+
+  function startRinging() {
+    stopRinging();
+    ringOnce();
+    ringTimer = setInterval(ringOnce, 3000);
+  }
+
+  function stopRinging() {
+    clearInterval(ringTimer);
+    ringTimer = 0;
+  }
+
+  // ---------------------------------------------------------------------
+  // Server events
+  // ---------------------------------------------------------------------
+
+  function onServerEvent(name, data) {
+    const payload = data && typeof data === 'object' ? data : {};
+    switch (name) {
+      case 'user_registered': onUserRegistered(payload); break;
+      case 'ice_servers':
+        app.iceServers = Array.isArray(payload.iceServers) ? payload.iceServers : [];
+        break;
+      case 'incoming_call': onIncomingCall(payload); break;
+      case 'call_answered': onCallAnswered(payload); break;
+      case 'call_declined': onCallDeclined(payload); break;
+      case 'call_ended': onCallEnded(payload); break;
+      case 'call_timeout': onCallTimeout(payload); break;
+      case 'call_busy': onCallBusy(payload); break;
+      case 'call_failed': onCallFailed(payload); break;
+      case 'ice_candidate': onRemoteCandidate(payload); break;
+      case 'force_disconnect': onForceDisconnect(payload); break;
+      case 'signaling_error':
+        // Races (a candidate or hang-up crossing the other side's hang-up)
+        // are expected; anything else is worth showing.
+        console.info('signalbox: refused by the server', payload);
+        if (!['ice_candidate', 'end_call', 'decline_call', 'logout_user'].includes(payload.event)) {
+          setStatus(`The server refused ${payload.event}: ${payload.error}`);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Start
+  // ---------------------------------------------------------------------
+
+  ui.answer.addEventListener('click', answerCall);
+  ui.decline.addEventListener('click', declineCall);
+  ui.hangup.addEventListener('click', hangUp);
+
+  // The call timer.
+  setInterval(() => { if (app.state === 'in-call') renderTimer(); }, 1000);
+
+  window.addEventListener('pagehide', () => {
+    const call = app.call;
+    if (call) finishCall(call, 'Call ended', { notify: true });
+  });
+
+  try {
+    const saved = localStorage.getItem(STORAGE_KEY);
+    if (saved && NAME_RE.test(saved)) ui.name.value = saved;
+  } catch (_) { /* private mode */ }
+
+  if (!window.RTCPeerConnection) {
+    showError(ui.micError, 'This browser cannot make calls (no WebRTC). Use a current Chrome, Firefox or Safari.');
+  }
+
+  setState('connecting', 'Connecting to the intercom server…');
+  socket.start();
+  pollUsers();
+})();

@@ -80,3 +80,19 @@ test('the intercom page is served at /app/', async () => {
     await server.stop();
   }
 });
+
+test('the page is told a custom --path, and clients connect there', async () => {
+  const server = await startServer('signalbox', ['--path', '/intercom/io'], { resolve: signalboxBin });
+  try {
+    const html = await (await fetch(`${server.url}/app/`)).text();
+    assert.match(html, /<meta name="signalbox-path" content="\/intercom\/io\/">/);
+    const socket = io(server.url, { path: '/intercom/io/', transports: ['websocket'], forceNew: true, reconnection: false });
+    const registered = once(socket, 'user_registered');
+    socket.emit('register_user', { userId: 'lobby' });
+    assert.equal((await registered)[0].success, true);
+    socket.close();
+    assert.equal((await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`)).status, 404);
+  } finally {
+    await server.stop();
+  }
+});

@@ -1,0 +1,530 @@
+// Real-browser end-to-end tests of the intercom page served at /app/.
+//
+// Debian's Chromium (driven by playwright-core, no browser download) opens one
+// page per person; every step goes through the UI (typing, clicking buttons),
+// and the WebRTC calls carry real (fake-device) audio over loopback. Run it
+// through tests/browser/run, which puts it in a network namespace with only
+// loopback, so ICE uses loopback host candidates.
+//
+// Environment:
+//   SIGNALBOX_BIN   the server binary (default <repo>/target/debug/signalbox)
+//   CHROMIUM_BIN    the browser (default /usr/bin/chromium)
+//   BROWSER_LOG=1   echo the server's log and the pages' console to stderr
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '..', '..');
+const SERVER_BIN = process.env.SIGNALBOX_BIN || join(ROOT, 'target', 'debug', 'signalbox');
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const OUTPUT = join(HERE, 'output');
+const VERBOSE = Boolean(process.env.BROWSER_LOG);
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+// Every wait is bounded.
+const STEP_MS = 10_000; // one UI step (a click, a status change)
+const MEDIA_MS = 15_000; // ICE + DTLS + first audio packets
+const PHONE = { width: 390, height: 844 };
+
+// ---------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------
+
+const servers = new Set();
+
+/** Starts the server on 127.0.0.1 with an ephemeral port. */
+function startServer(args = [], { listen = '127.0.0.1:0' } = {}) {
+  const proc = spawn(SERVER_BIN, ['--listen', listen, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs = [];
+  let exited = false;
+  const exit = new Promise((res) => {
+    proc.once('exit', (code, signal) => { exited = true; res({ code, signal }); });
+    proc.once('error', (error) => { exited = true; res({ error }); });
+  });
+  const server = {
+    proc,
+    logs,
+    url: null,
+    async stop() {
+      servers.delete(server);
+      if (exited) return;
+      proc.kill('SIGTERM');
+      const kill = setTimeout(() => { if (!exited) proc.kill('SIGKILL'); }, 3000);
+      await exit;
+      clearTimeout(kill);
+    },
+  };
+  servers.add(server);
+  createInterface({ input: proc.stdout }).on('line', (line) => logs.push(`(stdout) ${line}`));
+  const lines = createInterface({ input: proc.stderr });
+  return new Promise((resolveStart, rejectStart) => {
+    const fail = (why) => {
+      clearTimeout(timer);
+      server.stop().finally(() => rejectStart(new Error(`${why}\n${logs.join('\n')}`)));
+    };
+    const timer = setTimeout(() => fail(`server: no "listening on" line within ${STEP_MS} ms`), STEP_MS);
+    exit.then(({ code, signal, error }) => {
+      if (!server.url) fail(`server ${SERVER_BIN} ended early: ${error ? error.message : `code ${code}, signal ${signal}`}`);
+    });
+    lines.on('line', (line) => {
+      logs.push(line);
+      if (VERBOSE) process.stderr.write(`[server] ${line}\n`);
+      const m = /listening on http:\/\/(\S+)/.exec(line);
+      if (m && !server.url) {
+        server.url = `http://${m[1]}`;
+        clearTimeout(timer);
+        resolveStart(server);
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The browser and its pages
+// ---------------------------------------------------------------------------
+
+let browser;
+let server;
+const openContexts = new Set();
+
+function killEverything() {
+  for (const s of servers) s.proc.kill('SIGKILL');
+  if (browser) browser.close().catch(() => {});
+}
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    killEverything();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  });
+}
+process.once('exit', () => { for (const s of servers) s.proc.kill('SIGKILL'); });
+
+before(async () => {
+  mkdirSync(OUTPUT, { recursive: true });
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM_BIN,
+    args: CHROMIUM_ARGS,
+    timeout: STEP_MS,
+  });
+});
+
+after(async () => {
+  for (const context of openContexts) await context.close().catch(() => {});
+  if (browser) await browser.close().catch(() => {});
+  for (const s of [...servers]) await s.stop();
+});
+
+/**
+ * Opens the intercom page for one person, in a context of its own (own
+ * storage), at a phone's size, and registers `name` through the UI.
+ */
+async function openPerson(name, { on = server, register = true } = {}) {
+  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1 });
+  openContexts.add(context);
+  context.setDefaultTimeout(STEP_MS);
+  const page = await context.newPage();
+  const person = {
+    name,
+    page,
+    errors: [],
+    async close() {
+      openContexts.delete(context);
+      await context.close().catch(() => {});
+    },
+  };
+  page.on('pageerror', (err) => person.errors.push(`${name}: uncaught ${err.message}`));
+  page.on('console', (msg) => {
+    if (VERBOSE) process.stderr.write(`[${name} console.${msg.type()}] ${msg.text()}\n`);
+  });
+  await page.goto(`${on.url}/app/`, { timeout: STEP_MS });
+  await page.waitForFunction(() => window.signalbox && window.signalbox.connection === 'online', null, { timeout: STEP_MS });
+  if (register) {
+    await page.fill('#name', name);
+    await page.click('#register');
+    await page.waitForFunction((n) => window.signalbox.me === n, name, { timeout: STEP_MS });
+    assert.equal(await page.textContent('#my-name'), name);
+  }
+  return person;
+}
+
+async function statusOf(page) {
+  return (await page.textContent('#status-line').catch(() => '<page gone>')).trim();
+}
+
+/** Waits until the state line contains `text` (a string or a RegExp). */
+async function waitForStatus(person, text, timeout = STEP_MS) {
+  const isRegExp = text instanceof RegExp;
+  try {
+    await person.page.waitForFunction(
+      ([source, flags, plain]) => {
+        const line = document.getElementById('status-line').textContent;
+        return plain !== null ? line.includes(plain) : new RegExp(source, flags).test(line);
+      },
+      isRegExp ? [text.source, text.flags, null] : [null, null, text],
+      { timeout },
+    );
+  } catch (err) {
+    throw new Error(`${person.name}'s page never showed ${isRegExp ? text : JSON.stringify(text)}; it shows ${JSON.stringify(await statusOf(person.page))} (state ${await stateOf(person)})`, { cause: err });
+  }
+}
+
+async function stateOf(person) {
+  return person.page.evaluate(() => window.signalbox.state).catch(() => '<page gone>');
+}
+
+async function waitForState(person, state, timeout = STEP_MS) {
+  try {
+    await person.page.waitForFunction((s) => window.signalbox.state === s, state, { timeout });
+  } catch (err) {
+    throw new Error(`${person.name}'s page never reached state ${state}; it is ${await stateOf(person)}: ${JSON.stringify(await statusOf(person.page))}`, { cause: err });
+  }
+}
+
+async function waitForConnected(person) {
+  try {
+    await person.page.waitForFunction(() => window.signalbox.pc && window.signalbox.pc.connectionState === 'connected', null, { timeout: MEDIA_MS });
+  } catch (err) {
+    const pcState = await person.page.evaluate(() => {
+      const pc = window.signalbox.pc;
+      return pc ? `${pc.connectionState}/${pc.iceConnectionState}/${pc.signalingState}` : 'no RTCPeerConnection';
+    }).catch(() => '<page gone>');
+    throw new Error(`${person.name}'s RTCPeerConnection never connected: ${pcState}`, { cause: err });
+  }
+}
+
+/** Clicks the Call button next to `peer` in the list of online users. */
+async function callFromList(caller, peer) {
+  const button = caller.page.locator(`[data-testid="call-${peer}"]`);
+  // The list is polled every 2 s; the button is enabled once we are idle.
+  await button.waitFor({ state: 'visible', timeout: STEP_MS });
+  await caller.page.waitForFunction((p) => {
+    const b = document.querySelector(`[data-testid="call-${p}"]`);
+    return b && !b.disabled;
+  }, peer, { timeout: STEP_MS });
+  await button.click();
+}
+
+/** Starts watching getStats() in the page: first inbound audio packet time. */
+async function watchInboundAudio(person) {
+  await person.page.evaluate((limitMs) => {
+    window.__firstAudioAt = 0;
+    const until = Date.now() + limitMs;
+    const tick = async () => {
+      const pc = window.signalbox.pc;
+      if (pc) {
+        try {
+          const stats = await pc.getStats();
+          for (const report of stats.values()) {
+            if (report.type === 'inbound-rtp' && report.kind === 'audio' && report.packetsReceived > 0) {
+              window.__firstAudioAt = Date.now();
+              return;
+            }
+          }
+        } catch (_) { /* closed meanwhile */ }
+      }
+      if (Date.now() < until) setTimeout(tick, 10);
+    };
+    tick();
+  }, MEDIA_MS);
+}
+
+async function inboundAudioPackets(person) {
+  return person.page.evaluate(async () => {
+    const pc = window.signalbox.pc;
+    if (!pc) return -1;
+    let packets = 0;
+    for (const report of (await pc.getStats()).values()) {
+      if (report.type === 'inbound-rtp' && report.kind === 'audio') packets += report.packetsReceived || 0;
+    }
+    return packets;
+  });
+}
+
+/** Polls until `person` has received audio packets (bounded). */
+async function waitForInboundAudio(person) {
+  const until = Date.now() + MEDIA_MS;
+  let packets = 0;
+  while (Date.now() < until) {
+    packets = await inboundAudioPackets(person);
+    if (packets > 0) return packets;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${person.name} received no audio packets within ${MEDIA_MS} ms`);
+}
+
+function noPageErrors(...people) {
+  assert.deepEqual(people.flatMap((p) => p.errors), [], 'uncaught errors in the pages');
+}
+
+async function closeAll(...people) {
+  await Promise.all(people.filter(Boolean).map((p) => p.close()));
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+test('alice calls bob, bob answers, audio flows both ways, alice hangs up', { timeout: 45_000 }, async () => {
+  const alice = await openPerson('alice');
+  const bob = await openPerson('bob');
+  try {
+    // Neither lists themselves.
+    await alice.page.locator('[data-testid="call-bob"]').waitFor({ timeout: STEP_MS });
+    assert.equal(await alice.page.locator('[data-testid="call-alice"]').count(), 0);
+
+    // Time alice's click on Call, in the page.
+    await alice.page.evaluate(() => {
+      document.addEventListener('click', (e) => {
+        if (e.target.closest('[data-testid="call-bob"]')) window.__callClickAt = Date.now();
+      }, { capture: true });
+    });
+    await callFromList(alice, 'bob');
+    await waitForStatus(alice, 'Calling bob…');
+    await waitForStatus(bob, 'alice is calling you');
+    assert.equal(await bob.page.isVisible('#answer'), true);
+    assert.equal(await bob.page.isVisible('#decline'), true);
+    await bob.page.screenshot({ path: join(OUTPUT, 'bob-ringing.png') });
+
+    await watchInboundAudio(bob);
+    await bob.page.evaluate(() => {
+      document.getElementById('answer').addEventListener('click', () => { window.__answerClickAt = Date.now(); }, { capture: true });
+    });
+    await bob.page.click('#answer');
+
+    await Promise.all([waitForConnected(alice), waitForConnected(bob)]);
+    await bob.page.waitForFunction(() => window.__firstAudioAt > 0, null, { timeout: MEDIA_MS })
+      .catch(() => { throw new Error(`bob received no audio within ${MEDIA_MS} ms`); });
+    const [callAt, answerAt, audioAt] = [
+      await alice.page.evaluate(() => window.__callClickAt),
+      await bob.page.evaluate(() => window.__answerClickAt),
+      await bob.page.evaluate(() => window.__firstAudioAt),
+    ];
+    assert.ok(callAt > 0 && answerAt >= callAt && audioAt >= answerAt, `timestamps ${callAt} ${answerAt} ${audioAt}`);
+    console.log(`call to audio: ${audioAt - callAt} ms (ringing until the test clicked Answer: ${answerAt - callAt} ms; answer to audio: ${audioAt - answerAt} ms)`);
+
+    assert.ok(await waitForInboundAudio(bob) > 0);
+    assert.ok(await waitForInboundAudio(alice) > 0, 'alice hears bob too');
+    // The remote audio goes to the <audio autoplay> element.
+    for (const person of [alice, bob]) {
+      const audio = await person.page.evaluate(() => {
+        const el = document.getElementById('remote-audio');
+        return { tracks: el.srcObject ? el.srcObject.getAudioTracks().length : 0, autoplay: el.autoplay, paused: el.paused };
+      });
+      assert.deepEqual(audio, { tracks: 1, autoplay: true, paused: false }, `${person.name}'s audio element`);
+    }
+
+    await waitForState(alice, 'in-call');
+    await waitForState(bob, 'in-call');
+    await waitForStatus(alice, /^In call with bob — 00:0[1-9]$/);
+    await waitForStatus(bob, /^In call with alice — 00:0[1-9]$/);
+    await alice.page.screenshot({ path: join(OUTPUT, 'alice-in-call.png') });
+    await bob.page.screenshot({ path: join(OUTPUT, 'bob-in-call.png') });
+
+    await alice.page.click('#hangup');
+    await waitForStatus(alice, 'Call ended');
+    await waitForStatus(bob, 'alice hung up');
+    for (const person of [alice, bob]) {
+      await waitForState(person, 'idle');
+      assert.equal(await person.page.evaluate(() => window.signalbox.pc), null);
+      assert.equal(await person.page.evaluate(() => document.getElementById('remote-audio').srcObject), null);
+      assert.equal(await person.page.isVisible('#hangup'), false);
+    }
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+  }
+});
+
+test('bob declines: alice is told bob declined', { timeout: 30_000 }, async () => {
+  const alice = await openPerson('alice');
+  const bob = await openPerson('bob');
+  try {
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#decline');
+    await waitForStatus(alice, 'bob declined');
+    await waitForState(alice, 'idle');
+    await waitForState(bob, 'idle');
+    assert.equal(await alice.page.evaluate(() => window.signalbox.pc), null);
+    assert.equal(await bob.page.evaluate(() => window.signalbox.pc), null);
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+  }
+});
+
+test('carol calls bob while bob is in a call with alice: bob is busy', { timeout: 30_000 }, async () => {
+  const alice = await openPerson('alice');
+  const bob = await openPerson('bob');
+  const carol = await openPerson('carol');
+  try {
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#answer');
+    await waitForState(alice, 'in-call');
+    await waitForState(bob, 'in-call');
+
+    await callFromList(carol, 'bob');
+    await waitForStatus(carol, 'bob is busy');
+    await waitForState(carol, 'idle');
+    assert.equal(await carol.page.evaluate(() => window.signalbox.pc), null);
+    // The call between alice and bob goes on.
+    assert.equal(await alice.page.evaluate(() => window.signalbox.state), 'in-call');
+    assert.equal(await bob.page.evaluate(() => window.signalbox.state), 'in-call');
+
+    await bob.page.click('#hangup');
+    await waitForStatus(alice, 'bob hung up');
+    await waitForStatus(bob, 'Call ended');
+    noPageErrors(alice, bob, carol);
+  } finally {
+    await closeAll(alice, bob, carol);
+  }
+});
+
+test('calling a name that is not online: "not online"', { timeout: 30_000 }, async () => {
+  const carol = await openPerson('carol');
+  const dave = await openPerson('dave');
+  try {
+    await carol.page.fill('#dial-name', 'nobody-here');
+    await carol.page.click('#dial');
+    await waitForStatus(carol, 'nobody-here is not online');
+    await waitForState(carol, 'idle');
+    assert.equal(await carol.page.evaluate(() => window.signalbox.pc), null);
+
+    // A user who just left, still in carol's list for up to 2 s.
+    await carol.page.locator('[data-testid="call-dave"]').waitFor({ timeout: STEP_MS });
+    await dave.close();
+    await carol.page.fill('#dial-name', 'dave');
+    await carol.page.click('#dial');
+    await waitForStatus(carol, 'dave is not online');
+
+    // A name the server's rule refuses is explained before anything is sent.
+    await carol.page.fill('#dial-name', 'Dave Smith');
+    await carol.page.click('#dial');
+    await carol.page.waitForSelector('#dial-error:not([hidden])', { timeout: STEP_MS });
+    assert.match(await carol.page.textContent('#dial-error'), /letters/);
+    assert.equal(await carol.page.evaluate(() => window.signalbox.state), 'idle');
+    noPageErrors(carol);
+  } finally {
+    await closeAll(carol, dave);
+  }
+});
+
+test('the other side leaving or not answering is told in words', { timeout: 30_000 }, async () => {
+  const short = await startServer(['--call-timeout', '1500ms']);
+  const alice = await openPerson('alice', { on: short });
+  const bob = await openPerson('bob', { on: short });
+  try {
+    // Nobody answers.
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await waitForStatus(alice, 'No answer from bob');
+    await waitForStatus(bob, 'Missed call from alice');
+
+    // bob's page dies during a call (a crash: no chance to hang up).
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#answer');
+    await waitForState(alice, 'in-call');
+    const cdp = await bob.page.context().newCDPSession(bob.page);
+    // No answer comes back from a crashed page: do not wait for one.
+    cdp.send('Page.crash').catch(() => {});
+    await waitForStatus(alice, 'bob’s connection was lost');
+    await waitForState(alice, 'idle');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+    await short.stop();
+  }
+});
+
+test('names: the rule is explained, and a name opened elsewhere disconnects the old page', { timeout: 30_000 }, async () => {
+  const first = await openPerson('erin', { register: false });
+  let second;
+  try {
+    await first.page.fill('#name', 'Erin Smith');
+    await first.page.click('#register');
+    await first.page.waitForSelector('#name-error:not([hidden])', { timeout: STEP_MS });
+    assert.match(await first.page.textContent('#name-error'), /letters/);
+    assert.equal(await first.page.evaluate(() => window.signalbox.me), null);
+
+    await first.page.fill('#name', 'erin');
+    await first.page.click('#register');
+    await first.page.waitForFunction(() => window.signalbox.me === 'erin', null, { timeout: STEP_MS });
+
+    second = await openPerson('erin');
+    await first.page.waitForSelector('#kicked:not([hidden])', { timeout: STEP_MS });
+    assert.match(await first.page.textContent('#kicked-text'), /opened in another window or on another device/);
+    await waitForState(first, 'kicked');
+    // It does not reconnect by itself.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await first.page.evaluate(() => window.signalbox.connection), 'kicked');
+    assert.equal(await second.page.evaluate(() => window.signalbox.me), 'erin');
+    noPageErrors(first, second);
+  } finally {
+    await closeAll(first, second);
+  }
+});
+
+test('the server restarts: the call ends, and the pages reconnect and register again', { timeout: 40_000 }, async () => {
+  let first = await startServer();
+  let second;
+  const alice = await openPerson('alice', { on: first });
+  const bob = await openPerson('bob', { on: first });
+  try {
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#answer');
+    await waitForState(alice, 'in-call');
+    await waitForState(bob, 'in-call');
+
+    const address = new URL(first.url).host;
+    await first.stop();
+    for (const person of [alice, bob]) {
+      await person.page.waitForFunction(() => window.signalbox.connection !== 'online', null, { timeout: STEP_MS });
+      assert.equal(await person.page.evaluate(() => window.signalbox.pc), null, `${person.name}'s call is over`);
+      assert.notEqual(await stateOf(person), 'in-call');
+    }
+
+    // A new server on the same address: the pages come back by themselves.
+    second = await startServer([], { listen: address });
+    for (const person of [alice, bob]) {
+      await person.page.waitForFunction(() => window.signalbox.connection === 'online', null, { timeout: 20_000 });
+      await waitForState(person, 'idle');
+    }
+    const users = await (await fetch(`${second.url}/users`)).json();
+    assert.deepEqual(users.connectedUsers, ['alice', 'bob']);
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#decline');
+    await waitForStatus(alice, 'bob declined');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+    await first.stop();
+    if (second) await second.stop();
+  }
+});
