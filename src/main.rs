@@ -211,7 +211,9 @@ fn config(args: Args) -> Result<Config, String> {
     if let Some(listen) = listen {
         config.listen = listen;
     }
-    if let Ok(port) = env::var("PORT") {
+    if let Ok(port) = env::var("PORT").map(|p| p.trim().to_owned())
+        && !port.is_empty()
+    {
         let port = port
             .trim()
             .parse()
@@ -373,7 +375,7 @@ fn main() -> ExitCode {
     let config = match config(args) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("signalbox: {error}");
+            log::error!("{error}");
             return ExitCode::from(2);
         }
     };
@@ -382,7 +384,7 @@ fn main() -> ExitCode {
         None => match TcpListener::bind(config.listen) {
             Ok(listener) => listener,
             Err(error) => {
-                eprintln!("signalbox: cannot listen on {}: {error}", config.listen);
+                log::error!("cannot listen on {}: {error}", config.listen);
                 return ExitCode::FAILURE;
             }
         },
