@@ -4,6 +4,7 @@
 //! An [`Engine`] serves one path. It knows nothing of Socket.IO: it hands
 //! whole messages to a [`Handler`] and sends what the handler queues.
 
+mod heartbeat;
 pub mod packet;
 mod polling;
 mod session;
@@ -167,6 +168,7 @@ pub(crate) struct Shared {
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
     closed: Cell<bool>,
+    pub heartbeats: Rc<heartbeat::Scheduler<session::Inner>>,
 }
 
 impl Shared {
@@ -207,6 +209,7 @@ impl Engine {
             bytes_received: Cell::new(0),
             bytes_sent: Cell::new(0),
             closed: Cell::new(false),
+            heartbeats: heartbeat::Scheduler::new(),
         }))
     }
 
@@ -272,7 +275,7 @@ impl Engine {
             config.ping_timeout.as_millis(),
             config.max_payload,
         )));
-        session.start_heartbeat(config.ping_interval, config.ping_timeout);
+        session.start_heartbeat(config.ping_interval);
         self.0.handler.on_open(&session);
         session
     }

@@ -9,9 +9,9 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use smol::{Task, Timer};
 
 use super::Shared;
+use super::heartbeat::{Deadlines, Due};
 use super::packet::{Data, Packet};
 use crate::rt;
 
@@ -94,12 +94,12 @@ pub(crate) struct State {
     pub polling_post: bool,
     waiters: Vec<Waker>,
     last_pong: Option<Instant>,
-    /// The heartbeat task, or after a server close the task that ends the
-    /// session if its last packets are never collected.
-    timer: Option<Task<()>>,
+    /// The session's one deadline: its next ping, its pong check, or the end
+    /// of its closing linger.
+    due: Option<(Instant, Due)>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     sid: Rc<str>,
     engine: Weak<Shared>,
     state: RefCell<State>,
@@ -139,7 +139,7 @@ impl Session {
                 polling_post: false,
                 waiters: Vec::new(),
                 last_pong: None,
-                timer: None,
+                due: None,
             }),
         }))
     }
@@ -174,26 +174,32 @@ impl Session {
         let Some(engine) = self.0.engine.upgrade() else {
             return;
         };
-        let linger = engine.config.ping_timeout;
-        let old_timer = {
+        {
             let mut st = self.0.state.borrow_mut();
             if st.phase != Phase::Open {
                 return;
             }
             st.phase = Phase::Closing;
             st.reason = Some(CloseReason::ForcedClose);
-            let weak = Rc::downgrade(&self.0);
-            let timer = rt::spawn(async move {
-                Timer::after(linger).await;
-                if let Some(inner) = weak.upgrade() {
-                    Session(inner).finish();
-                }
-            });
             wake_all(&mut st);
-            st.timer.replace(timer)
-        };
-        drop(old_timer);
+        }
+        self.schedule(Instant::now() + engine.config.ping_timeout, Due::Linger);
         engine.handler.on_close(self, CloseReason::ForcedClose);
+    }
+
+    /// Sets the session's one deadline.
+    fn schedule(&self, at: Instant, due: Due) {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
+        self.0.state.borrow_mut().due = Some((at, due));
+        engine.heartbeats.schedule(at, Rc::downgrade(&self.0));
+    }
+
+    /// Starts the heartbeat: a ping every interval after the last pong, and
+    /// the session ends when a pong is late.
+    pub(crate) fn start_heartbeat(&self, interval: Duration) {
+        self.schedule(Instant::now() + interval, Due::Ping);
     }
 
     pub(crate) fn borrow(&self) -> std::cell::Ref<'_, State> {
@@ -293,7 +299,7 @@ impl Session {
     }
 
     fn end(&self, reason: CloseReason, already_closed: bool) {
-        let (was_open, timer) = {
+        let was_open = {
             let mut st = self.0.state.borrow_mut();
             let was_open = st.phase == Phase::Open || already_closed;
             if st.phase == Phase::Closed && !already_closed {
@@ -303,10 +309,10 @@ impl Session {
             if st.reason.is_none() {
                 st.reason = Some(reason);
             }
+            st.due = None;
             wake_all(&mut st);
-            (was_open, st.timer.take())
+            was_open
         };
-        drop(timer);
         let Some(engine) = self.0.engine.upgrade() else {
             return;
         };
@@ -318,49 +324,50 @@ impl Session {
 
     /// A server-closed session whose last packets went out: forget it.
     pub(crate) fn finish(&self) {
-        let timer = {
+        {
             let mut st = self.0.state.borrow_mut();
             if st.phase == Phase::Closed {
                 return;
             }
             st.phase = Phase::Closed;
+            st.due = None;
             wake_all(&mut st);
-            st.timer.take()
-        };
-        drop(timer);
+        }
         if let Some(engine) = self.0.engine.upgrade() {
             engine.sessions.borrow_mut().remove(self.sid());
         }
     }
+}
 
-    /// Starts the heartbeat: a ping every interval after the last pong, and
-    /// the session ends when a pong is late.
-    pub(crate) fn start_heartbeat(&self, interval: Duration, timeout: Duration) {
-        let weak = Rc::downgrade(&self.0);
-        let task = rt::spawn(async move {
-            let mut next_ping = Instant::now() + interval;
-            loop {
-                Timer::at(next_ping).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let session = Session(inner);
-                let sent = Instant::now();
+impl Deadlines for Inner {
+    fn due(self: Rc<Self>, at: Instant) {
+        let Some(engine) = self.engine.upgrade() else {
+            return;
+        };
+        let due = match self.state.borrow().due {
+            Some((when, due)) if when == at => due,
+            // Rescheduled or ended since: a stale entry.
+            _ => return,
+        };
+        let session = Session(self);
+        let config = &engine.config;
+        let now = Instant::now();
+        match due {
+            Due::Ping => {
                 session.push(Packet::Ping(String::new()));
-                drop(session);
-
-                Timer::at(sent + timeout).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let session = Session(inner);
-                let pong = session.0.state.borrow().last_pong.filter(|&p| p >= sent);
+                session.schedule(now + config.ping_timeout, Due::PongCheck(now));
+            }
+            Due::PongCheck(sent) => {
+                let pong = session.borrow().last_pong.filter(|&p| p >= sent);
                 match pong {
-                    Some(pong) => next_ping = pong + interval,
-                    None => {
-                        session.terminate(CloseReason::PingTimeout);
-                        return;
+                    Some(pong) => {
+                        session.schedule((pong + config.ping_interval).max(now), Due::Ping)
                     }
+                    None => session.terminate(CloseReason::PingTimeout),
                 }
             }
-        });
-        self.0.state.borrow_mut().timer = Some(task);
+            Due::Linger => session.finish(),
+        }
     }
 }
 

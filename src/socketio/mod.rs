@@ -453,7 +453,9 @@ struct Client {
     session: Session,
     sockets: Vec<Socket>,
     partial: Option<Partial>,
-    _connect_timer: Task<()>,
+    /// Closes the session if it joins no namespace in time; dropped (and
+    /// so cancelled) at the first join.
+    connect_timer: Option<Task<()>>,
 }
 
 struct ServerInner {
@@ -633,6 +635,7 @@ impl Server {
                 return;
             };
             client.sockets.push(socket.clone());
+            client.connect_timer = None;
         }
         session.send(Data::Text(packet::encode_connect(nsp, socket.id())));
         socket.0.state.set(SocketState::Connected);
@@ -674,7 +677,7 @@ impl Handler for Server {
                 session: session.clone(),
                 sockets: Vec::new(),
                 partial: None,
-                _connect_timer: timer,
+                connect_timer: Some(timer),
             },
         );
     }
