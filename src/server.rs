@@ -187,9 +187,8 @@ impl Site {
                             let site = site.clone();
                             rt::spawn(async move {
                                 if let Some(stream) = site.secure(stream).await {
-                                    serve_connection(site, stream).await;
+                                    serve_connection(site, stream, admitted).await;
                                 }
-                                drop(admitted);
                             })
                             .detach();
                         }
@@ -216,7 +215,13 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, limits: Limits) {
     let _ = conn.write_all(&response.serialize(false, false)).await;
 }
 
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, stream: S) {
+/// Serves HTTP requests on one connection until it closes or becomes a
+/// WebSocket; `admitted` holds its place among the open connections.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    site: Rc<Site>,
+    stream: S,
+    admitted: Admitted,
+) {
     let mut conn = Conn::new(stream, site.limits.clone());
     loop {
         let request = match conn.read_request().await {
@@ -258,7 +263,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, str
             }
             if request.is_websocket_upgrade() {
                 let engine = engine.clone();
-                return upgrade(&site, &engine, request, conn).await;
+                return upgrade(&site, &engine, request, conn, admitted).await;
             }
             match engine.serve_polling(&request, &mut conn).await {
                 Some(response) => response,
@@ -281,11 +286,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(site: Rc<Site>, str
 
 /// Completes a WebSocket handshake (RFC 6455 §4.2) and hands the socket to
 /// the engine.
-async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     site: &Site,
     engine: &Engine,
     request: Request,
     mut conn: Conn<S>,
+    admitted: Admitted,
 ) {
     let accepted = accept_websocket(engine, &request)
         .map_err(|refusal| site.cors.apply(&request, refusal).closing());
@@ -305,7 +311,14 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let config = engine.config().websocket();
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
-    engine.serve_websocket(ws, sid).await;
+    // A task of its own, sized for the socket's life rather than for the
+    // HTTP handling that led to it, which ends here.
+    let serving = engine.serve_websocket(ws, sid);
+    rt::spawn(async move {
+        serving.await;
+        drop(admitted);
+    })
+    .detach();
 }
 
 /// Checks an upgrade request: the 101 answer and the sid it upgrades, or

@@ -66,11 +66,12 @@ impl Config {
     }
 
     /// WebSocket limits: a small read buffer (tungstenite's default of
-    /// 128 KiB would cost that much per idle client), messages and frames no
-    /// larger than `max_payload`, writes not held back.
+    /// 128 KiB would cost that much per idle client; signaling messages are
+    /// small, and a bigger one grows it), messages and frames no larger than
+    /// `max_payload`, writes not held back.
     pub fn websocket(&self) -> WebSocketConfig {
         WebSocketConfig::default()
-            .read_buffer_size(1024)
+            .read_buffer_size(256)
             .write_buffer_size(0)
             .max_write_buffer_size(self.max_buffered())
             .max_message_size(Some(self.max_payload))
@@ -352,13 +353,13 @@ impl Engine {
         Ok(session.map(|session| session.sid_rc()))
     }
 
-    /// Runs an accepted WebSocket until it closes: a new session, or the
+    /// Serves an accepted WebSocket until it closes: a new session, or the
     /// upgrade of the polling session `sid`.
-    pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
+    pub fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         &self,
         ws: WebSocketStream<S>,
         sid: Option<Rc<str>>,
-    ) {
-        websocket::run(self, ws, sid).await
+    ) -> impl std::future::Future<Output = ()> + use<S> {
+        websocket::run(self, ws, sid)
     }
 }

@@ -265,6 +265,14 @@ impl Session {
         .await
     }
 
+    /// Wakes `waker` at the session's next change.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut st = self.0.state.borrow_mut();
+        if !st.waiters.iter().any(|w| w.will_wake(waker)) {
+            st.waiters.push(waker.clone());
+        }
+    }
+
     /// Wakes everything waiting on the session.
     pub(crate) fn notify(&self) {
         wake_all(&mut self.0.state.borrow_mut());

@@ -105,7 +105,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// The stream and the bytes read past the last request (for a protocol
     /// switch).
     pub fn into_parts(self) -> (S, Vec<u8>) {
-        (self.stream, self.buf)
+        let mut rest = self.buf;
+        // Whoever takes the bytes over may keep this buffer for the life of
+        // the connection: hand it over no bigger than its content.
+        rest.shrink_to_fit();
+        (self.stream, rest)
     }
 
     /// Reads more bytes into the buffer; 0 means end of stream. Safe to
