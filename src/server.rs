@@ -4,9 +4,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, TcpListener, TcpStream};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
@@ -40,6 +43,21 @@ pub struct Site {
 struct Connections {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+}
+
+/// A future that holds a connection's place while it runs. A struct, not
+/// an `async` block: a block would keep a second copy of the future's state.
+struct Holding<F> {
+    future: F,
+    _place: Admitted,
+}
+
+impl<F: Future + Unpin> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        Pin::new(&mut self.future).poll(cx)
+    }
 }
 
 /// One admitted connection; dropping it gives its place back.
@@ -313,10 +331,9 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     // A task of its own, sized for the socket's life rather than for the
     // HTTP handling that led to it, which ends here.
-    let serving = engine.serve_websocket(ws, sid);
-    rt::spawn(async move {
-        serving.await;
-        drop(admitted);
+    rt::spawn(Holding {
+        future: engine.serve_websocket(ws, sid),
+        _place: admitted,
     })
     .detach();
 }

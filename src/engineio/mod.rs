@@ -359,7 +359,7 @@ impl Engine {
         &self,
         ws: WebSocketStream<S>,
         sid: Option<Rc<str>>,
-    ) -> impl std::future::Future<Output = ()> + use<S> {
+    ) -> impl std::future::Future<Output = ()> + Unpin + use<S> {
         websocket::run(self, ws, sid)
     }
 }

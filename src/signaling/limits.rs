@@ -39,25 +39,25 @@ impl Default for Limits {
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
-    tokens: f64,
+    tokens: f32,
+    rate: f32,
+    burst: f32,
     last: Instant,
-    rate: f64,
-    burst: f64,
 }
 
 impl Bucket {
     /// A full bucket at `now`.
     pub fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
         Bucket {
-            tokens: burst,
+            tokens: burst as f32,
+            rate: rate as f32,
+            burst: burst as f32,
             last: now,
-            rate,
-            burst,
         }
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f32();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.last = self.last.max(now);
     }
@@ -93,7 +93,7 @@ impl Bucket {
         if self.tokens >= 1.0 || self.rate <= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+            Duration::from_secs_f32((1.0 - self.tokens) / self.rate)
         }
     }
 }

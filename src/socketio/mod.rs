@@ -452,7 +452,8 @@ struct Partial {
 struct Client {
     session: Session,
     sockets: Vec<Socket>,
-    partial: Option<Partial>,
+    /// Boxed: rare, and inline it would widen every client's map slot.
+    partial: Option<Box<Partial>>,
     /// Closes the session if it joins no namespace in time; dropped (and
     /// so cancelled) at the first join.
     connect_timer: Option<Task<()>>,
@@ -708,12 +709,12 @@ impl Handler for Server {
                     return self.dispatch(session, packet, Vec::new());
                 }
                 if let Some(client) = self.0.clients.borrow_mut().get_mut(session.sid()) {
-                    client.partial = Some(Partial {
+                    client.partial = Some(Box::new(Partial {
                         packet,
                         needed,
                         attachments: Vec::with_capacity(needed),
                         bytes: 0,
-                    });
+                    }));
                 }
             }
             Data::Binary(bytes) => {
