@@ -1,7 +1,7 @@
 //! The `signalbox` command: flags and environment → [`Config`] → serve.
 
 use std::env;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -381,7 +381,7 @@ fn main() -> ExitCode {
     };
     let listener = match signalbox::systemd::inherited_listener() {
         Some(listener) => listener,
-        None => match TcpListener::bind(config.listen) {
+        None => match signalbox::server::listen(config.listen) {
             Ok(listener) => listener,
             Err(error) => {
                 log::error!("cannot listen on {}: {error}", config.listen);

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -223,6 +223,19 @@ impl Site {
             }
         }
     }
+}
+
+/// How many connections may wait to be accepted: a building's phones all
+/// reconnect at once after a Wi-Fi restart, and std's default of 128 makes
+/// the rest retry a second later.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a listening socket with a backlog fit for reconnect storms.
+pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(address)?;
+    // Listening again on a listening socket only changes its backlog.
+    rustix::net::listen(&listener, LISTEN_BACKLOG)?;
+    Ok(listener)
 }
 
 /// Answers a connection past the limits with 503 and closes it.
