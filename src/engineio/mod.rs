@@ -68,11 +68,14 @@ impl Config {
     /// WebSocket limits: a small read buffer (tungstenite's default of
     /// 128 KiB would cost that much per idle client; signaling messages are
     /// small, and a bigger one grows it), messages and frames no larger than
-    /// `max_payload`, writes not held back.
+    /// `max_payload`. Frames are gathered up to 4 KiB and written with one
+    /// system call when the session's queue is drained (the transport always
+    /// flushes then, so nothing waits): one `send` per message cost more
+    /// than everything else a relayed message takes.
     pub fn websocket(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(256)
-            .write_buffer_size(0)
+            .write_buffer_size(4096)
             .max_write_buffer_size(self.max_buffered())
             .max_message_size(Some(self.max_payload))
             .max_frame_size(Some(self.max_payload))
