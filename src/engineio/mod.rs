@@ -222,8 +222,11 @@ impl Engine {
     /// graceful shutdown.
     pub fn close_all(&self) {
         self.0.closed.set(true);
+        // A polling client that is still there collects its last packets
+        // within milliseconds; one that is gone must not hold the shutdown.
+        let linger = self.0.config.ping_timeout.min(Duration::from_secs(1));
         for session in self.sessions() {
-            session.close();
+            session.close_within(linger);
         }
     }
 

@@ -174,6 +174,15 @@ impl Session {
         let Some(engine) = self.0.engine.upgrade() else {
             return;
         };
+        self.close_within(engine.config.ping_timeout);
+    }
+
+    /// Closes the session from the server side, waiting at most `linger`
+    /// for its last packets to be collected.
+    pub(crate) fn close_within(&self, linger: Duration) {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
         {
             let mut st = self.0.state.borrow_mut();
             if st.phase != Phase::Open {
@@ -183,7 +192,7 @@ impl Session {
             st.reason = Some(CloseReason::ForcedClose);
             wake_all(&mut st);
         }
-        self.schedule(Instant::now() + engine.config.ping_timeout, Due::Linger);
+        self.schedule(Instant::now() + linger, Due::Linger);
         engine.handler.on_close(self, CloseReason::ForcedClose);
     }
 
