@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
+use futures_sink::Sink;
 use serde_json::{Value, json};
 use smol::lock::Mutex;
 use smol::{Async, LocalExecutor, Task, Timer, channel};
@@ -827,10 +829,19 @@ impl Tx {
     async fn send(&mut self, packets: &[&str]) -> io::Result<()> {
         match self {
             Tx::Ws(ws) => {
+                // Frames are gathered and flushed once, so a burst costs one
+                // system call: the generator must not be what limits a run.
                 for packet in packets {
-                    ws.send(Message::text(*packet)).await.map_err(io_error)?;
+                    future::poll_fn(|cx| Pin::new(&mut *ws).poll_ready(cx))
+                        .await
+                        .map_err(io_error)?;
+                    Pin::new(&mut *ws)
+                        .start_send(Message::text(*packet))
+                        .map_err(io_error)?;
                 }
-                Ok(())
+                future::poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
+                    .await
+                    .map_err(io_error)
             }
             Tx::Polling {
                 net,

@@ -10,8 +10,8 @@ mod polling;
 mod session;
 mod websocket;
 
+use crate::id::IdMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
@@ -168,7 +168,7 @@ impl std::error::Error for RequestError {}
 pub(crate) struct Shared {
     pub config: Config,
     pub handler: Rc<dyn Handler>,
-    pub sessions: RefCell<HashMap<Rc<str>, Session>>,
+    pub sessions: RefCell<IdMap<Rc<str>, Session>>,
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
     closed: Cell<bool>,
@@ -209,7 +209,7 @@ impl Engine {
         Engine(Rc::new(Shared {
             config,
             handler,
-            sessions: RefCell::new(HashMap::new()),
+            sessions: RefCell::new(IdMap::default()),
             bytes_received: Cell::new(0),
             bytes_sent: Cell::new(0),
             closed: Cell::new(false),

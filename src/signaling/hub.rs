@@ -3,6 +3,7 @@
 //! to *which user*; where that user's socket lives is the I/O side's
 //! business.
 
+use crate::id::IdMap;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
@@ -67,9 +68,9 @@ pub struct CallTotals {
 #[derive(Debug)]
 pub struct Hub<C> {
     users: HashMap<Rc<str>, C>,
-    names: HashMap<C, Rc<str>>,
+    names: IdMap<C, Rc<str>>,
     /// The only name a connection may register, when it proved one with a token.
-    allowed: HashMap<C, Rc<str>>,
+    allowed: IdMap<C, Rc<str>>,
     calls: Calls,
     call_timeout: Duration,
     totals: CallTotals,
@@ -83,8 +84,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     pub fn new(call_timeout: Duration, limits: &Limits) -> Hub<C> {
         Hub {
             users: HashMap::new(),
-            names: HashMap::new(),
-            allowed: HashMap::new(),
+            names: IdMap::default(),
+            allowed: IdMap::default(),
             calls: Calls::default(),
             call_timeout,
             totals: CallTotals::default(),
@@ -144,13 +145,13 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             effects.push(Effect::ToUser {
                 user: call.caller.clone(),
                 event: ServerEvent::CallTimeout {
-                    user: call.callee.to_string(),
+                    user: call.callee.clone(),
                 },
             });
             effects.push(Effect::ToUser {
                 user: call.callee,
                 event: ServerEvent::CallTimeout {
-                    user: call.caller.to_string(),
+                    user: call.caller.clone(),
                 },
             });
         }
@@ -201,7 +202,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 effects.push(Effect::ToUser {
                     user: to.clone(),
                     event: ServerEvent::CallEnded {
-                        from: from.to_string(),
+                        from: from.clone(),
                         reason: Some(reason),
                     },
                 });
@@ -333,7 +334,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             effects.push(Effect::ToUser {
                 user: peer.clone(),
                 event: ServerEvent::CallEnded {
-                    from: user.to_string(),
+                    from: user.clone(),
                     reason: Some(why),
                 },
             });
@@ -357,7 +358,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 effects.push(Effect::ToUser {
                     user: to.as_str().into(),
                     event: ServerEvent::CallAnswered {
-                        from: me.to_string(),
+                        from: me.clone(),
                         answer,
                     },
                 });
@@ -370,9 +371,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 log::info!("call {to} -> {me}: declined");
                 effects.push(Effect::ToUser {
                     user: to.as_str().into(),
-                    event: ServerEvent::CallDeclined {
-                        from: me.to_string(),
-                    },
+                    event: ServerEvent::CallDeclined { from: me.clone() },
                 });
                 Ok(())
             }
@@ -384,7 +383,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 effects.push(Effect::ToUser {
                     user: to.as_str().into(),
                     event: ServerEvent::CallEnded {
-                        from: me.to_string(),
+                        from: me.clone(),
                         reason: None,
                     },
                 });
@@ -395,7 +394,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 effects.push(Effect::ToUser {
                     user: to.as_str().into(),
                     event: ServerEvent::IceCandidate {
-                        from: me.to_string(),
+                        from: me.clone(),
                         candidate,
                     },
                 });
@@ -439,7 +438,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 user: me,
                 event: ServerEvent::CallFailed {
                     error: error.to_string(),
-                    target_user: to,
+                    target_user: to.into(),
                 },
             });
             return Err(error);
@@ -449,7 +448,9 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             log::info!("call {me} -> {to}: busy");
             effects.push(Effect::ToUser {
                 user: me,
-                event: ServerEvent::CallBusy { target_user: to },
+                event: ServerEvent::CallBusy {
+                    target_user: to.into(),
+                },
             });
             return Err(SignalError::UserBusy);
         }
@@ -460,7 +461,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         effects.push(Effect::ToUser {
             user: callee,
             event: ServerEvent::IncomingCall {
-                from: me.to_string(),
+                from: me.clone(),
                 offer,
             },
         });

@@ -3,6 +3,7 @@
 //! size.
 
 use std::fmt;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -244,26 +245,26 @@ pub enum ServerEvent {
     /// `incoming_call {from, offer}`
     IncomingCall {
         /// The caller.
-        from: String,
+        from: Rc<str>,
         /// The caller's SDP offer.
         offer: Box<RawValue>,
     },
     /// `call_answered {from, answer}`
     CallAnswered {
         /// The callee.
-        from: String,
+        from: Rc<str>,
         /// The callee's SDP answer.
         answer: Box<RawValue>,
     },
     /// `call_declined {from}`
     CallDeclined {
         /// The callee who declined.
-        from: String,
+        from: Rc<str>,
     },
     /// `call_ended {from[, reason]}`
     CallEnded {
         /// The party who ended the call or left.
-        from: String,
+        from: Rc<str>,
         /// Why, when it was not an `end_call`.
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
@@ -271,13 +272,13 @@ pub enum ServerEvent {
     /// `call_timeout {user}`: `user` is the other party.
     CallTimeout {
         /// The other party of the call that rang out.
-        user: String,
+        user: Rc<str>,
     },
     /// `call_busy {targetUser}`
     CallBusy {
         /// The user who is busy.
         #[serde(rename = "targetUser")]
-        target_user: String,
+        target_user: Rc<str>,
     },
     /// `call_failed {error, targetUser}`
     CallFailed {
@@ -285,12 +286,12 @@ pub enum ServerEvent {
         error: String,
         /// The user who was called.
         #[serde(rename = "targetUser")]
-        target_user: String,
+        target_user: Rc<str>,
     },
     /// `ice_candidate {from, candidate}`
     IceCandidate {
         /// The other party.
-        from: String,
+        from: Rc<str>,
         /// Their candidate.
         candidate: Box<RawValue>,
     },

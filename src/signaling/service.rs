@@ -1,8 +1,8 @@
 //! The I/O side of signaling: Socket.IO events in, the hub's effects out,
 //! and one timer for the hub's deadlines.
 
+use crate::id::IdMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +26,7 @@ type Conn = Rc<str>;
 /// The signaling service on one Socket.IO namespace.
 pub struct Signaling {
     hub: RefCell<Hub<Conn>>,
-    sockets: RefCell<HashMap<Conn, Client>>,
+    sockets: RefCell<IdMap<Conn, Client>>,
     wake: Sender<()>,
     ice: IceConfig,
     limits: Limits,
@@ -49,7 +49,7 @@ impl Signaling {
         let limits = config.signaling.clone();
         let service = Rc::new(Signaling {
             hub: RefCell::new(Hub::new(config.call_timeout, &limits)),
-            sockets: RefCell::new(HashMap::new()),
+            sockets: RefCell::new(IdMap::default()),
             wake,
             ice: config.ice.clone(),
             limits,
@@ -201,7 +201,7 @@ impl Signaling {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let event = ServerEvent::IceServers(self.ice.servers_for(&user, now));
-        socket.emit(event.name(), &[to_arg(&event)]);
+        socket.emit_value(event.name(), &event);
     }
 
     /// Tells a client its event was refused, unless a seed event already did.
@@ -214,7 +214,7 @@ impl Signaling {
             event: name.to_owned(),
             error: error.to_string(),
         };
-        socket.emit(event.name(), &[to_arg(&event)]);
+        socket.emit_value(event.name(), &event);
     }
 
     /// Carries out the hub's effects. No borrow is held while a socket acts,
@@ -225,12 +225,12 @@ impl Signaling {
                 Effect::ToUser { user, event } => {
                     let conn = self.hub.borrow().conn_of(&user).cloned();
                     if let Some(socket) = conn.and_then(|c| self.socket(&c)) {
-                        socket.emit(event.name(), &[to_arg(&event)]);
+                        socket.emit_value(event.name(), &event);
                     }
                 }
                 Effect::ToConn { conn, event } => {
                     if let Some(socket) = self.socket(&conn) {
-                        socket.emit(event.name(), &[to_arg(&event)]);
+                        socket.emit_value(event.name(), &event);
                     }
                 }
                 Effect::Disconnect { conn } => {

@@ -17,6 +17,7 @@
 
 pub mod packet;
 
+use crate::id::IdMap;
 use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -309,6 +310,17 @@ impl Socket {
         self.emit_binary(event, args, Vec::new());
     }
 
+    /// Emits `event` with one argument, serialized straight into the packet.
+    pub fn emit_value<T: Serialize + ?Sized>(&self, event: &str, arg: &T) {
+        match packet::encode_event_value(self.namespace(), event, arg) {
+            Ok(text) => {
+                self.count_event();
+                self.send_packet(text, Vec::new());
+            }
+            Err(error) => log::error!("cannot serialize the {event} event: {error}"),
+        }
+    }
+
     /// Emits `event` with arguments and binary attachments, which the
     /// arguments refer to with [`placeholder`]s.
     pub fn emit_binary(
@@ -462,7 +474,7 @@ struct Client {
 struct ServerInner {
     config: Config,
     namespaces: RefCell<HashMap<String, Rc<Namespace>>>,
-    clients: RefCell<HashMap<Rc<str>, Client>>,
+    clients: RefCell<IdMap<Rc<str>, Client>>,
     events_received: Cell<u64>,
     events_sent: Cell<u64>,
 }
@@ -486,7 +498,7 @@ impl Server {
         Server(Rc::new(ServerInner {
             config,
             namespaces: RefCell::new(HashMap::new()),
-            clients: RefCell::new(HashMap::new()),
+            clients: RefCell::new(IdMap::default()),
             events_received: Cell::new(0),
             events_sent: Cell::new(0),
         }))

@@ -371,6 +371,30 @@ pub fn encode_event<'a>(
     out
 }
 
+/// Encodes an EVENT with one argument serialized straight into the packet
+/// (no intermediate JSON string).
+///
+/// ```
+/// use signalbox::socketio::packet::encode_event_value;
+/// let text = encode_event_value("/", "hi", &serde_json::json!({"a": 1})).unwrap();
+/// assert_eq!(text, r#"2["hi",{"a":1}]"#);
+/// ```
+pub fn encode_event_value<T: serde::Serialize + ?Sized>(
+    nsp: &str,
+    event: &str,
+    arg: &T,
+) -> Result<String, serde_json::Error> {
+    let mut out = header(b'2', 0, nsp, None, event.len() + 64);
+    out.push('[');
+    push_json_str(&mut out, event);
+    out.push(',');
+    let mut bytes = out.into_bytes();
+    serde_json::to_writer(&mut bytes, arg)?;
+    bytes.push(b']');
+    // serde_json writes UTF-8; checking costs one pass, less than a copy.
+    String::from_utf8(bytes).map_err(|e| serde::ser::Error::custom(e.to_string()))
+}
+
 /// Encodes an ACK, or a BINARY_ACK when `attachments > 0`.
 ///
 /// ```
