@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::calls::{CallState, Calls};
+use super::calls::{Call, CallState, Calls};
 use super::limits::{Bucket, Limits};
+use super::peer::{PeerMessage, known_reason};
 use super::protocol::{ClientEvent, ServerEvent, SignalError, reason, valid_user_name};
 
 /// What the I/O side must do after the hub handled something. `C`
@@ -37,6 +38,34 @@ pub enum Effect<C> {
     Disconnect {
         /// The connection.
         conn: C,
+    },
+    /// Send `message` to the node where `user` is connected (several
+    /// nodes): the other party of a call is not here.
+    ToPeer {
+        /// The user on the other node.
+        user: Rc<str>,
+        /// What their hub must know.
+        message: PeerMessage,
+    },
+    /// `user` registered here (several nodes: publish where they are).
+    Joined {
+        /// The user.
+        user: Rc<str>,
+    },
+    /// `user` is no longer registered here (several nodes: withdraw it).
+    Left {
+        /// The user.
+        user: Rc<str>,
+    },
+    /// The call between `caller` and `callee` is over for `user`, a party
+    /// here (several nodes: release what the cluster holds for it).
+    CallOver {
+        /// The party connected here.
+        user: Rc<str>,
+        /// The call's caller.
+        caller: Rc<str>,
+        /// The call's callee.
+        callee: Rc<str>,
     },
 }
 
@@ -63,6 +92,10 @@ pub struct CallTotals {
     /// Calls that could not be made (offline, yourself, already in a call).
     pub failed: u64,
 }
+
+/// How long past its ring timeout a call whose caller is on another node
+/// waits for that node's word before it ends here anyway.
+const PEER_GRACE: Duration = Duration::from_secs(5);
 
 /// Presence and calls.
 #[derive(Debug)]
@@ -142,18 +175,13 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         for call in self.calls.expire(now) {
             self.totals.timeout += 1;
             log::info!("call {} -> {}: timed out", call.caller, call.callee);
-            effects.push(Effect::ToUser {
-                user: call.caller.clone(),
-                event: ServerEvent::CallTimeout {
-                    user: call.callee.clone(),
-                },
-            });
-            effects.push(Effect::ToUser {
-                user: call.callee,
-                event: ServerEvent::CallTimeout {
-                    user: call.caller.clone(),
-                },
-            });
+            self.over(&call, &mut effects);
+            for (to, other) in [(&call.caller, &call.callee), (&call.callee, &call.caller)] {
+                let event = ServerEvent::CallTimeout {
+                    user: other.clone(),
+                };
+                self.tell(to, event, &mut effects);
+            }
         }
         effects
     }
@@ -188,6 +216,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             self.users.remove(&user);
             self.forget_rested_buckets(&user, now);
             log::info!("{user} disconnected");
+            effects.push(Effect::Left { user: user.clone() });
             self.end_call_of(&user, reason::DISCONNECTED, &mut effects);
         }
         effects
@@ -198,17 +227,45 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let mut effects = Vec::new();
         for call in self.calls.end_all() {
             log::info!("call {} -> {}: ended ({reason})", call.caller, call.callee);
+            self.over(&call, &mut effects);
             for (to, from) in [(&call.caller, &call.callee), (&call.callee, &call.caller)] {
-                effects.push(Effect::ToUser {
-                    user: to.clone(),
-                    event: ServerEvent::CallEnded {
-                        from: from.clone(),
-                        reason: Some(reason),
-                    },
-                });
+                let event = ServerEvent::CallEnded {
+                    from: from.clone(),
+                    reason: Some(reason),
+                };
+                self.tell(to, event, &mut effects);
             }
         }
         effects
+    }
+
+    /// Sends `event` to `user`: to their socket when they are connected
+    /// here, else as a message to the node that has them.
+    fn tell(&self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<C>>) {
+        if self.users.contains_key(user) {
+            effects.push(Effect::ToUser {
+                user: user.clone(),
+                event,
+            });
+        } else if let Some(message) = PeerMessage::for_event(user, event) {
+            effects.push(Effect::ToPeer {
+                user: user.clone(),
+                message,
+            });
+        }
+    }
+
+    /// A call ended: each party connected here is free again.
+    fn over(&self, call: &Call, effects: &mut Vec<Effect<C>>) {
+        for user in [&call.caller, &call.callee] {
+            if self.users.contains_key(user) {
+                effects.push(Effect::CallOver {
+                    user: user.clone(),
+                    caller: call.caller.clone(),
+                    callee: call.callee.clone(),
+                });
+            }
+        }
     }
 
     fn register(
@@ -269,6 +326,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         self.users.insert(user.clone(), conn.clone());
         self.names.insert(conn.clone(), user.clone());
         log::info!("{user} registered");
+        effects.push(Effect::Joined { user });
         effects.push(reply(true, None));
         Ok(())
     }
@@ -312,6 +370,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     ) {
         if let Some(conn) = self.users.remove(user) {
             self.names.remove(&conn);
+            effects.push(Effect::Left { user: user.clone() });
         }
         self.forget_rested_buckets(user, now);
         log::info!("{user} left ({why})");
@@ -325,19 +384,30 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let Some(call) = self.calls.end(id) else {
             return;
         };
+        log::info!(
+            "call {} -> {}: ended, {user} {why}",
+            call.caller,
+            call.callee
+        );
+        // The leaving user's own claim too: they may be gone from `users`.
+        effects.push(Effect::CallOver {
+            user: user.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+        });
         if let Some(peer) = call.peer_of(user) {
-            log::info!(
-                "call {} -> {}: ended, {user} {why}",
-                call.caller,
-                call.callee
-            );
-            effects.push(Effect::ToUser {
-                user: peer.clone(),
-                event: ServerEvent::CallEnded {
-                    from: user.clone(),
-                    reason: Some(why),
-                },
-            });
+            if self.users.contains_key(peer) {
+                effects.push(Effect::CallOver {
+                    user: peer.clone(),
+                    caller: call.caller.clone(),
+                    callee: call.callee.clone(),
+                });
+            }
+            let event = ServerEvent::CallEnded {
+                from: user.clone(),
+                reason: Some(why),
+            };
+            self.tell(peer, event, effects);
         }
     }
 
@@ -349,123 +419,392 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         effects: &mut Vec<Effect<C>>,
     ) -> Result<(), SignalError> {
         match event {
-            ClientEvent::MakeCall { to, offer } => self.make_call(me, to, offer, now, effects),
+            ClientEvent::MakeCall { to, offer } => {
+                let refusal = self.call_refusal(&me, &to, now).or_else(|| {
+                    if !self.users.contains_key(to.as_str()) {
+                        Some(SignalError::UserOffline)
+                    } else if self.calls.of(&to).is_some() {
+                        Some(SignalError::UserBusy)
+                    } else {
+                        None
+                    }
+                });
+                match refusal {
+                    Some(error) => {
+                        self.refuse_call(&me, to.into(), &error, effects);
+                        Err(error)
+                    }
+                    None => {
+                        self.start_call(me, to.into(), offer, now, effects);
+                        Ok(())
+                    }
+                }
+            }
             ClientEvent::AnswerCall { to, answer } => {
                 let id = self.ringing_from(&me, &to)?;
                 self.calls.answer(id, now);
                 self.totals.answered += 1;
                 log::info!("call {to} -> {me}: answered");
-                effects.push(Effect::ToUser {
-                    user: to.as_str().into(),
-                    event: ServerEvent::CallAnswered {
-                        from: me.clone(),
-                        answer,
-                    },
-                });
+                let event = ServerEvent::CallAnswered {
+                    from: me.clone(),
+                    answer,
+                };
+                self.tell(&to.into(), event, effects);
                 Ok(())
             }
             ClientEvent::DeclineCall { to } => {
                 let id = self.ringing_from(&me, &to)?;
-                self.calls.end(id);
+                if let Some(call) = self.calls.end(id) {
+                    self.over(&call, effects);
+                }
                 self.totals.declined += 1;
                 log::info!("call {to} -> {me}: declined");
-                effects.push(Effect::ToUser {
-                    user: to.as_str().into(),
-                    event: ServerEvent::CallDeclined { from: me.clone() },
-                });
+                let event = ServerEvent::CallDeclined { from: me.clone() };
+                self.tell(&to.into(), event, effects);
                 Ok(())
             }
             ClientEvent::EndCall { to } => {
                 let id = self.call_with(&me, &to)?;
                 if let Some(call) = self.calls.end(id) {
                     log::info!("call {} -> {}: ended by {me}", call.caller, call.callee);
+                    self.over(&call, effects);
                 }
-                effects.push(Effect::ToUser {
-                    user: to.as_str().into(),
-                    event: ServerEvent::CallEnded {
-                        from: me.clone(),
-                        reason: None,
-                    },
-                });
+                let event = ServerEvent::CallEnded {
+                    from: me.clone(),
+                    reason: None,
+                };
+                self.tell(&to.into(), event, effects);
                 Ok(())
             }
             ClientEvent::IceCandidate { to, candidate } => {
                 self.call_with(&me, &to)?;
-                effects.push(Effect::ToUser {
-                    user: to.as_str().into(),
-                    event: ServerEvent::IceCandidate {
-                        from: me.clone(),
-                        candidate,
-                    },
-                });
+                let event = ServerEvent::IceCandidate {
+                    from: me.clone(),
+                    candidate,
+                };
+                self.tell(&to.into(), event, effects);
                 Ok(())
             }
             ClientEvent::RegisterUser { .. } | ClientEvent::LogoutUser { .. } => Ok(()),
         }
     }
 
-    fn make_call(
-        &mut self,
-        me: Rc<str>,
-        to: String,
-        offer: Box<RawValue>,
-        now: Instant,
-        effects: &mut Vec<Effect<C>>,
-    ) -> Result<(), SignalError> {
+    /// What refuses a call from `me` to `to` before anyone else is asked:
+    /// the caller's rate, the name, calling oneself, being in a call already.
+    fn call_refusal(&mut self, me: &Rc<str>, to: &str, now: Instant) -> Option<SignalError> {
         let (rate, burst) = self.call_rate;
         let allowed = self
             .call_buckets
             .entry(me.clone())
             .or_insert_with(|| Bucket::new(rate, burst, now))
             .take(now);
-        let refusal = if !allowed {
+        if !allowed {
             Some(SignalError::TooManyCalls)
-        } else if !valid_user_name(&to) {
+        } else if !valid_user_name(to) {
             Some(SignalError::InvalidUserName)
-        } else if *me == *to {
+        } else if **me == *to {
             Some(SignalError::CallingYourself)
-        } else if self.calls.of(&me).is_some() {
+        } else if self.calls.of(me).is_some() {
             Some(SignalError::AlreadyInCall)
-        } else if !self.users.contains_key(to.as_str()) {
-            Some(SignalError::UserOffline)
         } else {
             None
-        };
-        if let Some(error) = refusal {
-            self.totals.failed += 1;
-            log::info!("call {me} -> {to}: failed ({error})");
-            effects.push(Effect::ToUser {
-                user: me,
-                event: ServerEvent::CallFailed {
-                    error: error.to_string(),
-                    target_user: to.into(),
-                },
-            });
-            return Err(error);
         }
-        if self.calls.of(&to).is_some() {
+    }
+
+    /// Tells the caller why their call was not made.
+    fn refuse_call(
+        &mut self,
+        me: &Rc<str>,
+        to: Rc<str>,
+        error: &SignalError,
+        effects: &mut Vec<Effect<C>>,
+    ) {
+        let event = if *error == SignalError::UserBusy {
             self.totals.busy += 1;
             log::info!("call {me} -> {to}: busy");
-            effects.push(Effect::ToUser {
-                user: me,
-                event: ServerEvent::CallBusy {
-                    target_user: to.into(),
-                },
-            });
-            return Err(SignalError::UserBusy);
-        }
-        let callee: Rc<str> = to.as_str().into();
+            ServerEvent::CallBusy { target_user: to }
+        } else {
+            self.totals.failed += 1;
+            log::info!("call {me} -> {to}: failed ({error})");
+            ServerEvent::CallFailed {
+                error: error.to_string(),
+                target_user: to,
+            }
+        };
+        self.tell(me, event, effects);
+    }
+
+    /// Rings `callee` for `me`.
+    fn start_call(
+        &mut self,
+        me: Rc<str>,
+        callee: Rc<str>,
+        offer: Box<RawValue>,
+        now: Instant,
+        effects: &mut Vec<Effect<C>>,
+    ) {
         self.calls
             .ring(me.clone(), callee.clone(), now + self.call_timeout);
         log::info!("call {me} -> {callee}: ringing");
-        effects.push(Effect::ToUser {
-            user: callee,
-            event: ServerEvent::IncomingCall {
-                from: me.clone(),
-                offer,
-            },
-        });
-        Ok(())
+        let event = ServerEvent::IncomingCall { from: me, offer };
+        self.tell(&callee, event, effects);
+    }
+
+    /// The first half of `make_call` on several nodes: the checks this node
+    /// can make alone. `Ok(caller)`: claim both users in the cluster, then
+    /// finish with [`Hub::call_claimed`] or [`Hub::call_refused`].
+    pub fn begin_call(&mut self, conn: &C, to: &str, now: Instant) -> Result<Rc<str>, Outcome<C>> {
+        let mut effects = self.expire(now);
+        let Some(me) = self.names.get(conn).cloned() else {
+            return Err(Outcome {
+                result: Err(SignalError::NotRegistered),
+                effects,
+            });
+        };
+        match self.call_refusal(&me, to, now) {
+            None => Ok(me),
+            Some(error) => {
+                self.refuse_call(&me, to.into(), &error, &mut effects);
+                Err(Outcome {
+                    result: Err(error),
+                    effects,
+                })
+            }
+        }
+    }
+
+    /// The cluster claimed both users for the call: ring the callee. Should
+    /// the caller have left or started another call meanwhile, the claims
+    /// go back.
+    pub fn call_claimed(
+        &mut self,
+        caller: Rc<str>,
+        callee: &str,
+        offer: Box<RawValue>,
+        now: Instant,
+    ) -> Outcome<C> {
+        let mut effects = self.expire(now);
+        let callee: Rc<str> = callee.into();
+        if !self.users.contains_key(&caller) || self.calls.of(&caller).is_some() {
+            for user in [&caller, &callee] {
+                effects.push(Effect::CallOver {
+                    user: user.clone(),
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                });
+            }
+            return Outcome {
+                result: Err(SignalError::AlreadyInCall),
+                effects,
+            };
+        }
+        self.start_call(caller, callee, offer, now, &mut effects);
+        Outcome {
+            result: Ok(()),
+            effects,
+        }
+    }
+
+    /// The cluster refused the call (`UserOffline`, `UserBusy`,
+    /// `AlreadyInCall`): tell the caller.
+    pub fn call_refused(
+        &mut self,
+        caller: Rc<str>,
+        callee: &str,
+        error: SignalError,
+    ) -> Outcome<C> {
+        let mut effects = Vec::new();
+        self.refuse_call(&caller, callee.into(), &error, &mut effects);
+        Outcome {
+            result: Err(error),
+            effects,
+        }
+    }
+
+    /// A message from another node's hub about one of our users.
+    pub fn peer(&mut self, message: PeerMessage, now: Instant) -> Vec<Effect<C>> {
+        let mut effects = self.expire(now);
+        match message {
+            PeerMessage::Ring { from, to, offer } => {
+                if !self.users.contains_key(&to) {
+                    effects.push(Effect::CallOver {
+                        user: to.clone(),
+                        caller: from.clone(),
+                        callee: to.clone(),
+                    });
+                    self.refuse_call(&from, to, &SignalError::UserOffline, &mut effects);
+                } else if self.calls.of(&to).is_some() {
+                    // The cluster thought them free: give back its claim
+                    // (released only if it is this call's).
+                    effects.push(Effect::CallOver {
+                        user: to.clone(),
+                        caller: from.clone(),
+                        callee: to.clone(),
+                    });
+                    self.refuse_call(&from, to, &SignalError::UserBusy, &mut effects);
+                } else {
+                    // The caller's node owns the timeout; this deadline only
+                    // cleans up should its word never come.
+                    let deadline = now + self.call_timeout + PEER_GRACE;
+                    self.calls.ring(from.clone(), to.clone(), deadline);
+                    log::info!("call {from} -> {to}: ringing (caller on another node)");
+                    let event = ServerEvent::IncomingCall { from, offer };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::Refused { from, to, busy } => {
+                if let Ok(id) = self.ringing_to(&to, &from)
+                    && let Some(call) = self.calls.end(id)
+                {
+                    self.over(&call, &mut effects);
+                    let error = if busy {
+                        SignalError::UserBusy
+                    } else {
+                        SignalError::UserOffline
+                    };
+                    self.refuse_call(&to, from, &error, &mut effects);
+                }
+            }
+            PeerMessage::Answered { from, to, answer } => {
+                if let Ok(id) = self.ringing_to(&to, &from) {
+                    self.calls.answer(id, now);
+                    log::info!("call {to} -> {from}: answered (on another node)");
+                    let event = ServerEvent::CallAnswered { from, answer };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::Declined { from, to } => {
+                if let Ok(id) = self.ringing_to(&to, &from)
+                    && let Some(call) = self.calls.end(id)
+                {
+                    self.over(&call, &mut effects);
+                    log::info!("call {to} -> {from}: declined (on another node)");
+                    self.tell(&to, ServerEvent::CallDeclined { from }, &mut effects);
+                }
+            }
+            PeerMessage::Ended { from, to, reason } => {
+                self.end_with_peer(&to, from, known_reason(reason.as_deref()), &mut effects);
+            }
+            PeerMessage::Candidate {
+                from,
+                to,
+                candidate,
+            } => {
+                if self.call_with(&to, &from).is_ok() {
+                    let event = ServerEvent::IceCandidate { from, candidate };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::TimedOut { from, to } => {
+                if let Ok(id) = self.call_with(&to, &from)
+                    && let Some(call) = self.calls.end(id)
+                {
+                    self.totals.timeout += 1;
+                    self.over(&call, &mut effects);
+                    log::info!("call {from} -> {to}: timed out (on another node)");
+                    self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
+                }
+            }
+            PeerMessage::Kick { user } => {
+                if let Some(conn) = self.users.get(&user).cloned() {
+                    log::info!("{user} registered on another node; disconnecting this device");
+                    self.leave(&user, reason::NEW_LOGIN, now, &mut effects);
+                    effects.push(Effect::ToConn {
+                        conn: conn.clone(),
+                        event: ServerEvent::ForceDisconnect {
+                            reason: reason::NEW_LOGIN,
+                        },
+                    });
+                    effects.push(Effect::Disconnect { conn });
+                }
+            }
+        }
+        effects
+    }
+
+    /// `peer`, on another node, is gone (its node died, or it left without
+    /// word): the call with them ends.
+    pub fn peer_lost(&mut self, peer: &str, now: Instant) -> Vec<Effect<C>> {
+        let mut effects = self.expire(now);
+        if self.users.contains_key(peer) {
+            return effects;
+        }
+        let locals: Vec<Rc<str>> = self
+            .users
+            .keys()
+            .filter(|user| self.call_with(user, peer).is_ok())
+            .cloned()
+            .collect();
+        for user in locals {
+            self.end_with_peer(&user, peer.into(), Some(reason::DISCONNECTED), &mut effects);
+        }
+        effects
+    }
+
+    /// The users in calls with our users who are not connected here.
+    pub fn remote_peers(&self) -> Vec<Rc<str>> {
+        let mut peers: Vec<Rc<str>> = self
+            .users
+            .keys()
+            .filter_map(|user| {
+                let (_, call) = self.calls.of(user)?;
+                let peer = call.peer_of(user)?;
+                (!self.users.contains_key(peer)).then(|| peer.clone())
+            })
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    /// Our users in calls, each with its call's caller and callee: what the
+    /// cluster holds claims for.
+    pub fn calls_here(&self) -> Vec<(Rc<str>, Rc<str>, Rc<str>)> {
+        self.users
+            .keys()
+            .filter_map(|user| {
+                let (_, call) = self.calls.of(user)?;
+                Some((user.clone(), call.caller.clone(), call.callee.clone()))
+            })
+            .collect()
+    }
+
+    /// Ends `me`'s call with `peer` (on another node), telling `me` why.
+    fn end_with_peer(
+        &mut self,
+        me: &Rc<str>,
+        peer: Rc<str>,
+        why: Option<&'static str>,
+        effects: &mut Vec<Effect<C>>,
+    ) {
+        let Ok(id) = self.call_with(me, &peer) else {
+            return;
+        };
+        if let Some(call) = self.calls.end(id) {
+            log::info!(
+                "call {} -> {}: ended by {peer} (on another node)",
+                call.caller,
+                call.callee
+            );
+            self.over(&call, effects);
+        }
+        let event = ServerEvent::CallEnded {
+            from: peer,
+            reason: why,
+        };
+        self.tell(me, event, effects);
+    }
+
+    /// The ringing call `me` made to `callee`.
+    fn ringing_to(&self, me: &str, callee: &str) -> Result<u64, SignalError> {
+        match self.calls.of(me) {
+            Some((id, call))
+                if call.is_ringing() && *call.caller == *me && *call.callee == *callee =>
+            {
+                Ok(id)
+            }
+            _ => Err(SignalError::NoSuchCall),
+        }
     }
 
     /// The ringing call from `caller` to `me`.

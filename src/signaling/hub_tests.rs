@@ -12,23 +12,51 @@ struct World {
     now: Instant,
 }
 
+/// The effects as lines, without the cluster's bookkeeping
+/// ([`Effect::CallOver`], [`Effect::Joined`], [`Effect::Left`]), which one
+/// node ignores.
 fn render(effects: &[Effect<&'static str>]) -> Vec<String> {
     effects
         .iter()
-        .map(|effect| match effect {
-            Effect::ToUser { user, event } => format!(
-                "{user} <- {} {}",
-                event.name(),
-                serde_json::to_string(event).unwrap()
-            ),
-            Effect::ToConn { conn, event } => format!(
-                "[{conn}] <- {} {}",
-                event.name(),
-                serde_json::to_string(event).unwrap()
-            ),
-            Effect::Disconnect { conn } => format!("disconnect [{conn}]"),
+        .filter(|effect| {
+            !matches!(
+                effect,
+                Effect::CallOver { .. } | Effect::Joined { .. } | Effect::Left { .. }
+            )
         })
+        .map(line)
         .collect()
+}
+
+/// Every effect as a line.
+fn render_all(effects: &[Effect<&'static str>]) -> Vec<String> {
+    effects.iter().map(line).collect()
+}
+
+fn line(effect: &Effect<&'static str>) -> String {
+    match effect {
+        Effect::ToUser { user, event } => format!(
+            "{user} <- {} {}",
+            event.name(),
+            serde_json::to_string(event).unwrap()
+        ),
+        Effect::ToConn { conn, event } => format!(
+            "[{conn}] <- {} {}",
+            event.name(),
+            serde_json::to_string(event).unwrap()
+        ),
+        Effect::Disconnect { conn } => format!("disconnect [{conn}]"),
+        Effect::ToPeer { user, message } => {
+            format!("peer {user} <- {}", serde_json::to_string(message).unwrap())
+        }
+        Effect::CallOver {
+            user,
+            caller,
+            callee,
+        } => format!("over {user}: {caller} -> {callee}"),
+        Effect::Joined { user } => format!("joined {user}"),
+        Effect::Left { user } => format!("left {user}"),
+    }
 }
 
 impl World {
@@ -631,4 +659,285 @@ fn a_user_cannot_start_calls_faster_than_the_limit() {
     w.call("c1", "bob");
     w.ok("c1", "end_call", r#"{"to":"bob"}"#);
     w.call("c2", "alice");
+}
+
+/// Two hubs, as on two nodes: messages for users of the other node go
+/// across by hand, as the cluster's pub/sub would carry them.
+mod two_nodes {
+    use super::*;
+
+    struct Pair {
+        a: Hub<&'static str>,
+        b: Hub<&'static str>,
+        t0: Instant,
+        /// Every effect, as `a: …` or `b: …` lines, peer messages included.
+        log: Vec<String>,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let mut pair = Pair {
+                a: Hub::new(TIMEOUT, &Limits::default()),
+                b: Hub::new(TIMEOUT, &Limits::default()),
+                t0: Instant::now(),
+                log: Vec::new(),
+            };
+            let at = pair.t0;
+            let door = pair
+                .a
+                .handle(&"d", event("register_user", r#"{"userId":"door"}"#), at);
+            pair.deliver(true, door.effects, at);
+            let flat = pair
+                .b
+                .handle(&"f", event("register_user", r#"{"userId":"flat"}"#), at);
+            pair.deliver(false, flat.effects, at);
+            pair.log.clear();
+            pair
+        }
+
+        /// Logs `effects` of node A (`on_a`) or B, and carries their peer
+        /// messages to the other node, and so on until nothing is left.
+        fn deliver(&mut self, on_a: bool, effects: Vec<Effect<&'static str>>, now: Instant) {
+            let node = if on_a { "a" } else { "b" };
+            for effect in effects {
+                self.log.push(format!("{node}: {}", line(&effect)));
+                if let Effect::ToPeer { message, .. } = effect {
+                    let more = if on_a {
+                        self.b.peer(message, now)
+                    } else {
+                        self.a.peer(message, now)
+                    };
+                    self.deliver(!on_a, more, now);
+                }
+            }
+        }
+
+        fn send(&mut self, on_a: bool, name: &str, payload: &str, secs: u64) {
+            let now = self.t0 + Duration::from_secs(secs);
+            let (hub, conn) = if on_a {
+                (&mut self.a, "d")
+            } else {
+                (&mut self.b, "f")
+            };
+            let outcome = hub.handle(&conn, event(name, payload), now);
+            assert_eq!(outcome.result, Ok(()), "{name}: {:?}", outcome.effects);
+            self.deliver(on_a, outcome.effects, now);
+        }
+
+        /// door (on A) calls flat (on B); the cluster's claim succeeded.
+        fn ring(&mut self) {
+            let now = self.t0;
+            let caller = self.a.begin_call(&"d", "flat", now).unwrap();
+            let offer = RawValue::from_string(r#"{"sdp":"o"}"#.into()).unwrap();
+            let outcome = self.a.call_claimed(caller, "flat", offer, now);
+            assert_eq!(outcome.result, Ok(()));
+            self.deliver(true, outcome.effects, now);
+        }
+
+        fn take(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.log)
+        }
+    }
+
+    fn event(name: &str, payload: &str) -> ClientEvent {
+        let raw = RawValue::from_string(payload.to_owned()).unwrap();
+        ClientEvent::parse(name, Some(&raw), &Limits::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_call_across_nodes() {
+        let mut p = Pair::new();
+        p.ring();
+        assert_eq!(
+            p.take(),
+            [
+                r#"a: peer flat <- {"Ring":{"from":"door","to":"flat","offer":{"sdp":"o"}}}"#,
+                r#"b: flat <- incoming_call {"from":"door","offer":{"sdp":"o"}}"#,
+            ]
+        );
+        p.send(
+            false,
+            "ice_candidate",
+            r#"{"to":"door","candidate":{"c":1}}"#,
+            1,
+        );
+        p.send(
+            false,
+            "answer_call",
+            r#"{"to":"door","answer":{"sdp":"a"}}"#,
+            2,
+        );
+        p.send(
+            true,
+            "ice_candidate",
+            r#"{"to":"flat","candidate":{"c":2}}"#,
+            3,
+        );
+        let log = p.take();
+        assert!(
+            log.contains(&r#"a: door <- ice_candidate {"from":"flat","candidate":{"c":1}}"#.into())
+        );
+        assert!(
+            log.contains(
+                &r#"a: door <- call_answered {"from":"flat","answer":{"sdp":"a"}}"#.into()
+            )
+        );
+        assert!(
+            log.contains(&r#"b: flat <- ice_candidate {"from":"door","candidate":{"c":2}}"#.into())
+        );
+        assert!(p.a.in_active_call("door") && p.b.in_active_call("flat"));
+        p.send(true, "end_call", r#"{"to":"flat"}"#, 4);
+        assert_eq!(
+            p.take(),
+            [
+                "a: over door: door -> flat",
+                r#"a: peer flat <- {"Ended":{"from":"door","to":"flat","reason":null}}"#,
+                "b: over flat: door -> flat",
+                r#"b: flat <- call_ended {"from":"door"}"#,
+            ]
+        );
+        assert_eq!((p.a.call_count(), p.b.call_count()), (0, 0));
+    }
+
+    #[test]
+    fn declined_across_nodes() {
+        let mut p = Pair::new();
+        p.ring();
+        p.take();
+        p.send(false, "decline_call", r#"{"to":"door"}"#, 1);
+        let log = p.take();
+        assert!(
+            log.contains(&r#"a: door <- call_declined {"from":"flat"}"#.into()),
+            "{log:?}"
+        );
+        assert!(log.contains(&"a: over door: door -> flat".into()));
+        assert!(log.contains(&"b: over flat: door -> flat".into()));
+        assert_eq!((p.a.call_count(), p.b.call_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_timeout_fires_once_for_each_party() {
+        let mut p = Pair::new();
+        p.ring();
+        p.take();
+        let t0 = p.t0;
+        let at = |s| t0 + Duration::from_secs(s);
+        // The callee's node holds on past the deadline: the caller's decides.
+        let early = p.b.expire(at(30));
+        assert!(early.is_empty());
+        let effects = p.a.expire(at(30));
+        p.deliver(true, effects, at(30));
+        let log = p.take();
+        let timeouts: Vec<&String> = log.iter().filter(|l| l.contains("call_timeout")).collect();
+        assert_eq!(
+            timeouts,
+            [
+                r#"a: door <- call_timeout {"user":"flat"}"#,
+                r#"b: flat <- call_timeout {"user":"door"}"#,
+            ]
+        );
+        // Nothing is left to fire later on either node.
+        assert!(p.b.expire(at(60)).is_empty() && p.a.expire(at(60)).is_empty());
+    }
+
+    #[test]
+    fn the_callee_node_cleans_up_when_the_caller_node_never_says() {
+        let mut p = Pair::new();
+        p.ring();
+        p.take();
+        let late = p.t0 + TIMEOUT + PEER_GRACE;
+        let effects = p.b.expire(late);
+        let log: Vec<String> = effects.iter().map(line).collect();
+        assert!(
+            log.contains(&r#"flat <- call_timeout {"user":"door"}"#.into()),
+            "{log:?}"
+        );
+        assert!(log.contains(&"over flat: door -> flat".into()));
+    }
+
+    #[test]
+    fn registering_elsewhere_kicks_the_old_device_and_ends_its_call() {
+        let mut p = Pair::new();
+        p.ring();
+        p.send(false, "answer_call", r#"{"to":"door","answer":{}}"#, 1);
+        p.take();
+        // flat registers on A; A's cluster layer tells B to let go.
+        let now = p.t0 + Duration::from_secs(2);
+        let kick = PeerMessage::Kick {
+            user: "flat".into(),
+        };
+        let effects = p.b.peer(kick, now);
+        p.deliver(false, effects, now);
+        let log = p.take();
+        for expected in [
+            "b: left flat",
+            r#"b: [f] <- force_disconnect {"reason":"new_login"}"#,
+            "b: disconnect [f]",
+            r#"a: door <- call_ended {"from":"flat","reason":"new_login"}"#,
+        ] {
+            assert!(log.contains(&expected.into()), "{expected} not in {log:?}");
+        }
+        assert_eq!((p.a.call_count(), p.b.call_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_lost_peer_ends_the_call_with_a_reason() {
+        let mut p = Pair::new();
+        p.ring();
+        p.send(false, "answer_call", r#"{"to":"door","answer":{}}"#, 1);
+        p.take();
+        assert_eq!(p.a.remote_peers(), [Rc::from("flat")]);
+        let effects = p.a.peer_lost("flat", p.t0 + Duration::from_secs(5));
+        let log = render_all(&effects);
+        assert_eq!(
+            log,
+            [
+                "over door: door -> flat",
+                r#"door <- call_ended {"from":"flat","reason":"disconnected"}"#,
+            ]
+        );
+        // A user connected here is never "lost".
+        assert!(p.a.peer_lost("door", p.t0).is_empty());
+    }
+
+    #[test]
+    fn a_ring_for_a_user_who_left_is_refused() {
+        let mut p = Pair::new();
+        let gone = p.b.disconnected(&"f", p.t0);
+        p.deliver(false, gone, p.t0);
+        p.take();
+        p.ring();
+        let log = p.take();
+        assert!(
+            log.contains(&"b: over flat: door -> flat".into()),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"a: over door: door -> flat".into()),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l.starts_with("a: door <- call_failed")),
+            "{log:?}"
+        );
+        assert_eq!((p.a.call_count(), p.b.call_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_claim_that_comes_back_too_late_is_released() {
+        let mut p = Pair::new();
+        let caller = p.a.begin_call(&"d", "flat", p.t0).unwrap();
+        let gone = p.a.disconnected(&"d", p.t0);
+        p.deliver(true, gone, p.t0);
+        p.take();
+        let offer = RawValue::from_string("{}".into()).unwrap();
+        let outcome = p.a.call_claimed(caller, "flat", offer, p.t0);
+        assert!(outcome.result.is_err());
+        assert_eq!(
+            render_all(&outcome.effects),
+            ["over door: door -> flat", "over flat: door -> flat"]
+        );
+    }
 }

@@ -8,6 +8,7 @@ pub mod calls;
 pub mod hub;
 pub mod ice;
 pub mod limits;
+pub mod peer;
 pub mod protocol;
 pub mod service;
 

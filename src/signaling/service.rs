@@ -238,6 +238,11 @@ impl Signaling {
                         socket.disconnect_and_close();
                     }
                 }
+                // One node: every party is here, and nothing is held elsewhere.
+                Effect::ToPeer { .. }
+                | Effect::Joined { .. }
+                | Effect::Left { .. }
+                | Effect::CallOver { .. } => {}
             }
         }
     }

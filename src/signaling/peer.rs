@@ -1,0 +1,176 @@
+//! Messages between the hubs of several nodes: what one node tells another
+//! about a call whose other party is connected there. Each is addressed to
+//! a user (`to`) and carries what that user's hub needs to change its state
+//! and tell its client.
+
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::protocol::{ServerEvent, reason};
+
+/// A message for the hub of the node where `to` (or `user`) is connected.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// `from` calls `to`; the caller's node holds the claims and the timeout.
+    Ring {
+        /// The caller.
+        from: Rc<str>,
+        /// The callee.
+        to: Rc<str>,
+        /// The caller's SDP offer.
+        offer: Box<RawValue>,
+    },
+    /// The callee could not be rung.
+    Refused {
+        /// The callee.
+        from: Rc<str>,
+        /// The caller.
+        to: Rc<str>,
+        /// True for busy, false for offline.
+        busy: bool,
+    },
+    /// The callee answered.
+    Answered {
+        /// The callee.
+        from: Rc<str>,
+        /// The caller.
+        to: Rc<str>,
+        /// The callee's SDP answer.
+        answer: Box<RawValue>,
+    },
+    /// The callee declined.
+    Declined {
+        /// The callee.
+        from: Rc<str>,
+        /// The caller.
+        to: Rc<str>,
+    },
+    /// `from` hung up or left.
+    Ended {
+        /// Who ended it.
+        from: Rc<str>,
+        /// The other party.
+        to: Rc<str>,
+        /// Why, when `from` left rather than hung up.
+        reason: Option<String>,
+    },
+    /// A trickle-ICE candidate.
+    Candidate {
+        /// The sender.
+        from: Rc<str>,
+        /// The other party.
+        to: Rc<str>,
+        /// The candidate.
+        candidate: Box<RawValue>,
+    },
+    /// The call rang out (sent by the caller's node, which owns the timeout).
+    TimedOut {
+        /// The caller.
+        from: Rc<str>,
+        /// The callee.
+        to: Rc<str>,
+    },
+    /// `user` registered on another node: this node's device is replaced.
+    Kick {
+        /// The user.
+        user: Rc<str>,
+    },
+}
+
+impl PeerMessage {
+    /// The message that carries `event` for a user on another node, for
+    /// the events that concern a call.
+    pub fn for_event(to: &Rc<str>, event: ServerEvent) -> Option<PeerMessage> {
+        let to = to.clone();
+        Some(match event {
+            ServerEvent::IncomingCall { from, offer } => PeerMessage::Ring { from, to, offer },
+            ServerEvent::CallAnswered { from, answer } => {
+                PeerMessage::Answered { from, to, answer }
+            }
+            ServerEvent::CallDeclined { from } => PeerMessage::Declined { from, to },
+            ServerEvent::CallEnded { from, reason } => PeerMessage::Ended {
+                from,
+                to,
+                reason: reason.map(str::to_owned),
+            },
+            ServerEvent::IceCandidate { from, candidate } => PeerMessage::Candidate {
+                from,
+                to,
+                candidate,
+            },
+            ServerEvent::CallTimeout { user } => PeerMessage::TimedOut { from: user, to },
+            ServerEvent::CallBusy { target_user } => PeerMessage::Refused {
+                from: target_user,
+                to,
+                busy: true,
+            },
+            ServerEvent::CallFailed { target_user, .. } => PeerMessage::Refused {
+                from: target_user,
+                to,
+                busy: false,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The user the message is for.
+    pub fn recipient(&self) -> &Rc<str> {
+        match self {
+            PeerMessage::Ring { to, .. }
+            | PeerMessage::Refused { to, .. }
+            | PeerMessage::Answered { to, .. }
+            | PeerMessage::Declined { to, .. }
+            | PeerMessage::Ended { to, .. }
+            | PeerMessage::Candidate { to, .. }
+            | PeerMessage::TimedOut { to, .. } => to,
+            PeerMessage::Kick { user } => user,
+        }
+    }
+}
+
+/// The known reason a peer named, as the constant this node sends.
+pub fn known_reason(name: Option<&str>) -> Option<&'static str> {
+    name.map(|name| {
+        [
+            reason::DISCONNECTED,
+            reason::LOGGED_OUT,
+            reason::NEW_LOGIN,
+            reason::SERVER_SHUTDOWN,
+        ]
+        .into_iter()
+        .find(|known| *known == name)
+        .unwrap_or(reason::DISCONNECTED)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_survive_the_wire() {
+        let offer = RawValue::from_string(r#"{"sdp":"v=0"}"#.into()).unwrap();
+        let message = PeerMessage::Ring {
+            from: "door".into(),
+            to: "flat".into(),
+            offer,
+        };
+        let wire = serde_json::to_string(&message).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"Ring":{"from":"door","to":"flat","offer":{"sdp":"v=0"}}}"#
+        );
+        let back: PeerMessage = serde_json::from_str(&wire).unwrap();
+        assert_eq!(&**back.recipient(), "flat");
+        assert!(serde_json::from_str::<PeerMessage>(r#"{"Nope":{}}"#).is_err());
+    }
+
+    #[test]
+    fn reasons_map_to_known_constants() {
+        assert_eq!(known_reason(Some("new_login")), Some(reason::NEW_LOGIN));
+        assert_eq!(known_reason(Some("weird")), Some(reason::DISCONNECTED));
+        assert_eq!(known_reason(None), None);
+    }
+}
