@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::signaling::cluster::ClusterConfig;
 use crate::signaling::ice::IceConfig;
 use crate::signaling::limits::Limits as SignalingLimits;
 use crate::{engineio, http, socketio};
@@ -36,6 +37,8 @@ pub struct Config {
     pub signaling: SignalingLimits,
     /// Certificate chain and private key (PEM) to serve HTTPS and WSS with.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Several nodes as one, through Redis; `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             auth_secret: None,
             signaling: SignalingLimits::default(),
             tls: None,
+            cluster: None,
         }
     }
 }

@@ -43,7 +43,15 @@ use signaling::Intercom;
 /// Blocks the calling thread, which runs every task of the server.
 pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
     rt::block_on(async move {
-        let intercom = Intercom::new(&config);
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(
+                signaling::cluster::Cluster::connect(cluster)
+                    .await
+                    .map_err(io::Error::other)?,
+            ),
+            None => None,
+        };
+        let intercom = Intercom::with_cluster(&config, cluster);
         let mut site = intercom.site();
         let tls = match &config.tls {
             Some((cert, key)) => {

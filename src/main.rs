@@ -9,6 +9,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use signalbox::Config;
 use signalbox::config::{parse_count, parse_duration, parse_path, parse_rate, parse_size};
+use signalbox::signaling::cluster::{ClusterConfig, parse_prefix};
 use signalbox::signaling::ice::parse_ice_url;
 
 /// signalbox: a WebRTC signaling server for on-premises intercoms, speaking
@@ -104,6 +105,18 @@ struct Args {
     /// calls a user may start per minute on average, in bursts of as many (default 10)
     #[argh(option, from_str_fn(parse_rate))]
     calls_per_minute: Option<f64>,
+    /// the Redis server that joins several signalbox nodes into one intercom,
+    /// such as redis://10.0.0.5:6379/0 (default: none, a single node)
+    #[argh(option)]
+    redis: Option<String>,
+    /// prefix of every Redis key and channel, for several intercoms on one
+    /// Redis (default signalbox:)
+    #[argh(option, from_str_fn(parse_prefix))]
+    redis_prefix: Option<String>,
+    /// how long a node's users stay listed in Redis after the node stops
+    /// refreshing them, as when it died (default 10s)
+    #[argh(option, from_str_fn(parse_duration))]
+    presence_ttl: Option<Duration>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, from_str_fn(parse_log_level))]
     log_level: Option<log::LevelFilter>,
@@ -341,6 +354,25 @@ fn config(args: Args) -> Result<Config, String> {
     config.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
     if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {
         config.ice.turn_ttl = d;
+    }
+    let redis = or_env(args.redis, "SIGNALBOX_REDIS", |v| Ok(v.to_owned()))?;
+    let prefix = or_env(args.redis_prefix, "SIGNALBOX_REDIS_PREFIX", parse_prefix)?;
+    let ttl = or_env(args.presence_ttl, "SIGNALBOX_PRESENCE_TTL", parse_duration)?;
+    if let Some(url) = redis {
+        let mut cluster = ClusterConfig {
+            url,
+            ..ClusterConfig::default()
+        };
+        if let Some(prefix) = prefix {
+            cluster.prefix = prefix;
+        }
+        if let Some(ttl) = ttl {
+            if ttl < Duration::from_secs(1) {
+                return Err("--presence-ttl must be at least 1s".into());
+            }
+            cluster.presence_ttl = ttl;
+        }
+        config.cluster = Some(cluster);
     }
     Ok(config)
 }

@@ -24,7 +24,22 @@ use crate::http::{Conn, Cors, Limits, Method, Request, Response};
 use crate::rt;
 use crate::tls::{Stream, Tls};
 
-type Pages = dyn Fn(&Request) -> Option<Response>;
+type Pages = dyn Fn(&Request) -> Option<Answer>;
+
+/// A page's answer: ready now, or once something else (such as Redis)
+/// answered.
+pub enum Answer {
+    /// The response.
+    Now(Response),
+    /// The response, when it is ready.
+    Later(Pin<Box<dyn Future<Output = Response>>>),
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Answer {
+        Answer::Now(response)
+    }
+}
 
 /// What one listening socket serves: Engine.IO endpoints by path prefix,
 /// and pages for every other path.
@@ -176,8 +191,11 @@ impl Site {
     }
 
     /// Answers other requests with `pages`; `None` becomes a 404.
-    pub fn pages(mut self, pages: impl Fn(&Request) -> Option<Response> + 'static) -> Site {
-        self.pages = Box::new(pages);
+    pub fn pages<A: Into<Answer>>(
+        mut self,
+        pages: impl Fn(&Request) -> Option<A> + 'static,
+    ) -> Site {
+        self.pages = Box::new(move |request| pages(request).map(Into::into));
         self
     }
 
@@ -301,7 +319,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
                 None => return,
             }
         } else {
-            (site.pages)(&request).unwrap_or_else(|| Response::error(404))
+            match (site.pages)(&request) {
+                Some(Answer::Now(response)) => response,
+                Some(Answer::Later(response)) => response.await,
+                None => Response::error(404),
+            }
         };
         // A body nobody read would be taken for the next request.
         let unread_body = body != BodyLength::Empty && !conn.body_read();

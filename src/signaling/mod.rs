@@ -5,6 +5,7 @@
 //! clock), [`service`] carries the decisions out on sockets and timers.
 
 pub mod calls;
+pub mod cluster;
 pub mod hub;
 pub mod ice;
 pub mod limits;
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::engineio::Engine;
 use crate::http::{Cors, Method, Request, Response};
 use crate::metrics;
-use crate::server::{Activity, Site};
+use crate::server::{Activity, Answer, Site};
 use crate::socketio;
 use service::Signaling;
 
@@ -37,10 +38,16 @@ pub struct Intercom {
 }
 
 impl Intercom {
-    /// Sets up signaling for `config` on this thread.
+    /// Sets up signaling for `config` on this thread, as a single node.
     pub fn new(config: &Config) -> Intercom {
+        Intercom::with_cluster(config, None)
+    }
+
+    /// Sets up signaling for `config` on this thread, as one node of a
+    /// cluster when given its link.
+    pub fn with_cluster(config: &Config, cluster: Option<service::ClusterLink>) -> Intercom {
         let io = socketio::Server::new(config.socketio.clone());
-        let signaling = Signaling::install(&io, config);
+        let signaling = Signaling::install(&io, config, cluster);
         let engine = Engine::new(config.engine.clone(), io.handler());
         Intercom {
             config: config.clone(),
@@ -89,50 +96,65 @@ impl Intercom {
         if left > 0 {
             log::warn!("{left} sessions still open at the shutdown timeout");
         }
+        if let Some(cluster) = self.signaling.cluster() {
+            // The other nodes must hear that our users and calls are gone.
+            cluster.flush(Duration::from_secs(2)).await;
+        }
     }
 
-    fn page(&self, request: &Request) -> Option<Response> {
+    fn page(&self, request: &Request) -> Option<Answer> {
         if request.path.starts_with("/app") {
-            return self.page.answer(request);
+            return self.page.answer(request).map(Answer::from);
         }
-        let response = match request.path.as_str() {
-            "/" => Response::json(200, self.health()),
+        let path = request.path.as_str();
+        if !matches!(path, "/" | "/users" | "/healthz" | "/metrics") {
+            return None;
+        }
+        if !matches!(request.method, Method::Get | Method::Head) {
+            return Some(
+                Response::error(405)
+                    .header("Allow", "GET, HEAD, OPTIONS")
+                    .into(),
+            );
+        }
+        if matches!(path, "/" | "/users") && self.signaling.cluster().is_some() {
+            let intercom = self.clone();
+            let users = path == "/users";
+            return Some(Answer::Later(Box::pin(async move {
+                intercom.cluster_page(users).await
+            })));
+        }
+        let response = match path {
+            "/" => {
+                let hub = self.signaling.hub();
+                Response::json(200, health(hub.user_count(), hub.call_count()))
+            }
             "/users" => {
                 let hub = self.signaling.hub();
-                let users = hub.users();
-                let body = json!({ "connectedUsers": users, "totalUsers": users.len() });
-                Response::json(200, body.to_string())
+                Response::json(200, users_page(&hub.users()))
             }
             "/healthz" => Response::text(200, "ok\n"),
-            "/metrics" => Response::new(200)
+            _ => Response::new(200)
                 .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 .body(self.metrics().into_bytes()),
-            _ => return None,
         };
-        Some(match request.method {
-            Method::Get | Method::Head => response,
-            _ => Response::error(405).header("Allow", "GET, HEAD, OPTIONS"),
-        })
+        Some(response.into())
     }
 
-    /// The seed's health JSON, keys in the seed's order.
-    fn health(&self) -> String {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Health {
-            status: &'static str,
-            connected_users: usize,
-            active_calls: usize,
-            timestamp: String,
-        }
-        let hub = self.signaling.hub();
-        let health = Health {
-            status: "WebRTC Signaling Server Running",
-            connected_users: hub.user_count(),
-            active_calls: hub.call_count(),
-            timestamp: crate::timestamp::now(),
+    /// `GET /` or `GET /users` for the whole cluster, from Redis.
+    async fn cluster_page(&self, users: bool) -> Response {
+        let Some(cluster) = self.signaling.cluster() else {
+            return Response::error(404);
         };
-        serde_json::to_string(&health).unwrap_or_default()
+        match cluster.overview().await {
+            Ok(overview) if users => Response::json(200, users_page(&overview.users)),
+            Ok(overview) => Response::json(200, health(overview.users.len(), overview.calls)),
+            Err(error) => {
+                log::warn!("cluster overview: {error}");
+                let body = json!({ "error": format!("cluster state unavailable: {error}") });
+                Response::json(503, body.to_string())
+            }
+        }
     }
 
     /// The Prometheus metrics page.
@@ -212,16 +234,68 @@ impl Intercom {
             "counter",
             "Engine.IO payload bytes sent.",
             engine.bytes_sent,
-        )
-        .family("signalbox_build_info", "gauge", "The running version.")
-        .sample(
-            "signalbox_build_info",
-            &format!(r#"version="{}""#, env!("CARGO_PKG_VERSION")),
-            1,
-        )
-        .process();
+        );
+        if let Some(cluster) = self.signaling.cluster() {
+            let stats = cluster.stats();
+            page.single(
+                "signalbox_cluster_up",
+                "gauge",
+                "1 while this node is subscribed to its Redis channel.",
+                u64::from(stats.up),
+            )
+            .single(
+                "signalbox_cluster_commands_total",
+                "counter",
+                "Commands sent to Redis.",
+                stats.sent,
+            )
+            .single(
+                "signalbox_cluster_messages_received_total",
+                "counter",
+                "Messages received from other nodes.",
+                stats.received,
+            )
+            .single(
+                "signalbox_cluster_failed_batches_total",
+                "counter",
+                "Batches of commands Redis did not answer.",
+                stats.failed_batches,
+            );
+        }
+        page.family("signalbox_build_info", "gauge", "The running version.")
+            .sample(
+                "signalbox_build_info",
+                &format!(r#"version="{}""#, env!("CARGO_PKG_VERSION")),
+                1,
+            )
+            .process();
         page.finish()
     }
+}
+
+/// The seed's health JSON, keys in the seed's order.
+fn health(users: usize, calls: usize) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Health {
+        status: &'static str,
+        connected_users: usize,
+        active_calls: usize,
+        timestamp: String,
+    }
+    let health = Health {
+        status: "WebRTC Signaling Server Running",
+        connected_users: users,
+        active_calls: calls,
+        timestamp: crate::timestamp::now(),
+    };
+    serde_json::to_string(&health).unwrap_or_default()
+}
+
+/// The seed's `GET /users` JSON.
+fn users_page<S: AsRef<str>>(users: &[S]) -> String {
+    let users: Vec<&str> = users.iter().map(AsRef::as_ref).collect();
+    json!({ "connectedUsers": users, "totalUsers": users.len() }).to_string()
 }
 
 /// Builds the whole signalbox site for `config`.

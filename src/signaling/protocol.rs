@@ -374,6 +374,9 @@ pub enum SignalError {
     TooManyCalls,
     /// Too many events in a short time.
     RateLimited,
+    /// Several nodes: Redis, which holds who is where and who is busy,
+    /// cannot be reached.
+    Unavailable,
 }
 
 impl SignalError {
@@ -389,6 +392,7 @@ impl SignalError {
                 | SignalError::AlreadyInCall
                 | SignalError::UserBusy
                 | SignalError::TooManyCalls
+                | SignalError::Unavailable
         )
     }
 }
@@ -411,6 +415,9 @@ impl fmt::Display for SignalError {
             SignalError::NoSuchCall => f.write_str("no call with that user"),
             SignalError::TooManyCalls => f.write_str("too many calls: try again later"),
             SignalError::RateLimited => f.write_str("rate limit exceeded: slow down"),
+            SignalError::Unavailable => {
+                f.write_str("the intercom is briefly unavailable: try again")
+            }
         }
     }
 }

@@ -3,15 +3,17 @@
 
 use crate::id::IdMap;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 use serde_json::json;
 use smol::Timer;
 use smol::channel::{Receiver, Sender, bounded};
 
-use super::hub::{Effect, Hub};
+use super::cluster::{Claim, Cluster, Inbound};
+use super::hub::{Effect, Hub, Outcome};
 use super::ice::IceConfig;
 use super::limits::{Bucket, Limits};
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
@@ -25,12 +27,32 @@ type Conn = Rc<str>;
 
 /// The signaling service on one Socket.IO namespace.
 pub struct Signaling {
+    me: Weak<Signaling>,
     hub: RefCell<Hub<Conn>>,
     sockets: RefCell<IdMap<Conn, Client>>,
     wake: Sender<()>,
     ice: IceConfig,
     limits: Limits,
+    /// Several nodes: the link to the others.
+    cluster: Option<Rc<Cluster>>,
+    /// Connections whose `make_call` waits for the cluster's claim, with
+    /// what they sent meanwhile (handled in order once the claim is in).
+    waiting: RefCell<IdMap<Conn, Waiting>>,
 }
+
+/// A `make_call` waiting for its claim, and the events that came after it.
+struct Waiting {
+    offer: Box<RawValue>,
+    ack: Option<Ack>,
+    later: VecDeque<(&'static str, Message, Option<Ack>)>,
+}
+
+/// The most events a socket may send while its `make_call` waits for the
+/// cluster (a few ICE candidates, typically).
+const MAX_WAITING_EVENTS: usize = 256;
+
+/// The link to the other nodes, as [`Cluster::connect`] made it.
+pub type ClusterLink = (Cluster, Receiver<Inbound>);
 
 /// A connected socket and its event budget.
 struct Client {
@@ -44,15 +66,28 @@ impl Signaling {
     /// Installs the service on `io`'s root namespace and starts its timer.
     /// With an auth secret in `config`, a client must connect with a valid
     /// token (`auth: {token}`) and may register only the name inside it.
-    pub fn install(io: &socketio::Server, config: &Config) -> Rc<Signaling> {
+    /// With a cluster link, the hub's users and calls are shared with the
+    /// other nodes through it.
+    pub fn install(
+        io: &socketio::Server,
+        config: &Config,
+        cluster: Option<ClusterLink>,
+    ) -> Rc<Signaling> {
         let (wake, woken) = bounded(1);
         let limits = config.signaling.clone();
-        let service = Rc::new(Signaling {
+        let (cluster, inbound) = match cluster {
+            Some((cluster, inbound)) => (Some(Rc::new(cluster)), Some(inbound)),
+            None => (None, None),
+        };
+        let service = Rc::new_cyclic(|me| Signaling {
+            me: me.clone(),
             hub: RefCell::new(Hub::new(config.call_timeout, &limits)),
             sockets: RefCell::new(IdMap::default()),
             wake,
             ice: config.ice.clone(),
             limits,
+            cluster,
+            waiting: RefCell::new(IdMap::default()),
         });
         let auth_secret = config.auth_secret.clone();
         let namespace = io.of("/");
@@ -81,6 +116,7 @@ impl Signaling {
         namespace.on_disconnect(move |socket, _reason| {
             if let Some(service) = weak.upgrade() {
                 service.sockets.borrow_mut().remove(socket.id());
+                service.waiting.borrow_mut().remove(socket.id());
                 let effects = service
                     .hub
                     .borrow_mut()
@@ -97,7 +133,16 @@ impl Signaling {
             });
         }
         rt::spawn(run_timer(Rc::downgrade(&service), woken)).detach();
+        if let Some(inbound) = inbound {
+            rt::spawn(run_cluster(Rc::downgrade(&service), inbound)).detach();
+            rt::spawn(keep_cluster_current(Rc::downgrade(&service))).detach();
+        }
         service
+    }
+
+    /// The link to the other nodes, when there are some.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
     }
 
     /// The hub, for reading counts and users.
@@ -145,8 +190,46 @@ impl Signaling {
             }
             return;
         }
+        self.wait_behind_claim(socket, name, message, ack);
+    }
+
+    /// Holds an event back while the socket's `make_call` waits for the
+    /// cluster (true), or handles it now (false).
+    fn wait_behind_claim(
+        &self,
+        socket: &Socket,
+        name: &'static str,
+        message: Message,
+        ack: Option<Ack>,
+    ) -> bool {
+        let mut waiting = self.waiting.borrow_mut();
+        let Some(wait) = waiting.get_mut(socket.id()) else {
+            drop(waiting);
+            self.handle_event(socket, name, message, ack);
+            return false;
+        };
+        if wait.later.len() >= MAX_WAITING_EVENTS {
+            drop(waiting);
+            self.answer(socket, name, ack, Err(SignalError::RateLimited));
+        } else {
+            wait.later.push_back((name, message, ack));
+        }
+        true
+    }
+
+    fn handle_event(
+        &self,
+        socket: &Socket,
+        name: &'static str,
+        message: Message,
+        ack: Option<Ack>,
+    ) {
         let mut registered = false;
         let outcome = match ClientEvent::parse(name, message.arg(0), &self.limits) {
+            Ok(Some(ClientEvent::MakeCall { to, offer })) if self.cluster.is_some() => {
+                self.begin_call(socket, to, offer, ack);
+                return;
+            }
             Ok(Some(event)) => {
                 let rings = matches!(event, ClientEvent::MakeCall { .. });
                 registered = matches!(event, ClientEvent::RegisterUser { .. });
@@ -166,11 +249,44 @@ impl Signaling {
                 effects: Vec::new(),
             },
         };
-        self.execute(outcome.effects);
-        if registered && outcome.result.is_ok() {
+        let mut effects = outcome.effects;
+        let joined = effects
+            .iter()
+            .position(|effect| matches!(effect, Effect::Joined { .. }));
+        if let (Some(cluster), Some(joined)) = (&self.cluster, joined) {
+            // The reply waits until Redis knows where the user is, so that
+            // whoever they tell can call them at once, from any node.
+            let reply = effects.split_off(joined + 1);
+            self.execute(effects);
+            let (me, socket) = (self.me.clone(), socket.clone());
+            cluster.after(move || {
+                if let Some(service) = me.upgrade() {
+                    service.execute(reply);
+                    service.registered(&socket, name, ack, outcome.result);
+                }
+            });
+            return;
+        }
+        self.execute(effects);
+        if registered {
+            self.registered(socket, name, ack, outcome.result);
+        } else {
+            self.answer(socket, name, ack, outcome.result);
+        }
+    }
+
+    /// Finishes `register_user`: the ICE servers, then the ack.
+    fn registered(
+        &self,
+        socket: &Socket,
+        name: &str,
+        ack: Option<Ack>,
+        result: Result<(), SignalError>,
+    ) {
+        if result.is_ok() && socket.connected() {
             self.send_ice_servers(socket);
         }
-        self.answer(socket, name, ack, outcome.result);
+        self.answer(socket, name, ack, result);
     }
 
     /// Answers a client event: through its ack when it asked for one, else
@@ -239,11 +355,136 @@ impl Signaling {
                     }
                 }
                 // One node: every party is here, and nothing is held elsewhere.
-                Effect::ToPeer { .. }
-                | Effect::Joined { .. }
-                | Effect::Left { .. }
-                | Effect::CallOver { .. } => {}
+                Effect::ToPeer { message, .. } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.route(&message);
+                    }
+                }
+                Effect::Joined { user } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.joined(user);
+                    }
+                }
+                Effect::Left { user } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.left(user);
+                    }
+                }
+                Effect::CallOver {
+                    user,
+                    caller,
+                    callee,
+                } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.release(user, &caller, &callee);
+                    }
+                }
             }
+        }
+    }
+
+    /// `make_call` on several nodes: the checks this node can make, then
+    /// the claim on both users in Redis; the socket's next events wait.
+    fn begin_call(&self, socket: &Socket, to: String, offer: Box<RawValue>, ack: Option<Ack>) {
+        let conn = socket.id_rc();
+        let begun = self.hub.borrow_mut().begin_call(&conn, &to, Instant::now());
+        match (begun, &self.cluster) {
+            (Ok(caller), Some(cluster)) => {
+                let wait = Waiting {
+                    offer,
+                    ack,
+                    later: VecDeque::new(),
+                };
+                self.waiting.borrow_mut().insert(conn.clone(), wait);
+                cluster.claim(conn, caller, to.into());
+            }
+            (Ok(_), None) => {}
+            (Err(outcome), _) => {
+                self.execute(outcome.effects);
+                self.answer(socket, "make_call", ack, outcome.result);
+            }
+        }
+    }
+
+    /// The cluster answered a claim: ring, or tell the caller why not; then
+    /// the events the socket sent meanwhile.
+    fn claimed(&self, conn: Rc<str>, caller: Rc<str>, callee: Rc<str>, claim: Claim) {
+        let wait = self.waiting.borrow_mut().remove(&conn);
+        let Some(wait) = wait else {
+            // The caller left meanwhile: give the claims back.
+            if claim == Claim::Granted
+                && let Some(cluster) = &self.cluster
+            {
+                cluster.release(caller.clone(), &caller, &callee);
+                cluster.release(callee.clone(), &caller, &callee);
+            }
+            return;
+        };
+        let now = Instant::now();
+        let outcome: Outcome<Conn> = {
+            let mut hub = self.hub.borrow_mut();
+            match claim {
+                Claim::Granted => hub.call_claimed(caller, &callee, wait.offer, now),
+                Claim::Offline => hub.call_refused(caller, &callee, SignalError::UserOffline),
+                Claim::Busy => hub.call_refused(caller, &callee, SignalError::UserBusy),
+                Claim::CallerBusy => hub.call_refused(caller, &callee, SignalError::AlreadyInCall),
+                Claim::Unavailable => hub.call_refused(caller, &callee, SignalError::Unavailable),
+            }
+        };
+        if outcome.result.is_ok() {
+            let _ = self.wake.try_send(());
+        }
+        self.execute(outcome.effects);
+        let Some(socket) = self.socket(&conn) else {
+            return;
+        };
+        self.answer(&socket, "make_call", wait.ack, outcome.result);
+        let mut later = wait.later;
+        while let Some((name, message, ack)) = later.pop_front() {
+            if self.wait_behind_claim(&socket, name, message, ack) {
+                // Another make_call now waits: the rest queue behind it.
+                if let Some(wait) = self.waiting.borrow_mut().get_mut(&conn) {
+                    wait.later.extend(later);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Handles what the cluster brought.
+    fn inbound(&self, inbound: Inbound) {
+        let now = Instant::now();
+        match inbound {
+            Inbound::Message(message) => {
+                let rings = matches!(message, super::peer::PeerMessage::Ring { .. });
+                let effects = self.hub.borrow_mut().peer(message, now);
+                if rings {
+                    let _ = self.wake.try_send(());
+                }
+                self.execute(effects);
+            }
+            Inbound::Claimed {
+                conn,
+                caller,
+                callee,
+                claim,
+            } => self.claimed(conn, caller, callee, claim),
+            Inbound::Lost(user) => {
+                let effects = self.hub.borrow_mut().peer_lost(&user, now);
+                if !effects.is_empty() {
+                    log::info!("{user} is gone from the cluster");
+                }
+                self.execute(effects);
+            }
+            Inbound::Reconnected => self.hold(),
+        }
+    }
+
+    /// Refreshes this node's users and claims in Redis.
+    fn hold(&self) {
+        if let Some(cluster) = &self.cluster {
+            let hub = self.hub.borrow();
+            cluster.hold(&hub.users(), &hub.calls_here());
         }
     }
 
@@ -295,5 +536,41 @@ async fn run_timer(service: Weak<Signaling>, woken: Receiver<()>) {
         };
         let effects = service.hub.borrow_mut().expire(Instant::now());
         service.execute(effects);
+    }
+}
+
+/// Carries what the cluster brings back to the service.
+async fn run_cluster(service: Weak<Signaling>, inbound: Receiver<Inbound>) {
+    while let Ok(item) = inbound.recv().await {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.inbound(item);
+    }
+}
+
+/// Keeps this node's presence and claims alive in Redis, and checks that
+/// the other parties of its calls are still somewhere.
+async fn keep_cluster_current(service: Weak<Signaling>) {
+    let period = match service.upgrade().and_then(|s| s.cluster.clone()) {
+        Some(cluster) => cluster.refresh_period(),
+        None => return,
+    };
+    let check_every = Duration::from_secs(1).min(period);
+    let mut next_hold = Instant::now() + period;
+    loop {
+        Timer::after(check_every).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let Some(cluster) = &service.cluster else {
+            return;
+        };
+        if Instant::now() >= next_hold {
+            next_hold += period;
+            service.hold();
+        }
+        let peers = service.hub.borrow().remote_peers();
+        cluster.check(peers);
     }
 }

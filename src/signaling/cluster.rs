@@ -1,0 +1,1041 @@
+//! Several nodes as one intercom, through Redis (`--redis URL`).
+//!
+//! What Redis holds, under a prefix (`signalbox:` by default):
+//!
+//! - `<prefix>user:<name>` → the id of the node the user is connected to,
+//!   with a time to live that node keeps refreshing: a node that dies loses
+//!   its users when their keys expire.
+//! - `<prefix>call:<name>` → `caller>callee` while the user rings or talks:
+//!   the claim that makes "busy" hold across nodes. Set for both parties at
+//!   once by the caller's node, released by each party's own node when the
+//!   call ends for them, refreshed like presence.
+//! - `<prefix>node:<id>`, a pub/sub channel per node: messages for its users
+//!   ([`PeerMessage`] as JSON).
+//!
+//! Every change is a small Lua script, so each is atomic; every command a
+//! node sends goes through one connection in the order the hub decided, in
+//! pipelined batches, so messages from one user to another arrive in order.
+//! Replies come back to the signaling service as [`Inbound`] items.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Value};
+use smol::Timer;
+use smol::channel::{Receiver, Sender, TryRecvError, unbounded};
+
+use super::peer::PeerMessage;
+use crate::rt;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host[:port][/db]`.
+    pub url: String,
+    /// Prefix of every key and channel, so that several intercoms can share
+    /// one Redis.
+    pub prefix: String,
+    /// How long a node's users stay visible after it stops refreshing them.
+    pub presence_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            url: String::new(),
+            prefix: DEFAULT_PREFIX.into(),
+            presence_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "signalbox:";
+
+/// Checks a key prefix: letters, digits and `:_.-`, so it never means
+/// anything to a `SCAN` pattern.
+pub fn parse_prefix(text: &str) -> Result<String, String> {
+    let fine = text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":_.-".contains(&b));
+    if fine {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid key prefix {text:?}: use up to 64 of A-Z a-z 0-9 : _ . -"
+        ))
+    }
+}
+
+/// The answer to a claim for a new call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Both users are now held for the call.
+    Granted,
+    /// The callee is not registered on any node.
+    Offline,
+    /// The caller is already ringing or in a call (on some node).
+    CallerBusy,
+    /// The callee is ringing or in a call.
+    Busy,
+    /// Redis could not be asked.
+    Unavailable,
+}
+
+/// What the cluster brings back to the signaling service.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from another node for one of our users.
+    Message(PeerMessage),
+    /// The answer to [`Cluster::claim`].
+    Claimed {
+        /// The connection whose `make_call` waits for it.
+        conn: Rc<str>,
+        /// The caller.
+        caller: Rc<str>,
+        /// The callee.
+        callee: Rc<str>,
+        /// The answer.
+        claim: Claim,
+    },
+    /// A user on another node is gone: not registered anywhere, or their
+    /// node no longer listens.
+    Lost(Rc<str>),
+    /// The connection to Redis came back: publish everything again now.
+    Reconnected,
+}
+
+/// Who is online and how many calls there are, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overview {
+    /// Every registered user, sorted.
+    pub users: Vec<String>,
+    /// Calls ringing or active.
+    pub calls: usize,
+}
+
+/// One thing to do in Redis: one command each, but `Then`.
+enum Op {
+    Joined(Rc<str>),
+    Left(Rc<str>),
+    Route {
+        to: Rc<str>,
+        message: String,
+    },
+    Claim {
+        conn: Rc<str>,
+        caller: Rc<str>,
+        callee: Rc<str>,
+    },
+    Release {
+        user: Rc<str>,
+        value: String,
+    },
+    Hold(Vec<(String, String)>),
+    Check(Vec<Rc<str>>),
+    Overview(Sender<Result<Overview, String>>),
+    /// Runs once Redis answered everything asked before it.
+    Then(Box<dyn FnOnce()>),
+    /// Wakes the command connection after Redis came back, so that its
+    /// first real command does not meet the broken old one.
+    Ping,
+}
+
+impl Op {
+    /// Whether sending it twice does no harm (so a batch of these may be
+    /// sent again when the connection broke).
+    fn repeatable(&self) -> bool {
+        !matches!(self, Op::Route { .. } | Op::Claim { .. })
+    }
+}
+
+/// Sets a user's node and, when the user was on another node, tells that
+/// node to let go. KEYS: user key. ARGV: node, ttl ms, channel prefix, the
+/// kick message.
+const JOIN: &str = r"
+local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
+if old and old ~= ARGV[1] then
+  redis.call('PUBLISH', ARGV[3] .. old, ARGV[4])
+end
+return 0";
+
+/// Deletes a key if it still holds ARGV[1] (a user's node, a call's claim).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Publishes a message on the channel of the node `KEYS[1]` names.
+/// ARGV: channel prefix, message. -1: no such user; else the receivers.
+const ROUTE: &str = r"
+local node = redis.call('GET', KEYS[1])
+if not node then return -1 end
+return redis.call('PUBLISH', ARGV[1] .. node, ARGV[2])";
+
+/// Claims caller and callee for a call. KEYS: callee's user key, caller's
+/// call key, callee's call key. ARGV: claim, ttl ms. 0 granted, 1 callee
+/// offline, 2 caller busy, 3 callee busy.
+const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 3 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return 0";
+
+/// Refreshes keys this node owns, and sets them again if they vanished
+/// (Redis restarted); leaves alone a key someone else took meanwhile.
+/// KEYS: the keys. ARGV: ttl ms, then each key's value.
+const HOLD: &str = r"
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 1]
+  local now = redis.call('GET', key)
+  if not now or now == value then
+    redis.call('SET', key, value, 'PX', ARGV[1])
+  end
+end
+return 0";
+
+/// Every user and the number of distinct calls claimed. ARGV: key prefix.
+const OVERVIEW: &str = r"
+local users, calls, seen = {}, 0, {}
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. 'user:*', 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do users[#users + 1] = key end
+until cursor == '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. 'call:*', 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do
+    local claim = redis.call('GET', key)
+    if claim and not seen[claim] then
+      seen[claim] = true
+      calls = calls + 1
+    end
+  end
+until cursor == '0'
+return {users, calls}";
+
+/// The most commands in one pipelined batch.
+const MAX_BATCH: usize = 512;
+/// The most keys refreshed by one script call.
+pub const HOLD_CHUNK: usize = 256;
+/// How long an answer from Redis may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Key names under a prefix.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn user(&self, name: &str) -> String {
+        format!("{}user:{name}", self.prefix)
+    }
+
+    fn call(&self, name: &str) -> String {
+        format!("{}call:{name}", self.prefix)
+    }
+
+    fn channels(&self) -> String {
+        format!("{}node:", self.prefix)
+    }
+
+    fn channel(&self, node: &str) -> String {
+        format!("{}{node}", self.channels())
+    }
+}
+
+/// The claim a call holds on both parties.
+pub fn claim_value(caller: &str, callee: &str) -> String {
+    format!("{caller}>{callee}")
+}
+
+/// Counts for metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    sent: Cell<u64>,
+    received: Cell<u64>,
+    failed_batches: Cell<u64>,
+}
+
+/// This node's link to the cluster.
+pub struct Cluster {
+    node: Rc<str>,
+    keys: Keys,
+    ttl: Duration,
+    ops: Sender<Op>,
+    /// Since when the subscription is up (`None`: down); after a reconnect,
+    /// when other nodes may not have published again yet, nobody is
+    /// declared lost until a whole time to live has passed.
+    up_since: Rc<Cell<Option<Instant>>>,
+    settled_after: Rc<Cell<Option<Instant>>>,
+    counters: Rc<Counters>,
+}
+
+/// Figures for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterStats {
+    /// Whether this node is subscribed to its channel now.
+    pub up: bool,
+    /// Commands sent to Redis.
+    pub sent: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Batches of commands Redis did not answer.
+    pub failed_batches: u64,
+}
+
+impl Cluster {
+    /// Connects to Redis, subscribes to this node's channel, and starts the
+    /// tasks that talk to it. Fails when Redis cannot be reached now.
+    pub async fn connect(config: &ClusterConfig) -> Result<(Cluster, Receiver<Inbound>), String> {
+        let url = &config.url;
+        let target = RedisTarget::parse(url)?;
+        let client = target
+            .connection_info()
+            .and_then(Client::open)
+            .map_err(|error| format!("invalid Redis URL {}: {error}", redact(url)))?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let unreachable = |error: redis::RedisError| {
+            format!("cannot reach Redis at {url}: {error} (start it, or run without --redis)")
+        };
+        let mut connection = ConnectionManager::new_with_config(client.clone(), settings)
+            .await
+            .map_err(unreachable)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        let node: Rc<str> = crate::id::random().into();
+        let keys = Keys {
+            prefix: config.prefix.clone(),
+        };
+        let (inbound, inbound_rx) = unbounded();
+        let (ops, ops_rx) = unbounded();
+        let cluster = Cluster {
+            node: node.clone(),
+            keys: keys.clone(),
+            ttl: config.presence_ttl,
+            ops,
+            up_since: Rc::default(),
+            settled_after: Rc::default(),
+            counters: Rc::default(),
+        };
+        let subscription = subscribe(&client, &keys.channel(&node))
+            .await
+            .map_err(unreachable)?;
+        cluster.up_since.set(Some(Instant::now()));
+        let writer = Writer {
+            node: node.clone(),
+            keys: keys.clone(),
+            ttl_ms: config.presence_ttl.as_millis().to_string(),
+            connection,
+            inbound: inbound.clone(),
+            settled: cluster.settled_check(),
+            counters: cluster.counters.clone(),
+            healthy: true,
+        };
+        rt::spawn(writer.run(ops_rx)).detach();
+        let listener = Listener {
+            client,
+            channel: keys.channel(&node),
+            inbound,
+            ops: cluster.ops.clone(),
+            up_since: cluster.up_since.clone(),
+            settled_after: cluster.settled_after.clone(),
+            ttl: config.presence_ttl,
+            counters: cluster.counters.clone(),
+        };
+        rt::spawn(listener.run(subscription)).detach();
+        log::info!("cluster node {node} on Redis {}", redact(url));
+        Ok((cluster, inbound_rx))
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// How often presence and claims must be refreshed.
+    pub fn refresh_period(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    fn settled_check(&self) -> Settled {
+        Settled {
+            up_since: self.up_since.clone(),
+            settled_after: self.settled_after.clone(),
+        }
+    }
+
+    fn send(&self, op: Op) {
+        // The writer lives as long as the executor: a send cannot fail
+        // while anyone is here to ask.
+        let _ = self.ops.try_send(op);
+    }
+
+    /// `user` registered here.
+    pub fn joined(&self, user: Rc<str>) {
+        self.send(Op::Joined(user));
+    }
+
+    /// `user` is no longer registered here.
+    pub fn left(&self, user: Rc<str>) {
+        self.send(Op::Left(user));
+    }
+
+    /// Sends `message` to the node of its recipient.
+    pub fn route(&self, message: &PeerMessage) {
+        match serde_json::to_string(message) {
+            Ok(json) => self.send(Op::Route {
+                to: message.recipient().clone(),
+                message: json,
+            }),
+            Err(error) => log::error!("cannot encode a message for another node: {error}"),
+        }
+    }
+
+    /// Claims `caller` and `callee` for a new call; the answer comes back
+    /// as [`Inbound::Claimed`] for `conn`.
+    pub fn claim(&self, conn: Rc<str>, caller: Rc<str>, callee: Rc<str>) {
+        self.send(Op::Claim {
+            conn,
+            caller,
+            callee,
+        });
+    }
+
+    /// The call `caller → callee` is over for `user`: release their claim.
+    pub fn release(&self, user: Rc<str>, caller: &str, callee: &str) {
+        self.send(Op::Release {
+            user,
+            value: claim_value(caller, callee),
+        });
+    }
+
+    /// Refreshes the presence of `users` and the claims of `calls` (user,
+    /// caller, callee), setting them again if Redis lost them.
+    pub fn hold(&self, users: &[&str], calls: &[(Rc<str>, Rc<str>, Rc<str>)]) {
+        let mut pairs: Vec<(String, String)> = users
+            .iter()
+            .map(|user| (self.keys.user(user), self.node.to_string()))
+            .collect();
+        pairs.extend(
+            calls
+                .iter()
+                .map(|(user, caller, callee)| (self.keys.call(user), claim_value(caller, callee))),
+        );
+        while !pairs.is_empty() {
+            let rest = pairs.split_off(pairs.len().min(HOLD_CHUNK));
+            self.send(Op::Hold(std::mem::replace(&mut pairs, rest)));
+        }
+    }
+
+    /// Checks that `peers` (users on other nodes in calls with ours) are
+    /// still registered; those who are not come back as [`Inbound::Lost`].
+    pub fn check(&self, peers: Vec<Rc<str>>) {
+        if !peers.is_empty() {
+            self.send(Op::Check(peers));
+        }
+    }
+
+    /// Every user and call in the cluster.
+    pub async fn overview(&self) -> Result<Overview, String> {
+        let (reply, answer) = smol::channel::bounded(1);
+        self.send(Op::Overview(reply));
+        let timeout = async {
+            Timer::after(RESPONSE_TIMEOUT * 2).await;
+            Err("Redis did not answer in time".to_owned())
+        };
+        let answer = async {
+            answer
+                .recv()
+                .await
+                .unwrap_or_else(|_| Err("the cluster link stopped".to_owned()))
+        };
+        futures_lite::future::or(answer, timeout).await
+    }
+
+    /// Runs `then` once Redis answered everything asked so far (or failed to).
+    pub fn after(&self, then: impl FnOnce() + 'static) {
+        self.send(Op::Then(Box::new(then)));
+    }
+
+    /// Waits until everything asked so far went to Redis, for at most `limit`.
+    pub async fn flush(&self, limit: Duration) {
+        let (done, finished) = smol::channel::bounded(1);
+        self.after(move || {
+            let _ = done.try_send(());
+        });
+        let timeout = async {
+            Timer::after(limit).await;
+        };
+        futures_lite::future::or(
+            async {
+                let _ = finished.recv().await;
+            },
+            timeout,
+        )
+        .await;
+    }
+
+    /// Figures for metrics.
+    pub fn stats(&self) -> ClusterStats {
+        ClusterStats {
+            up: self.up_since.get().is_some(),
+            sent: self.counters.sent.get(),
+            received: self.counters.received.get(),
+            failed_batches: self.counters.failed_batches.get(),
+        }
+    }
+}
+
+/// Whether a missing user may be declared lost now: the subscription is
+/// up, and not so freshly back that other nodes might not have published
+/// their users again.
+#[derive(Clone)]
+struct Settled {
+    up_since: Rc<Cell<Option<Instant>>>,
+    settled_after: Rc<Cell<Option<Instant>>>,
+}
+
+impl Settled {
+    fn now(&self) -> bool {
+        self.up_since.get().is_some()
+            && self
+                .settled_after
+                .get()
+                .is_none_or(|after| Instant::now() >= after)
+    }
+}
+
+/// The task that sends commands to Redis in order, in batches.
+struct Writer {
+    node: Rc<str>,
+    keys: Keys,
+    ttl_ms: String,
+    connection: ConnectionManager,
+    inbound: Sender<Inbound>,
+    settled: Settled,
+    counters: Rc<Counters>,
+    healthy: bool,
+}
+
+impl Writer {
+    async fn run(mut self, ops: Receiver<Op>) {
+        while let Ok(first) = ops.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            self.execute(batch).await;
+        }
+    }
+
+    async fn execute(&mut self, batch: Vec<Op>) {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut commands = 0;
+        for op in &batch {
+            if let Some(command) = self.command(op) {
+                pipe.add_command(command);
+                commands += 1;
+            }
+        }
+        let replies: Vec<Result<Value, String>> = if commands == 0 {
+            Vec::new()
+        } else {
+            self.counters.sent.set(self.counters.sent.get() + commands);
+            let mut sent = pipe
+                .query_async::<Vec<redis::RedisResult<Value>>>(&mut self.connection)
+                .await;
+            if let Err(error) = &sent
+                && (error.is_connection_dropped() || error.is_io_error())
+                && batch.iter().all(Op::repeatable)
+            {
+                // The connection broke (Redis restarted); the manager has
+                // reconnected, or is reconnecting: once more.
+                log::debug!("Redis: {error}; sending the batch again");
+                sent = pipe
+                    .query_async::<Vec<redis::RedisResult<Value>>>(&mut self.connection)
+                    .await;
+            }
+            match sent {
+                Ok(replies) => {
+                    if !self.healthy {
+                        log::info!("Redis answers again");
+                        self.healthy = true;
+                    }
+                    replies
+                        .into_iter()
+                        .map(|reply| reply.map_err(|error| error.to_string()))
+                        .collect()
+                }
+                Err(error) => {
+                    self.counters
+                        .failed_batches
+                        .set(self.counters.failed_batches.get() + 1);
+                    if self.healthy {
+                        log::warn!("Redis did not take {commands} commands: {error}");
+                        self.healthy = false;
+                    }
+                    let error = error.to_string();
+                    (0..commands).map(|_| Err(error.clone())).collect()
+                }
+            }
+        };
+        let mut replies = replies.into_iter();
+        for op in batch {
+            let reply = if matches!(op, Op::Then(_)) {
+                Ok(Value::Nil)
+            } else {
+                replies.next().unwrap_or_else(|| Err("no reply".to_owned()))
+            };
+            self.settle(op, reply);
+        }
+    }
+
+    /// The command for `op`, if it needs one.
+    fn command(&self, op: &Op) -> Option<redis::Cmd> {
+        let keys = &self.keys;
+        Some(match op {
+            Op::Joined(user) => {
+                let kick = PeerMessage::Kick { user: user.clone() };
+                let kick = serde_json::to_string(&kick).unwrap_or_default();
+                script(JOIN, &[keys.user(user)])
+                    .arg(&*self.node)
+                    .arg(&self.ttl_ms)
+                    .arg(keys.channels())
+                    .arg(kick)
+                    .clone()
+            }
+            Op::Left(user) => script(RELEASE, &[keys.user(user)]).arg(&*self.node).clone(),
+            Op::Route { to, message } => script(ROUTE, &[keys.user(to)])
+                .arg(keys.channels())
+                .arg(message)
+                .clone(),
+            Op::Claim { caller, callee, .. } => {
+                let claim_keys = [keys.user(callee), keys.call(caller), keys.call(callee)];
+                script(CLAIM, &claim_keys)
+                    .arg(claim_value(caller, callee))
+                    .arg(&self.ttl_ms)
+                    .clone()
+            }
+            Op::Release { user, value } => script(RELEASE, &[keys.call(user)]).arg(value).clone(),
+            Op::Hold(pairs) => {
+                let hold_keys: Vec<String> = pairs.iter().map(|(key, _)| key.clone()).collect();
+                let mut command = script(HOLD, &hold_keys);
+                command.arg(&self.ttl_ms);
+                for (_, value) in pairs {
+                    command.arg(value);
+                }
+                command
+            }
+            Op::Check(peers) => {
+                let mut command = redis::cmd("MGET");
+                for peer in peers {
+                    command.arg(keys.user(peer));
+                }
+                command
+            }
+            Op::Overview(_) => script(OVERVIEW, &[]).arg(&keys.prefix).clone(),
+            Op::Ping => redis::cmd("PING"),
+            Op::Then(_) => return None,
+        })
+    }
+
+    /// Acts on the reply to `op`.
+    fn settle(&self, op: Op, reply: Result<Value, String>) {
+        match op {
+            Op::Joined(_) | Op::Left(_) | Op::Release { .. } | Op::Hold(_) | Op::Ping => {
+                if let Err(error) = reply {
+                    log::debug!("Redis: {error}");
+                }
+            }
+            Op::Route { to, .. } => {
+                // -1: nobody of that name; 0: their node is not listening.
+                if let Ok(Value::Int(receivers)) = reply
+                    && receivers < 1
+                    && self.settled.now()
+                {
+                    self.back(Inbound::Lost(to));
+                }
+            }
+            Op::Claim {
+                conn,
+                caller,
+                callee,
+            } => {
+                let claim = match reply {
+                    Ok(Value::Int(0)) => Claim::Granted,
+                    Ok(Value::Int(1)) => Claim::Offline,
+                    Ok(Value::Int(2)) => Claim::CallerBusy,
+                    Ok(Value::Int(3)) => Claim::Busy,
+                    _ => Claim::Unavailable,
+                };
+                self.back(Inbound::Claimed {
+                    conn,
+                    caller,
+                    callee,
+                    claim,
+                });
+            }
+            Op::Check(peers) => {
+                if let Ok(Value::Array(nodes)) = reply
+                    && self.settled.now()
+                {
+                    for (peer, node) in peers.into_iter().zip(nodes) {
+                        if node == Value::Nil {
+                            self.back(Inbound::Lost(peer));
+                        }
+                    }
+                }
+            }
+            Op::Overview(answer) => {
+                let _ = answer.try_send(reply.and_then(|value| overview(&self.keys, value)));
+            }
+            Op::Then(then) => then(),
+        }
+    }
+
+    fn back(&self, inbound: Inbound) {
+        let _ = self.inbound.try_send(inbound);
+    }
+}
+
+/// An `EVAL` of `body` on `keys`; arguments follow.
+fn script(body: &str, keys: &[String]) -> redis::Cmd {
+    let mut command = redis::cmd("EVAL");
+    command.arg(body).arg(keys.len());
+    for key in keys {
+        command.arg(key);
+    }
+    command
+}
+
+/// Reads the reply of the overview script.
+fn overview(keys: &Keys, value: Value) -> Result<Overview, String> {
+    let strange = || "unexpected reply from Redis".to_owned();
+    let Value::Array(parts) = value else {
+        return Err(strange());
+    };
+    let mut parts = parts.into_iter();
+    let (Some(Value::Array(user_keys)), Some(Value::Int(calls))) = (parts.next(), parts.next())
+    else {
+        return Err(strange());
+    };
+    let prefix = keys.user("");
+    let mut users: Vec<String> = user_keys
+        .into_iter()
+        .filter_map(|key| match key {
+            Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+            _ => None,
+        })
+        .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    users.sort();
+    users.dedup();
+    Ok(Overview {
+        users,
+        calls: usize::try_from(calls).unwrap_or(0),
+    })
+}
+
+/// Opens the pub/sub connection and subscribes to `channel`.
+async fn subscribe(
+    client: &Client,
+    channel: &str,
+) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// The task that receives this node's messages, and subscribes again
+/// whenever the connection to Redis broke.
+struct Listener {
+    client: Client,
+    channel: String,
+    inbound: Sender<Inbound>,
+    ops: Sender<Op>,
+    up_since: Rc<Cell<Option<Instant>>>,
+    settled_after: Rc<Cell<Option<Instant>>>,
+    ttl: Duration,
+    counters: Rc<Counters>,
+}
+
+impl Listener {
+    async fn run(self, first: redis::aio::PubSub) {
+        let mut subscription = Some(first);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if let Some(pubsub) = subscription.take() {
+                delay = Duration::from_millis(100);
+                self.receive(pubsub).await;
+                self.up_since.set(None);
+                log::warn!("lost the Redis subscription; subscribing again");
+            }
+            Timer::after(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            match subscribe(&self.client, &self.channel).await {
+                Ok(pubsub) => {
+                    let now = Instant::now();
+                    self.up_since.set(Some(now));
+                    // Redis may have restarted empty: give every node a
+                    // whole time to live to publish its users again.
+                    self.settled_after.set(Some(now + self.ttl));
+                    log::info!("subscribed to Redis again");
+                    let _ = self.ops.try_send(Op::Ping);
+                    let _ = self.inbound.try_send(Inbound::Reconnected);
+                    subscription = Some(pubsub);
+                }
+                Err(error) => log::debug!("Redis subscription: {error}"),
+            }
+        }
+    }
+
+    async fn receive(&self, pubsub: redis::aio::PubSub) {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            self.counters.received.set(self.counters.received.get() + 1);
+            match serde_json::from_slice::<PeerMessage>(message.get_payload_bytes()) {
+                Ok(message) => {
+                    if self.inbound.try_send(Inbound::Message(message)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => log::warn!("ignored a malformed message from another node: {error}"),
+            }
+        }
+    }
+}
+
+/// Where Redis is, from a `redis://[[user]:password@]host[:port][/db]` URL.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RedisTarget {
+    host: String,
+    port: u16,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl RedisTarget {
+    /// Reads a `redis://` URL (TCP, no TLS); port 6379 and database 0
+    /// unless it says otherwise. User and password may be percent-encoded.
+    pub fn parse(url: &str) -> Result<RedisTarget, String> {
+        let invalid = |why: &str| format!("invalid Redis URL {}: {why}", redact(url));
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| invalid("expected redis://host[:port][/db]"))?;
+        let (authority, db) = match rest.split_once('/') {
+            Some((authority, "")) => (authority, 0),
+            Some((authority, db)) => (
+                authority,
+                db.parse::<i64>()
+                    .ok()
+                    .filter(|db| *db >= 0)
+                    .ok_or_else(|| invalid("the database must be a number"))?,
+            ),
+            None => (rest, 0),
+        };
+        let (credentials, address) = match authority.rsplit_once('@') {
+            Some((credentials, address)) => (Some(credentials), address),
+            None => (None, authority),
+        };
+        let (username, password) = match credentials {
+            None => (None, None),
+            Some(credentials) => {
+                let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+                let decode = |text: &str| {
+                    percent_decode(text).ok_or_else(|| invalid("bad percent-encoding"))
+                };
+                let user = Some(decode(user)?).filter(|u| !u.is_empty());
+                let password = Some(decode(password)?).filter(|p| !p.is_empty());
+                (user, password)
+            }
+        };
+        let (host, port) = if let Some(v6) = address.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| invalid("unclosed [ in the host"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match address.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (address, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        let port = match port {
+            None => 6379,
+            Some(port) => port
+                .parse()
+                .map_err(|_| invalid("the port must be a number up to 65535"))?,
+        };
+        Ok(RedisTarget {
+            host: host.to_owned(),
+            port,
+            db,
+            username,
+            password,
+        })
+    }
+
+    fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        let mut settings = redis::RedisConnectionInfo::default().set_db(self.db);
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        let address = redis::ConnectionAddr::Tcp(self.host.clone(), self.port);
+        redis::IntoConnectionInfo::into_connection_info(address)
+            .map(|info| info.set_redis_settings(settings))
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a broken one or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// `url` without its password, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert_eq!(parse_prefix("signalbox:").as_deref(), Ok("signalbox:"));
+        assert_eq!(parse_prefix("site-2.a_b:").as_deref(), Ok("site-2.a_b:"));
+        for bad in ["a*", "a?", "[x]", "a b", "a\\b"] {
+            assert!(parse_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_and_claims() {
+        let keys = Keys {
+            prefix: "p:".into(),
+        };
+        assert_eq!(keys.user("door"), "p:user:door");
+        assert_eq!(keys.call("door"), "p:call:door");
+        assert_eq!(keys.channel("n1"), "p:node:n1");
+        assert_eq!(claim_value("door", "flat"), "door>flat");
+    }
+
+    #[test]
+    fn overview_replies_are_read_and_checked() {
+        let keys = Keys {
+            prefix: "p:".into(),
+        };
+        let key = |k: &str| Value::BulkString(k.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            Value::Array(vec![key("p:user:flat"), key("p:user:door"), key("other")]),
+            Value::Int(1),
+        ]);
+        assert_eq!(
+            overview(&keys, reply),
+            Ok(Overview {
+                users: vec!["door".into(), "flat".into()],
+                calls: 1
+            })
+        );
+        assert!(overview(&keys, Value::Int(3)).is_err());
+        assert!(overview(&keys, Value::Array(vec![Value::Nil])).is_err());
+    }
+
+    #[test]
+    fn redis_urls() {
+        let target = |host: &str, port, db, user: Option<&str>, password: Option<&str>| {
+            Ok(RedisTarget {
+                host: host.into(),
+                port,
+                db,
+                username: user.map(Into::into),
+                password: password.map(Into::into),
+            })
+        };
+        assert_eq!(
+            RedisTarget::parse("redis://127.0.0.1"),
+            target("127.0.0.1", 6379, 0, None, None)
+        );
+        assert_eq!(
+            RedisTarget::parse("redis://redis.lan:6380/2"),
+            target("redis.lan", 6380, 2, None, None)
+        );
+        assert_eq!(
+            RedisTarget::parse("redis://:s%40cret@10.0.0.5/"),
+            target("10.0.0.5", 6379, 0, None, Some("s@cret"))
+        );
+        assert_eq!(
+            RedisTarget::parse("redis://box:pw@[::1]:7000/1"),
+            target("::1", 7000, 1, Some("box"), Some("pw"))
+        );
+        for bad in [
+            "http://x",
+            "redis://",
+            "redis://host:port",
+            "redis://host:70000",
+            "redis://host/x",
+            "redis://host/-1",
+            "redis://u:%zz@host",
+            "redis://[::1",
+            "rediss://host",
+        ] {
+            assert!(RedisTarget::parse(bad).is_err(), "{bad}");
+        }
+        let error = RedisTarget::parse("redis://:secret@host:x").unwrap_err();
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_the_log() {
+        assert_eq!(
+            redact("redis://:secret@host:6379/0"),
+            "redis://…@host:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,344 @@
+// Several signalbox nodes as one intercom on a real Redis: three nodes on
+// different ports, socket.io-client users spread across them, the seed's
+// scenarios across nodes, then a node killed with SIGKILL mid-call, Redis
+// restarted under live calls, and Redis missing at start.
+//
+// Needs Debian's redis-server (tests/run installs it); each test run starts
+// its own on a free loopback port and stops it.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+import { io } from 'socket.io-client';
+import { delay, once, signalboxBin, startServer, waitUntil, withTimeout } from './helpers.mjs';
+
+const TTL_S = 3; // --presence-ttl
+const RING_S = 3; // --call-timeout
+const EVENT_MS = 5000;
+
+let redis;
+const nodes = [];
+const sockets = [];
+
+/** A free TCP port on loopback. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts redis-server on `port`, without persistence; resolves once it accepts connections. */
+function startRedis(port) {
+  const proc = spawn('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs = [];
+  return withTimeout(new Promise((resolve, reject) => {
+    proc.once('error', (error) => reject(new Error(`cannot start redis-server (tests/run installs it): ${error.message}`)));
+    proc.once('exit', (code) => reject(new Error(`redis-server exited (${code}):\n${logs.join('\n')}`)));
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      logs.push(line);
+      if (line.includes('Ready to accept connections')) {
+        resolve({
+          port,
+          url: `redis://127.0.0.1:${port}`,
+          proc,
+          stop: () => new Promise((done) => {
+            if (proc.exitCode !== null || proc.signalCode !== null) return done();
+            proc.once('exit', () => done());
+            proc.kill('SIGKILL');
+          }),
+        });
+      }
+    });
+  }), 10_000, 'redis-server to start');
+}
+
+function startNode(extra = []) {
+  return startServer('signalbox', [
+    '--redis', redis.url,
+    '--presence-ttl', `${TTL_S}s`,
+    '--call-timeout', `${RING_S}s`,
+    '--calls-per-minute', '1000',
+    ...extra,
+  ], { resolve: signalboxBin });
+}
+
+before(async () => {
+  redis = await startRedis(await freePort());
+  for (let i = 0; i < 3; i += 1) nodes.push(await startNode());
+});
+
+after(async () => {
+  for (const socket of sockets) socket.disconnect();
+  await Promise.all(nodes.map((node) => node.stop()));
+  await redis?.stop();
+});
+
+/** A socket.io-client on `node`, registered as `userId`. WebSocket-only unless `polling`. */
+async function user(node, userId, { polling = false } = {}) {
+  const socket = io(node.url, {
+    forceNew: true,
+    reconnection: false,
+    transports: polling ? ['polling', 'websocket'] : ['websocket'],
+  });
+  socket.errors = [];
+  socket.on('signaling_error', (error) => socket.errors.push(error));
+  sockets.push(socket);
+  const registered = once(socket, 'user_registered', EVENT_MS);
+  socket.emit('register_user', { userId });
+  const [reply] = await registered;
+  assert.deepEqual(reply, { success: true, userId });
+  return socket;
+}
+
+/** Collects every `event` the socket receives, from now on. */
+function collect(socket, event) {
+  const seen = [];
+  socket.on(event, (payload) => seen.push(payload));
+  return seen;
+}
+
+async function getJson(node, path) {
+  const response = await fetch(node.url + path, { signal: AbortSignal.timeout(EVENT_MS) });
+  assert.equal(response.status, 200, `GET ${path}`);
+  return response.json();
+}
+
+const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n' };
+const answer = { type: 'answer', sdp: 'v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n' };
+const candidate = (n) => ({ candidate: `candidate:${n} 1 udp 2122260223 192.0.2.${n} 5440${n} typ host`, sdpMid: '0', sdpMLineIndex: 0 });
+
+/** `caller` calls `callee`; resolves with what the callee got. */
+async function ring(caller, callee, to) {
+  const incoming = once(callee, 'incoming_call', EVENT_MS);
+  caller.emit('make_call', { to, offer });
+  const [call] = await incoming;
+  return call;
+}
+
+test('presence and GET / are cluster-wide', async () => {
+  const [a, b, c] = nodes;
+  await user(a, 'p-one');
+  await user(b, 'p-two', { polling: true });
+  await user(c, 'p-three');
+  for (const node of nodes) {
+    const users = await getJson(node, '/users');
+    for (const name of ['p-one', 'p-two', 'p-three']) {
+      assert.ok(users.connectedUsers.includes(name), `${name} listed by ${node.url}: ${JSON.stringify(users)}`);
+    }
+    assert.equal(users.totalUsers, users.connectedUsers.length);
+    const health = await getJson(node, '/');
+    assert.equal(health.status, 'WebRTC Signaling Server Running');
+    assert.ok(health.connectedUsers >= 3);
+  }
+});
+
+test('a call across nodes: offer, ICE both ways in order, answer, hang-up', async () => {
+  const [a, b] = nodes;
+  const door = await user(a, 'door-1');
+  const flat = await user(b, 'flat-1', { polling: true });
+  const atFlat = collect(flat, 'ice_candidate');
+  const atDoor = collect(door, 'ice_candidate');
+
+  // Candidates right behind the offer, as trickle ICE sends them: they must
+  // arrive after incoming_call and in order.
+  const incoming = once(flat, 'incoming_call', EVENT_MS);
+  door.emit('make_call', { to: 'flat-1', offer });
+  for (let n = 1; n <= 5; n += 1) door.emit('ice_candidate', { to: 'flat-1', candidate: candidate(n) });
+  const [call] = await incoming;
+  assert.deepEqual(call, { from: 'door-1', offer });
+  await waitUntil(() => atFlat.length === 5, EVENT_MS, 'five candidates at flat-1');
+  assert.deepEqual(atFlat.map((c) => c.candidate.candidate), [1, 2, 3, 4, 5].map((n) => candidate(n).candidate));
+  assert.ok(atFlat.every((c) => c.from === 'door-1'));
+
+  const answered = once(door, 'call_answered', EVENT_MS);
+  const ack = await flat.timeout(EVENT_MS).emitWithAck('answer_call', { to: 'door-1', answer });
+  assert.deepEqual(ack, { ok: true });
+  assert.deepEqual((await answered)[0], { from: 'flat-1', answer });
+  flat.emit('ice_candidate', { to: 'door-1', candidate: candidate(9) });
+  await waitUntil(() => atDoor.length === 1, EVENT_MS, 'a candidate at door-1');
+  assert.deepEqual(atDoor[0], { from: 'flat-1', candidate: candidate(9) });
+
+  const health = await getJson(a, '/');
+  assert.ok(health.activeCalls >= 1, JSON.stringify(health));
+
+  const ended = once(flat, 'call_ended', EVENT_MS);
+  door.emit('end_call', { to: 'flat-1' });
+  assert.deepEqual((await ended)[0], { from: 'door-1' });
+  assert.deepEqual(door.errors, []);
+  assert.deepEqual(flat.errors, []);
+  // Both are free again: flat can call door.
+  assert.deepEqual(await ring(flat, door, 'door-1'), { from: 'flat-1', offer });
+  flat.emit('end_call', { to: 'door-1' });
+});
+
+test('decline across nodes', async () => {
+  const [, b, c] = nodes;
+  const door = await user(b, 'door-2');
+  const flat = await user(c, 'flat-2');
+  await ring(door, flat, 'flat-2');
+  const declined = once(door, 'call_declined', EVENT_MS);
+  flat.emit('decline_call', { to: 'door-2' });
+  assert.deepEqual((await declined)[0], { from: 'flat-2' });
+  // Declined means free: a new call goes through.
+  await ring(door, flat, 'flat-2');
+  flat.emit('decline_call', { to: 'door-2' });
+});
+
+test('busy holds across nodes, and calls to nobody fail', async () => {
+  const [a, b, c] = nodes;
+  const door = await user(a, 'door-3');
+  const flat = await user(b, 'flat-3');
+  const guard = await user(c, 'guard-3');
+  await ring(door, flat, 'flat-3');
+
+  for (const target of ['flat-3', 'door-3']) {
+    const busy = once(guard, 'call_busy', EVENT_MS);
+    guard.emit('make_call', { to: target, offer });
+    assert.deepEqual((await busy)[0], { targetUser: target });
+  }
+  const failed = once(guard, 'call_failed', EVENT_MS);
+  guard.emit('make_call', { to: 'nobody-3', offer });
+  const [failure] = await failed;
+  assert.equal(failure.targetUser, 'nobody-3');
+  assert.match(failure.error, /offline/);
+  door.emit('end_call', { to: 'flat-3' });
+  await once(flat, 'call_ended', EVENT_MS);
+});
+
+test('a call that rings out times out once for each party', async () => {
+  const [a, , c] = nodes;
+  const door = await user(a, 'door-4');
+  const flat = await user(c, 'flat-4');
+  const atDoor = collect(door, 'call_timeout');
+  const atFlat = collect(flat, 'call_timeout');
+  await ring(door, flat, 'flat-4');
+  await waitUntil(() => atDoor.length && atFlat.length, RING_S * 1000 + EVENT_MS, 'call_timeout on both sides');
+  // Past the callee node's own fallback deadline too: still exactly once.
+  await delay(RING_S * 1000 + 6000 - RING_S * 1000);
+  assert.deepEqual(atDoor, [{ user: 'flat-4' }]);
+  assert.deepEqual(atFlat, [{ user: 'door-4' }]);
+  // And the claims are gone: they can call again.
+  await ring(flat, door, 'door-4');
+  flat.emit('end_call', { to: 'door-4' });
+});
+
+test('one device per user across nodes', async () => {
+  const [a, b, c] = nodes;
+  const peer = await user(c, 'peer-5');
+  const first = await user(a, 'multi-5');
+  await ring(peer, first, 'multi-5');
+  first.emit('answer_call', { to: 'peer-5', answer });
+  await once(peer, 'call_answered', EVENT_MS);
+
+  const kicked = once(first, 'force_disconnect', EVENT_MS);
+  const gone = once(first, 'disconnect', EVENT_MS);
+  const ended = once(peer, 'call_ended', EVENT_MS);
+  const second = await user(b, 'multi-5');
+  assert.deepEqual((await kicked)[0], { reason: 'new_login' });
+  await gone;
+  assert.deepEqual((await ended)[0], { from: 'multi-5', reason: 'new_login' });
+
+  const users = await getJson(a, '/users');
+  assert.equal(users.connectedUsers.filter((u) => u === 'multi-5').length, 1);
+  // Calls now reach the new device.
+  assert.deepEqual(await ring(peer, second, 'multi-5'), { from: 'peer-5', offer });
+  peer.emit('end_call', { to: 'multi-5' });
+});
+
+test('a disconnect mid-call ends it for the peer on another node', async () => {
+  const [a, b, c] = nodes;
+  const door = await user(a, 'door-6');
+  const flat = await user(b, 'flat-6', { polling: true });
+  await ring(door, flat, 'flat-6');
+  flat.emit('answer_call', { to: 'door-6', answer });
+  await once(door, 'call_answered', EVENT_MS);
+  const ended = once(door, 'call_ended', EVENT_MS);
+  flat.disconnect();
+  assert.deepEqual((await ended)[0], { from: 'flat-6', reason: 'disconnected' });
+  const other = await user(c, 'other-6');
+  assert.deepEqual(await ring(door, other, 'other-6'), { from: 'door-6', offer });
+  door.emit('end_call', { to: 'other-6' });
+});
+
+test('a node killed with SIGKILL mid-call: the peer hears within the presence TTL', async () => {
+  const doomed = await startNode();
+  const [a] = nodes;
+  const door = await user(a, 'door-7');
+  const flat = await user(doomed, 'flat-7');
+  await ring(door, flat, 'flat-7');
+  flat.emit('answer_call', { to: 'door-7', answer });
+  await once(door, 'call_answered', EVENT_MS);
+
+  const ended = once(door, 'call_ended', (TTL_S + 3) * 1000);
+  const killedAt = Date.now();
+  doomed.proc.kill('SIGKILL');
+  const [event] = await ended;
+  const took = Date.now() - killedAt;
+  assert.deepEqual(event, { from: 'flat-7', reason: 'disconnected' });
+  assert.ok(took <= (TTL_S + 2) * 1000, `call_ended after ${took} ms`);
+  const users = await getJson(a, '/users');
+  assert.ok(!users.connectedUsers.includes('flat-7'), JSON.stringify(users));
+  // door is free again.
+  const other = await user(nodes[1], 'other-7');
+  await ring(door, other, 'other-7');
+  door.emit('end_call', { to: 'other-7' });
+});
+
+test('Redis restarted: nodes reconnect, publish again, and live calls keep relaying', async () => {
+  const [a, b, c] = nodes;
+  const door = await user(a, 'door-8');
+  const flat = await user(b, 'flat-8');
+  await ring(door, flat, 'flat-8');
+  flat.emit('answer_call', { to: 'door-8', answer });
+  await once(door, 'call_answered', EVENT_MS);
+
+  await redis.stop();
+  await delay(500);
+  redis = await startRedis(redis.port);
+
+  // The call was not ended by the outage...
+  const atFlat = collect(flat, 'ice_candidate');
+  const ended = collect(door, 'call_ended').concat(collect(flat, 'call_ended'));
+  // ...and relays again once the nodes are back.
+  await waitUntil(async () => {
+    door.emit('ice_candidate', { to: 'flat-8', candidate: candidate(8) });
+    await delay(200);
+    return atFlat.length > 0;
+  }, (TTL_S + 5) * 1000, 'a candidate relayed after the restart', 0);
+  await waitUntil(async () => {
+    const response = await fetch(`${c.url}/users`, { signal: AbortSignal.timeout(EVENT_MS) });
+    if (response.status !== 200) return false; // 503 while Redis is unreachable
+    const users = await response.json();
+    return users.connectedUsers.includes('door-8') && users.connectedUsers.includes('flat-8');
+  }, TTL_S * 1000 + EVENT_MS, 'presence published again', 100);
+  // Past the grace period, nobody was declared lost.
+  await delay(TTL_S * 1000 + 1500);
+  assert.deepEqual(ended, []);
+  const busy = once(await user(c, 'guard-8'), 'call_busy', EVENT_MS);
+  sockets.at(-1).emit('make_call', { to: 'flat-8', offer });
+  assert.deepEqual((await busy)[0], { targetUser: 'flat-8' });
+  door.emit('end_call', { to: 'flat-8' });
+  await once(flat, 'call_ended', EVENT_MS);
+});
+
+test('Redis unreachable at start: a clear error, and no server', async () => {
+  const port = await freePort();
+  const proc = spawn(signalboxBin(), ['--listen', '127.0.0.1:0', '--redis', `redis://127.0.0.1:${port}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr.on('data', (chunk) => { stderr += chunk; });
+  const [code] = await once(proc, 'exit', 15_000);
+  assert.notEqual(code, 0);
+  assert.match(stderr, /cannot reach Redis at redis:\/\/127\.0\.0\.1/);
+  assert.doesNotMatch(stderr, /listening on/);
+});
