@@ -51,6 +51,9 @@ scenarios:
 
 options (anywhere on the line):
   --url URL            server to load, loopback only (http://127.0.0.1:3000)
+  --callee-url URL     cross-node: odd-numbered clients (the callees of calls
+                       and relay) connect to this server instead, another node
+                       of the same cluster
   --path PATH          Socket.IO endpoint (/socket.io/)
   --server-pid PID     read the server's RSS and CPU time from /proc/PID
   --polling-share F    share of clients on HTTP long-polling (0.1)
@@ -111,6 +114,8 @@ struct Opts {
     url: String,
     addr: SocketAddr,
     host: String,
+    /// Cross-node: where callees connect (URL, address, host).
+    callee: Option<(String, SocketAddr, String)>,
     path: String,
     server_pid: Option<u32>,
     polling_share: f64,
@@ -243,6 +248,13 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut take = |name: &str| flags.remove(name);
     let url = take("url").unwrap_or_else(|| "http://127.0.0.1:3000".into());
     let (addr, host) = resolve_loopback(&url)?;
+    let callee = match take("callee-url") {
+        Some(url) => {
+            let (addr, host) = resolve_loopback(&url)?;
+            Some((url, addr, host))
+        }
+        None => None,
+    };
     let mut path = take("path").unwrap_or_else(|| "/socket.io/".into());
     if !path.starts_with('/') {
         path.insert(0, '/');
@@ -282,6 +294,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         url,
         addr,
         host,
+        callee,
         path,
         server_pid: take("server-pid")
             .map(|v| parse_number("--server-pid", &v))
@@ -1372,6 +1385,8 @@ fn round(x: f64, digits: i32) -> f64 {
 struct Ctx {
     opts: Opts,
     net: Rc<Net>,
+    /// Cross-node: the callees' server.
+    callee_net: Option<Rc<Net>>,
     sdp: String,
 }
 
@@ -1390,13 +1405,23 @@ impl Ctx {
     fn sample(&self) -> Option<Sample> {
         sample_process(self.opts.server_pid)
     }
+
+    /// The server client `i` connects to: callees (odd) go to the other
+    /// node in cross-node runs.
+    fn net_for(&self, i: usize) -> &Rc<Net> {
+        match &self.callee_net {
+            Some(net) if i % 2 == 1 => net,
+            _ => &self.net,
+        }
+    }
 }
 
 /// Connects and registers one client, within the timeout.
 async fn join(ctx: &Ctx, i: usize, keep_posts: bool) -> Result<Client, String> {
     let timeout = ctx.opts.timeout;
     within(timeout, "connect and register", async {
-        let client = Client::connect(&ctx.net, ctx.name(i), ctx.polling(i), keep_posts).await?;
+        let net = ctx.net_for(i);
+        let client = Client::connect(net, ctx.name(i), ctx.polling(i), keep_posts).await?;
         client
             .register(timeout)
             .await
@@ -3108,10 +3133,28 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
         eprintln!("loadgen: no server at {}: {error}", opts.url);
         return false;
     }
+    let callee_net = opts.callee.as_ref().map(|(_, addr, host)| {
+        Rc::new(Net {
+            addr: *addr,
+            host: host.clone(),
+            path: opts.path.clone(),
+            per_source: opts.per_source,
+            opened: Cell::new(0),
+            sources: Cell::new(0),
+        })
+    });
+    if let Some((url, ..)) = &opts.callee
+        && let Some(callee_net) = &callee_net
+        && let Err(error) = within(opts.timeout, "GET /", get_json(callee_net, "/")).await
+    {
+        eprintln!("loadgen: no server at {url}: {error}");
+        return false;
+    }
     let ctx = Rc::new(Ctx {
         sdp: fake_sdp(opts.sdp_bytes),
         opts,
         net: net.clone(),
+        callee_net,
     });
     let scenario = ctx.opts.scenario;
     let own_before = own_cpu();
@@ -3127,6 +3170,7 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
     };
     let extra = json!({
         "url": ctx.opts.url,
+        "callee_url": ctx.opts.callee.as_ref().map(|(url, ..)| url),
         "polling_share": ctx.opts.polling_share,
         "server_pid": ctx.opts.server_pid,
         "run_s": round(start.elapsed().as_secs_f64(), 3),

@@ -132,8 +132,8 @@ enum Op {
         callee: Rc<str>,
     },
     Release {
-        user: Rc<str>,
-        value: String,
+        caller: Rc<str>,
+        callee: Rc<str>,
     },
     Hold(Vec<(String, String)>),
     Check(Vec<Rc<str>>),
@@ -163,12 +163,16 @@ if old and old ~= ARGV[1] then
 end
 return 0";
 
-/// Deletes a key if it still holds ARGV[1] (a user's node, a call's claim).
+/// Deletes each key that still holds ARGV[1] (a user's node, a call's
+/// claim).
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local deleted = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    deleted = deleted + redis.call('DEL', key)
+  end
 end
-return 0";
+return deleted";
 
 /// Publishes a message on the channel of the node `KEYS[1]` names.
 /// ARGV: channel prefix, message. -1: no such user; else the receivers.
@@ -418,11 +422,12 @@ impl Cluster {
         });
     }
 
-    /// The call `caller → callee` is over for `user`: release their claim.
-    pub fn release(&self, user: Rc<str>, caller: &str, callee: &str) {
+    /// The call `caller → callee` is over: release both parties' claims
+    /// (those that are still this call's).
+    pub fn release(&self, caller: &Rc<str>, callee: &Rc<str>) {
         self.send(Op::Release {
-            user,
-            value: claim_value(caller, callee),
+            caller: caller.clone(),
+            callee: callee.clone(),
         });
     }
 
@@ -637,7 +642,11 @@ impl Writer {
                     .arg(&self.ttl_ms)
                     .clone()
             }
-            Op::Release { user, value } => script(RELEASE, &[keys.call(user)]).arg(value).clone(),
+            Op::Release { caller, callee } => {
+                script(RELEASE, &[keys.call(caller), keys.call(callee)])
+                    .arg(claim_value(caller, callee))
+                    .clone()
+            }
             Op::Hold(pairs) => {
                 let hold_keys: Vec<String> = pairs.iter().map(|(key, _)| key.clone()).collect();
                 let mut command = script(HOLD, &hold_keys);

@@ -57,11 +57,11 @@ pub enum Effect<C> {
         /// The user.
         user: Rc<str>,
     },
-    /// The call between `caller` and `callee` is over for `user`, a party
-    /// here (several nodes: release what the cluster holds for it).
+    /// The call between `caller` and `callee` ended here (several nodes:
+    /// release what the cluster holds for both parties). The node where a
+    /// call ends says so, before it tells the other party's node, which
+    /// does not.
     CallOver {
-        /// The party connected here.
-        user: Rc<str>,
         /// The call's caller.
         caller: Rc<str>,
         /// The call's callee.
@@ -255,17 +255,12 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         }
     }
 
-    /// A call ended: each party connected here is free again.
+    /// A call ended here: both parties are free again.
     fn over(&self, call: &Call, effects: &mut Vec<Effect<C>>) {
-        for user in [&call.caller, &call.callee] {
-            if self.users.contains_key(user) {
-                effects.push(Effect::CallOver {
-                    user: user.clone(),
-                    caller: call.caller.clone(),
-                    callee: call.callee.clone(),
-                });
-            }
-        }
+        effects.push(Effect::CallOver {
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+        });
     }
 
     fn register(
@@ -389,20 +384,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             call.caller,
             call.callee
         );
-        // The leaving user's own claim too: they may be gone from `users`.
-        effects.push(Effect::CallOver {
-            user: user.clone(),
-            caller: call.caller.clone(),
-            callee: call.callee.clone(),
-        });
+        self.over(&call, effects);
         if let Some(peer) = call.peer_of(user) {
-            if self.users.contains_key(peer) {
-                effects.push(Effect::CallOver {
-                    user: peer.clone(),
-                    caller: call.caller.clone(),
-                    callee: call.callee.clone(),
-                });
-            }
             let event = ServerEvent::CallEnded {
                 from: user.clone(),
                 reason: Some(why),
@@ -586,13 +569,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let mut effects = self.expire(now);
         let callee: Rc<str> = callee.into();
         if !self.users.contains_key(&caller) || self.calls.of(&caller).is_some() {
-            for user in [&caller, &callee] {
-                effects.push(Effect::CallOver {
-                    user: user.clone(),
-                    caller: caller.clone(),
-                    callee: callee.clone(),
-                });
-            }
+            effects.push(Effect::CallOver { caller, callee });
             return Outcome {
                 result: Err(SignalError::AlreadyInCall),
                 effects,
@@ -626,22 +603,21 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let mut effects = self.expire(now);
         match message {
             PeerMessage::Ring { from, to, offer } => {
-                if !self.users.contains_key(&to) {
-                    effects.push(Effect::CallOver {
-                        user: to.clone(),
-                        caller: from.clone(),
-                        callee: to.clone(),
-                    });
-                    self.refuse_call(&from, to, &SignalError::UserOffline, &mut effects);
+                let refusal = if !self.users.contains_key(&to) {
+                    Some(SignalError::UserOffline)
                 } else if self.calls.of(&to).is_some() {
-                    // The cluster thought them free: give back its claim
-                    // (released only if it is this call's).
+                    // The cluster thought them free; the claims go back
+                    // (released only where they are this call's).
+                    Some(SignalError::UserBusy)
+                } else {
+                    None
+                };
+                if let Some(error) = refusal {
                     effects.push(Effect::CallOver {
-                        user: to.clone(),
                         caller: from.clone(),
                         callee: to.clone(),
                     });
-                    self.refuse_call(&from, to, &SignalError::UserBusy, &mut effects);
+                    self.refuse_call(&from, to, &error, &mut effects);
                 } else {
                     // The caller's node owns the timeout; this deadline only
                     // cleans up should its word never come.
@@ -653,10 +629,9 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 }
             }
             PeerMessage::Refused { from, to, busy } => {
-                if let Ok(id) = self.ringing_to(&to, &from)
-                    && let Some(call) = self.calls.end(id)
-                {
-                    self.over(&call, &mut effects);
+                if let Ok(id) = self.ringing_to(&to, &from) {
+                    // The callee's node released the claims.
+                    self.calls.end(id);
                     let error = if busy {
                         SignalError::UserBusy
                     } else {
@@ -674,16 +649,15 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 }
             }
             PeerMessage::Declined { from, to } => {
-                if let Ok(id) = self.ringing_to(&to, &from)
-                    && let Some(call) = self.calls.end(id)
-                {
-                    self.over(&call, &mut effects);
+                if let Ok(id) = self.ringing_to(&to, &from) {
+                    self.calls.end(id);
                     log::info!("call {to} -> {from}: declined (on another node)");
                     self.tell(&to, ServerEvent::CallDeclined { from }, &mut effects);
                 }
             }
             PeerMessage::Ended { from, to, reason } => {
-                self.end_with_peer(&to, from, known_reason(reason.as_deref()), &mut effects);
+                let why = known_reason(reason.as_deref());
+                self.end_with_peer(&to, from, why, false, &mut effects);
             }
             PeerMessage::Candidate {
                 from,
@@ -696,11 +670,9 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 }
             }
             PeerMessage::TimedOut { from, to } => {
-                if let Ok(id) = self.call_with(&to, &from)
-                    && let Some(call) = self.calls.end(id)
-                {
+                if let Ok(id) = self.call_with(&to, &from) {
+                    self.calls.end(id);
                     self.totals.timeout += 1;
-                    self.over(&call, &mut effects);
                     log::info!("call {from} -> {to}: timed out (on another node)");
                     self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
                 }
@@ -736,7 +708,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             .cloned()
             .collect();
         for user in locals {
-            self.end_with_peer(&user, peer.into(), Some(reason::DISCONNECTED), &mut effects);
+            let why = Some(reason::DISCONNECTED);
+            self.end_with_peer(&user, peer.into(), why, true, &mut effects);
         }
         effects
     }
@@ -769,12 +742,14 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             .collect()
     }
 
-    /// Ends `me`'s call with `peer` (on another node), telling `me` why.
+    /// Ends `me`'s call with `peer` (on another node), telling `me` why;
+    /// `release`: this node releases the claims (the peer's node cannot).
     fn end_with_peer(
         &mut self,
         me: &Rc<str>,
         peer: Rc<str>,
         why: Option<&'static str>,
+        release: bool,
         effects: &mut Vec<Effect<C>>,
     ) {
         let Ok(id) = self.call_with(me, &peer) else {
@@ -786,7 +761,9 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 call.caller,
                 call.callee
             );
-            self.over(&call, effects);
+            if release {
+                self.over(&call, effects);
+            }
         }
         let event = ServerEvent::CallEnded {
             from: peer,

@@ -354,7 +354,7 @@ impl Signaling {
                         socket.disconnect_and_close();
                     }
                 }
-                // One node: every party is here, and nothing is held elsewhere.
+                // Several nodes only; one node has every party here.
                 Effect::ToPeer { message, .. } => {
                     if let Some(cluster) = &self.cluster {
                         cluster.route(&message);
@@ -370,13 +370,9 @@ impl Signaling {
                         cluster.left(user);
                     }
                 }
-                Effect::CallOver {
-                    user,
-                    caller,
-                    callee,
-                } => {
+                Effect::CallOver { caller, callee } => {
                     if let Some(cluster) = &self.cluster {
-                        cluster.release(user, &caller, &callee);
+                        cluster.release(&caller, &callee);
                     }
                 }
             }
@@ -415,8 +411,7 @@ impl Signaling {
             if claim == Claim::Granted
                 && let Some(cluster) = &self.cluster
             {
-                cluster.release(caller.clone(), &caller, &callee);
-                cluster.release(callee.clone(), &caller, &callee);
+                cluster.release(&caller, &callee);
             }
             return;
         };
