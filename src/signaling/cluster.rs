@@ -105,6 +105,15 @@ pub enum Inbound {
     /// A user on another node is gone: not registered anywhere, or their
     /// node no longer listens.
     Lost(Rc<str>),
+    /// Redis says `user` is on another node, though they are registered
+    /// here on `conn`: a registration elsewhere whose word was lost (Redis
+    /// was down). This device must go, as if kicked.
+    Displaced {
+        /// The user.
+        user: Rc<str>,
+        /// Their connection here when the refresh was asked for.
+        conn: Rc<str>,
+    },
     /// The connection to Redis came back: publish everything again now.
     Reconnected,
 }
@@ -135,7 +144,7 @@ enum Op {
         caller: Rc<str>,
         callee: Rc<str>,
     },
-    Hold(Vec<(String, String)>),
+    Hold(Vec<Held>),
     Check(Vec<Rc<str>>),
     Overview(Sender<Result<Overview, String>>),
     /// Runs once Redis answered everything asked before it.
@@ -143,6 +152,14 @@ enum Op {
     /// Wakes the command connection after Redis came back, so that its
     /// first real command does not meet the broken old one.
     Ping,
+}
+
+/// A key this node holds, and its value; for a presence key, the user and
+/// the connection they were on when the refresh was asked for.
+struct Held {
+    key: String,
+    value: String,
+    user: Option<(Rc<str>, Rc<str>)>,
 }
 
 impl Op {
@@ -193,17 +210,21 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return 0";
 
 /// Refreshes keys this node owns, and sets them again if they vanished
-/// (Redis restarted); leaves alone a key someone else took meanwhile.
-/// KEYS: the keys. ARGV: ttl ms, then each key's value.
+/// (Redis restarted); leaves alone a key someone else took meanwhile, and
+/// returns the positions (from 1) of those. KEYS: the keys. ARGV: ttl ms,
+/// then each key's value.
 const HOLD: &str = r"
+local taken = {}
 for i, key in ipairs(KEYS) do
   local value = ARGV[i + 1]
   local now = redis.call('GET', key)
   if not now or now == value then
     redis.call('SET', key, value, 'PX', ARGV[1])
+  else
+    taken[#taken + 1] = i
   end
 end
-return 0";
+return taken";
 
 /// Every user and the number of distinct calls claimed. ARGV: key prefix.
 const OVERVIEW: &str = r"
@@ -229,6 +250,9 @@ return {users, calls}";
 
 /// The most commands in one pipelined batch.
 const MAX_BATCH: usize = 512;
+/// The most commands waiting for Redis before messages for other nodes
+/// are dropped.
+const MAX_QUEUED: usize = 100_000;
 /// The most keys refreshed by one script call.
 pub const HOLD_CHUNK: usize = 256;
 /// How long an answer from Redis may take.
@@ -269,6 +293,7 @@ struct Counters {
     sent: Cell<u64>,
     received: Cell<u64>,
     failed_batches: Cell<u64>,
+    dropped: Cell<u64>,
 }
 
 /// This node's link to the cluster.
@@ -296,6 +321,8 @@ pub struct ClusterStats {
     pub received: u64,
     /// Batches of commands Redis did not answer.
     pub failed_batches: u64,
+    /// Messages for other nodes dropped because too many waited for Redis.
+    pub dropped: u64,
 }
 
 impl Cluster {
@@ -386,6 +413,11 @@ impl Cluster {
     }
 
     fn send(&self, op: Op) {
+        if matches!(op, Op::Route { .. }) && self.ops.len() >= MAX_QUEUED {
+            // Redis is not keeping up (or hangs): shed messages, not memory.
+            self.counters.dropped.set(self.counters.dropped.get() + 1);
+            return;
+        }
         // The writer lives as long as the executor: a send cannot fail
         // while anyone is here to ask.
         let _ = self.ops.try_send(op);
@@ -431,21 +463,26 @@ impl Cluster {
         });
     }
 
-    /// Refreshes the presence of `users` and the claims of `calls` (user,
-    /// caller, callee), setting them again if Redis lost them.
-    pub fn hold(&self, users: &[&str], calls: &[(Rc<str>, Rc<str>, Rc<str>)]) {
-        let mut pairs: Vec<(String, String)> = users
+    /// Refreshes the presence of `users` (each with its connection) and the
+    /// claims of `calls` (user, caller, callee), setting them again if
+    /// Redis lost them.
+    pub fn hold(&self, users: &[(Rc<str>, Rc<str>)], calls: &[(Rc<str>, Rc<str>, Rc<str>)]) {
+        let mut held: Vec<Held> = users
             .iter()
-            .map(|user| (self.keys.user(user), self.node.to_string()))
+            .map(|(user, conn)| Held {
+                key: self.keys.user(user),
+                value: self.node.to_string(),
+                user: Some((user.clone(), conn.clone())),
+            })
             .collect();
-        pairs.extend(
-            calls
-                .iter()
-                .map(|(user, caller, callee)| (self.keys.call(user), claim_value(caller, callee))),
-        );
-        while !pairs.is_empty() {
-            let rest = pairs.split_off(pairs.len().min(HOLD_CHUNK));
-            self.send(Op::Hold(std::mem::replace(&mut pairs, rest)));
+        held.extend(calls.iter().map(|(user, caller, callee)| Held {
+            key: self.keys.call(user),
+            value: claim_value(caller, callee),
+            user: None,
+        }));
+        while !held.is_empty() {
+            let rest = held.split_off(held.len().min(HOLD_CHUNK));
+            self.send(Op::Hold(std::mem::replace(&mut held, rest)));
         }
     }
 
@@ -504,6 +541,7 @@ impl Cluster {
             sent: self.counters.sent.get(),
             received: self.counters.received.get(),
             failed_batches: self.counters.failed_batches.get(),
+            dropped: self.counters.dropped.get(),
         }
     }
 }
@@ -647,12 +685,12 @@ impl Writer {
                     .arg(claim_value(caller, callee))
                     .clone()
             }
-            Op::Hold(pairs) => {
-                let hold_keys: Vec<String> = pairs.iter().map(|(key, _)| key.clone()).collect();
+            Op::Hold(held) => {
+                let hold_keys: Vec<String> = held.iter().map(|h| h.key.clone()).collect();
                 let mut command = script(HOLD, &hold_keys);
                 command.arg(&self.ttl_ms);
-                for (_, value) in pairs {
-                    command.arg(value);
+                for h in held {
+                    command.arg(&h.value);
                 }
                 command
             }
@@ -672,7 +710,29 @@ impl Writer {
     /// Acts on the reply to `op`.
     fn settle(&self, op: Op, reply: Result<Value, String>) {
         match op {
-            Op::Joined(_) | Op::Left(_) | Op::Release { .. } | Op::Hold(_) | Op::Ping => {
+            Op::Hold(held) => match reply {
+                Ok(Value::Array(taken)) => {
+                    for position in taken {
+                        let Value::Int(position) = position else {
+                            continue;
+                        };
+                        let entry = usize::try_from(position - 1).ok().and_then(|i| held.get(i));
+                        if let Some(Held {
+                            user: Some((user, conn)),
+                            ..
+                        }) = entry
+                        {
+                            self.back(Inbound::Displaced {
+                                user: user.clone(),
+                                conn: conn.clone(),
+                            });
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => log::debug!("Redis: {error}"),
+            },
+            Op::Joined(_) | Op::Left(_) | Op::Release { .. } | Op::Ping => {
                 if let Err(error) = reply {
                     log::debug!("Redis: {error}");
                 }

@@ -139,6 +139,14 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         users
     }
 
+    /// Every registered user with their connection.
+    pub fn registrations(&self) -> Vec<(Rc<str>, C)> {
+        self.users
+            .iter()
+            .map(|(user, conn)| (user.clone(), conn.clone()))
+            .collect()
+    }
+
     /// How many users are registered.
     pub fn user_count(&self) -> usize {
         self.users.len()

@@ -260,6 +260,12 @@ impl Intercom {
                 "counter",
                 "Batches of commands Redis did not answer.",
                 stats.failed_batches,
+            )
+            .single(
+                "signalbox_cluster_dropped_messages_total",
+                "counter",
+                "Messages for other nodes dropped while Redis lagged.",
+                stats.dropped,
             );
         }
         page.family("signalbox_build_info", "gauge", "The running version.")

@@ -471,6 +471,15 @@ impl Signaling {
                 }
                 self.execute(effects);
             }
+            Inbound::Displaced { user, conn } => {
+                if self.hub.borrow().conn_of(&user) != Some(&conn) {
+                    return;
+                }
+                log::info!("{user} is registered on another node; disconnecting this device");
+                let kick = super::peer::PeerMessage::Kick { user };
+                let effects = self.hub.borrow_mut().peer(kick, now);
+                self.execute(effects);
+            }
             Inbound::Reconnected => self.hold(),
         }
     }
@@ -479,7 +488,7 @@ impl Signaling {
     fn hold(&self) {
         if let Some(cluster) = &self.cluster {
             let hub = self.hub.borrow();
-            cluster.hold(&hub.users(), &hub.calls_here());
+            cluster.hold(&hub.registrations(), &hub.calls_here());
         }
     }
 

@@ -290,6 +290,30 @@ test('Redis restarted: nodes reconnect, publish again, and live calls keep relay
   await once(flat, 'call_ended', EVENT_MS);
 });
 
+test('one device per user survives a registration made while Redis was down', async () => {
+  const [a, b] = nodes;
+  const first = await user(a, 'split-9');
+  await redis.stop();
+  // Registered on B while nobody can tell A: both devices think they are it.
+  const second = io(b.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  sockets.push(second);
+  const registered = once(second, 'user_registered', 15_000);
+  second.emit('register_user', { userId: 'split-9' });
+  assert.deepEqual((await registered)[0], { success: true, userId: 'split-9' });
+  const kicked = [];
+  first.on('force_disconnect', () => kicked.push('first'));
+  second.on('force_disconnect', () => kicked.push('second'));
+  redis = await startRedis(redis.port);
+  // Once both nodes refreshed their users, the one Redis does not name lets go.
+  await waitUntil(() => kicked.length > 0, (TTL_S * 2 + 5) * 1000, 'a force_disconnect', 100);
+  await delay(TTL_S * 1000);
+  assert.equal(kicked.length, 1, `kicked: ${kicked}`);
+  const survivor = kicked[0] === 'first' ? second : first;
+  const caller = await user(nodes[2], 'caller-9');
+  assert.deepEqual(await ring(caller, survivor, 'split-9'), { from: 'caller-9', offer });
+  caller.emit('end_call', { to: 'split-9' });
+});
+
 test('Redis unreachable at start: a clear error, and no server', async () => {
   const port = await freePort();
   const proc = spawn(signalboxBin(), ['--listen', '127.0.0.1:0', '--redis', `redis://127.0.0.1:${port}`], {
