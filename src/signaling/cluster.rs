@@ -17,7 +17,7 @@
 //! pipelined batches, so messages from one user to another arrive in order.
 //! Replies come back to the signaling service as [`Inbound`] items.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -102,8 +102,9 @@ pub enum Inbound {
         /// The answer.
         claim: Claim,
     },
-    /// A user on another node is gone: not registered anywhere, or their
-    /// node no longer listens.
+    /// A user on another node is gone: their claim on the call with our
+    /// user is no longer there (their node died, or the call ended
+    /// without word reaching us).
     Lost(Rc<str>),
     /// Redis says `user` is on another node, though they are registered
     /// here on `conn`: a registration elsewhere whose word was lost (Redis
@@ -144,9 +145,13 @@ enum Op {
         caller: Rc<str>,
         callee: Rc<str>,
     },
-    Hold(Vec<Held>),
-    Check(Vec<Rc<str>>),
-    Overview(Sender<Result<Overview, String>>),
+    Hold {
+        held: Vec<Held>,
+        create: bool,
+    },
+    /// Peers and the claim each must still hold.
+    Check(Vec<(Rc<str>, String)>),
+    Overview(Box<dyn FnOnce(Result<Overview, String>)>),
     /// Runs once Redis answered everything asked before it.
     Then(Box<dyn FnOnce()>),
     /// Wakes the command connection after Redis came back, so that its
@@ -209,18 +214,20 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return 0";
 
-/// Refreshes keys this node owns, and sets them again if they vanished
-/// (Redis restarted); leaves alone a key someone else took meanwhile, and
-/// returns the positions (from 1) of those. KEYS: the keys. ARGV: ttl ms,
-/// then each key's value.
+/// Refreshes keys this node owns; sets them again where they vanished
+/// if ARGV[2] is 1 (presence always; claims only just after Redis came
+/// back, as a refresh that crossed a release must not bring a claim back);
+/// leaves alone a key someone else took meanwhile, and returns the
+/// positions (from 1) of those. KEYS: the keys. ARGV: ttl ms, 1 or 0, then
+/// each key's value.
 const HOLD: &str = r"
 local taken = {}
 for i, key in ipairs(KEYS) do
-  local value = ARGV[i + 1]
+  local value = ARGV[i + 2]
   local now = redis.call('GET', key)
-  if not now or now == value then
+  if now == value or (not now and ARGV[2] == '1') then
     redis.call('SET', key, value, 'PX', ARGV[1])
-  else
+  elseif now then
     taken[#taken + 1] = i
   end
 end
@@ -255,6 +262,8 @@ const MAX_BATCH: usize = 512;
 const MAX_QUEUED: usize = 100_000;
 /// The most keys refreshed by one script call.
 pub const HOLD_CHUNK: usize = 256;
+/// The longest wait between two attempts to subscribe again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long an answer from Redis may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -308,6 +317,35 @@ pub struct Cluster {
     up_since: Rc<Cell<Option<Instant>>>,
     settled_after: Rc<Cell<Option<Instant>>>,
     counters: Rc<Counters>,
+    overview: Rc<RefCell<OverviewState>>,
+}
+
+/// Who waits for the cluster overview being made, and for the next.
+#[derive(Default)]
+struct OverviewState {
+    in_flight: bool,
+    current: Vec<Sender<Result<Overview, String>>>,
+    next: Vec<Sender<Result<Overview, String>>>,
+}
+
+/// Asks Redis for an overview for those waiting now; then, if more came
+/// meanwhile, once more for them.
+fn scan_overview(ops: Sender<Op>, state: Rc<RefCell<OverviewState>>) {
+    let again = ops.clone();
+    let _ = ops.try_send(Op::Overview(Box::new(move |result| {
+        let more = {
+            let mut waiting = state.borrow_mut();
+            for waiter in waiting.current.drain(..) {
+                let _ = waiter.try_send(result.clone());
+            }
+            waiting.current = std::mem::take(&mut waiting.next);
+            waiting.in_flight = !waiting.current.is_empty();
+            waiting.in_flight
+        };
+        if more {
+            scan_overview(again, state);
+        }
+    })));
 }
 
 /// Figures for metrics.
@@ -364,6 +402,7 @@ impl Cluster {
             up_since: Rc::default(),
             settled_after: Rc::default(),
             counters: Rc::default(),
+            overview: Rc::default(),
         };
         let subscription = subscribe(&client, &keys.channel(&node))
             .await
@@ -378,6 +417,7 @@ impl Cluster {
             settled: cluster.settled_check(),
             counters: cluster.counters.clone(),
             healthy: true,
+            retry: RefCell::default(),
         };
         rt::spawn(writer.run(ops_rx)).detach();
         let listener = Listener {
@@ -464,32 +504,49 @@ impl Cluster {
     }
 
     /// Refreshes the presence of `users` (each with its connection) and the
-    /// claims of `calls` (user, caller, callee), setting them again if
-    /// Redis lost them.
-    pub fn hold(&self, users: &[(Rc<str>, Rc<str>)], calls: &[(Rc<str>, Rc<str>, Rc<str>)]) {
-        let mut held: Vec<Held> = users
-            .iter()
-            .map(|(user, conn)| Held {
-                key: self.keys.user(user),
-                value: self.node.to_string(),
-                user: Some((user.clone(), conn.clone())),
-            })
-            .collect();
-        held.extend(calls.iter().map(|(user, caller, callee)| Held {
+    /// claims of `calls` (user, caller, callee). Presence that Redis lost
+    /// is set again; claims only when `restore` (just after Redis came back).
+    pub fn hold(
+        &self,
+        users: &[(Rc<str>, Rc<str>)],
+        calls: &[(Rc<str>, Rc<str>, Rc<str>)],
+        restore: bool,
+    ) {
+        let presence = users.iter().map(|(user, conn)| Held {
+            key: self.keys.user(user),
+            value: self.node.to_string(),
+            user: Some((user.clone(), conn.clone())),
+        });
+        self.hold_chunks(presence.collect(), true);
+        let claims = calls.iter().map(|(user, caller, callee)| Held {
             key: self.keys.call(user),
             value: claim_value(caller, callee),
             user: None,
-        }));
+        });
+        self.hold_chunks(claims.collect(), restore);
+    }
+
+    fn hold_chunks(&self, mut held: Vec<Held>, create: bool) {
         while !held.is_empty() {
             let rest = held.split_off(held.len().min(HOLD_CHUNK));
-            self.send(Op::Hold(std::mem::replace(&mut held, rest)));
+            let chunk = std::mem::replace(&mut held, rest);
+            self.send(Op::Hold {
+                held: chunk,
+                create,
+            });
         }
     }
 
-    /// Checks that `peers` (users on other nodes in calls with ours) are
-    /// still registered; those who are not come back as [`Inbound::Lost`].
-    pub fn check(&self, peers: Vec<Rc<str>>) {
+    /// Checks that `peers` (users on other nodes in calls with ours: peer,
+    /// caller, callee) still hold their claim on the call, which their node
+    /// keeps refreshing while it lives; those who do not come back as
+    /// [`Inbound::Lost`].
+    pub fn check(&self, peers: Vec<(Rc<str>, Rc<str>, Rc<str>)>) {
         if !peers.is_empty() {
+            let peers = peers
+                .into_iter()
+                .map(|(peer, caller, callee)| (peer, claim_value(&caller, &callee)))
+                .collect();
             self.send(Op::Check(peers));
         }
     }
@@ -497,7 +554,23 @@ impl Cluster {
     /// Every user and call in the cluster.
     pub async fn overview(&self) -> Result<Overview, String> {
         let (reply, answer) = smol::channel::bounded(1);
-        self.send(Op::Overview(reply));
+        let start = {
+            let mut state = self.overview.borrow_mut();
+            if state.in_flight {
+                // One scan at a time: a flood of GET / waits for the next,
+                // which starts after this request (so it sees what it
+                // should), and which they all share.
+                state.next.push(reply);
+                false
+            } else {
+                state.in_flight = true;
+                state.current.push(reply);
+                true
+            }
+        };
+        if start {
+            scan_overview(self.ops.clone(), self.overview.clone());
+        }
         let timeout = async {
             Timer::after(RESPONSE_TIMEOUT * 2).await;
             Err("Redis did not answer in time".to_owned())
@@ -575,12 +648,20 @@ struct Writer {
     settled: Settled,
     counters: Rc<Counters>,
     healthy: bool,
+    /// Ops the last batch's replies asked for, sent first in the next.
+    retry: RefCell<Vec<Op>>,
 }
 
 impl Writer {
     async fn run(mut self, ops: Receiver<Op>) {
-        while let Ok(first) = ops.recv().await {
-            let mut batch = vec![first];
+        loop {
+            let mut batch = std::mem::take(&mut *self.retry.borrow_mut());
+            if batch.is_empty() {
+                match ops.recv().await {
+                    Ok(op) => batch.push(op),
+                    Err(_) => return,
+                }
+            }
             while batch.len() < MAX_BATCH {
                 match ops.try_recv() {
                     Ok(op) => batch.push(op),
@@ -685,10 +766,12 @@ impl Writer {
                     .arg(claim_value(caller, callee))
                     .clone()
             }
-            Op::Hold(held) => {
+            Op::Hold { held, create } => {
                 let hold_keys: Vec<String> = held.iter().map(|h| h.key.clone()).collect();
                 let mut command = script(HOLD, &hold_keys);
-                command.arg(&self.ttl_ms);
+                command
+                    .arg(&self.ttl_ms)
+                    .arg(if *create { "1" } else { "0" });
                 for h in held {
                     command.arg(&h.value);
                 }
@@ -696,8 +779,8 @@ impl Writer {
             }
             Op::Check(peers) => {
                 let mut command = redis::cmd("MGET");
-                for peer in peers {
-                    command.arg(keys.user(peer));
+                for (peer, _) in peers {
+                    command.arg(keys.call(peer));
                 }
                 command
             }
@@ -710,7 +793,7 @@ impl Writer {
     /// Acts on the reply to `op`.
     fn settle(&self, op: Op, reply: Result<Value, String>) {
         match op {
-            Op::Hold(held) => match reply {
+            Op::Hold { held, .. } => match reply {
                 Ok(Value::Array(taken)) => {
                     for position in taken {
                         let Value::Int(position) = position else {
@@ -739,11 +822,12 @@ impl Writer {
             }
             Op::Route { to, .. } => {
                 // -1: nobody of that name; 0: their node is not listening.
+                // Not proof of a loss (a subscription may be coming back):
+                // the claim check decides.
                 if let Ok(Value::Int(receivers)) = reply
                     && receivers < 1
-                    && self.settled.now()
                 {
-                    self.back(Inbound::Lost(to));
+                    log::debug!("a message for {to} found no node");
                 }
             }
             Op::Claim {
@@ -756,7 +840,15 @@ impl Writer {
                     Ok(Value::Int(1)) => Claim::Offline,
                     Ok(Value::Int(2)) => Claim::CallerBusy,
                     Ok(Value::Int(3)) => Claim::Busy,
-                    _ => Claim::Unavailable,
+                    _ => {
+                        // The claim may have been made and its answer lost:
+                        // give it back (only if it is still this call's).
+                        self.retry.borrow_mut().push(Op::Release {
+                            caller: caller.clone(),
+                            callee: callee.clone(),
+                        });
+                        Claim::Unavailable
+                    }
                 };
                 self.back(Inbound::Claimed {
                     conn,
@@ -766,19 +858,18 @@ impl Writer {
                 });
             }
             Op::Check(peers) => {
-                if let Ok(Value::Array(nodes)) = reply
+                if let Ok(Value::Array(claims)) = reply
                     && self.settled.now()
                 {
-                    for (peer, node) in peers.into_iter().zip(nodes) {
-                        if node == Value::Nil {
+                    for ((peer, expected), claim) in peers.into_iter().zip(claims) {
+                        let holds = matches!(&claim, Value::BulkString(bytes) if *bytes == expected.as_bytes());
+                        if !holds {
                             self.back(Inbound::Lost(peer));
                         }
                     }
                 }
             }
-            Op::Overview(answer) => {
-                let _ = answer.try_send(reply.and_then(|value| overview(&self.keys, value)));
-            }
+            Op::Overview(answer) => answer(reply.and_then(|value| overview(&self.keys, value))),
             Op::Then(then) => then(),
         }
     }
@@ -861,14 +952,15 @@ impl Listener {
                 log::warn!("lost the Redis subscription; subscribing again");
             }
             Timer::after(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(MAX_BACKOFF);
             match subscribe(&self.client, &self.channel).await {
                 Ok(pubsub) => {
                     let now = Instant::now();
                     self.up_since.set(Some(now));
                     // Redis may have restarted empty: give every node a
-                    // whole time to live to publish its users again.
-                    self.settled_after.set(Some(now + self.ttl));
+                    // whole time to live to publish its users again, after
+                    // its own subscription is back (up to MAX_BACKOFF apart).
+                    self.settled_after.set(Some(now + self.ttl + MAX_BACKOFF));
                     log::info!("subscribed to Redis again");
                     let _ = self.ops.try_send(Op::Ping);
                     let _ = self.inbound.try_send(Inbound::Reconnected);

@@ -224,8 +224,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             self.users.remove(&user);
             self.forget_rested_buckets(&user, now);
             log::info!("{user} disconnected");
-            effects.push(Effect::Left { user: user.clone() });
             self.end_call_of(&user, reason::DISCONNECTED, &mut effects);
+            effects.push(Effect::Left { user });
         }
         effects
     }
@@ -371,13 +371,17 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         now: Instant,
         effects: &mut Vec<Effect<C>>,
     ) {
-        if let Some(conn) = self.users.remove(user) {
-            self.names.remove(&conn);
-            effects.push(Effect::Left { user: user.clone() });
-        }
+        let present = self.users.remove(user).inspect(|conn| {
+            self.names.remove(conn);
+        });
         self.forget_rested_buckets(user, now);
         log::info!("{user} left ({why})");
         self.end_call_of(user, why, effects);
+        // Withdrawn after the call's end went out: a message from the peer
+        // meanwhile still finds the user, and the peer hears `why`.
+        if present.is_some() {
+            effects.push(Effect::Left { user: user.clone() });
+        }
     }
 
     fn end_call_of(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<C>>) {
@@ -503,6 +507,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     }
 
     /// Tells the caller why their call was not made.
+    /// (Counted in the totals of the caller's node only.)
     fn refuse_call(
         &mut self,
         me: &Rc<str>,
@@ -510,12 +515,13 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         error: &SignalError,
         effects: &mut Vec<Effect<C>>,
     ) {
+        let here = self.users.contains_key(me);
         let event = if *error == SignalError::UserBusy {
-            self.totals.busy += 1;
+            self.totals.busy += u64::from(here);
             log::info!("call {me} -> {to}: busy");
             ServerEvent::CallBusy { target_user: to }
         } else {
-            self.totals.failed += 1;
+            self.totals.failed += u64::from(here);
             log::info!("call {me} -> {to}: failed ({error})");
             ServerEvent::CallFailed {
                 error: error.to_string(),
@@ -583,6 +589,21 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 effects,
             };
         }
+        if self.users.contains_key(&callee) && self.calls.of(&callee).is_some() {
+            // Redis found the callee free, but the end of their last call
+            // (decided on another node) has not reached this one yet: busy
+            // for a moment more.
+            effects.push(Effect::CallOver {
+                caller: caller.clone(),
+                callee: callee.clone(),
+            });
+            let error = SignalError::UserBusy;
+            self.refuse_call(&caller, callee, &error, &mut effects);
+            return Outcome {
+                result: Err(error),
+                effects,
+            };
+        }
         self.start_call(caller, callee, offer, now, &mut effects);
         Outcome {
             result: Ok(()),
@@ -613,9 +634,10 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             PeerMessage::Ring { from, to, offer } => {
                 let refusal = if !self.users.contains_key(&to) {
                     Some(SignalError::UserOffline)
-                } else if self.calls.of(&to).is_some() {
-                    // The cluster thought them free; the claims go back
-                    // (released only where they are this call's).
+                } else if self.calls.of(&to).is_some() || self.calls.of(&from).is_some() {
+                    // The cluster thought them free (an end not heard here
+                    // yet); the claims go back (released only where they
+                    // are this call's).
                     Some(SignalError::UserBusy)
                 } else {
                     None
@@ -679,8 +701,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             }
             PeerMessage::TimedOut { from, to } => {
                 if let Ok(id) = self.call_with(&to, &from) {
+                    // Counted by the caller's node, which owns the timeout.
                     self.calls.end(id);
-                    self.totals.timeout += 1;
                     log::info!("call {from} -> {to}: timed out (on another node)");
                     self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
                 }
@@ -722,15 +744,17 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         effects
     }
 
-    /// The users in calls with our users who are not connected here.
-    pub fn remote_peers(&self) -> Vec<Rc<str>> {
-        let mut peers: Vec<Rc<str>> = self
+    /// The users in calls with our users who are not connected here, each
+    /// with the call's caller and callee: their claim must hold that.
+    pub fn remote_peers(&self) -> Vec<(Rc<str>, Rc<str>, Rc<str>)> {
+        let mut peers: Vec<(Rc<str>, Rc<str>, Rc<str>)> = self
             .users
             .keys()
             .filter_map(|user| {
                 let (_, call) = self.calls.of(user)?;
                 let peer = call.peer_of(user)?;
-                (!self.users.contains_key(peer)).then(|| peer.clone())
+                (!self.users.contains_key(peer))
+                    .then(|| (peer.clone(), call.caller.clone(), call.callee.clone()))
             })
             .collect();
         peers.sort();
@@ -771,6 +795,13 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             );
             if release {
                 self.over(&call, effects);
+                // Should the peer's node be alive after all, its side of the
+                // call must end too.
+                let event = ServerEvent::CallEnded {
+                    from: me.clone(),
+                    reason: Some(reason::DISCONNECTED),
+                };
+                self.tell(&peer, event, effects);
             }
         }
         let event = ServerEvent::CallEnded {

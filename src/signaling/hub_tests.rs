@@ -884,13 +884,20 @@ mod two_nodes {
         p.ring();
         p.send(false, "answer_call", r#"{"to":"door","answer":{}}"#, 1);
         p.take();
-        assert_eq!(p.a.remote_peers(), [Rc::from("flat")]);
+        let peers = p.a.remote_peers();
+        let peers: Vec<(&str, &str, &str)> = peers
+            .iter()
+            .map(|(peer, caller, callee)| (&**peer, &**caller, &**callee))
+            .collect();
+        assert_eq!(peers, [("flat", "door", "flat")]);
         let effects = p.a.peer_lost("flat", p.t0 + Duration::from_secs(5));
         let log = render_all(&effects);
         assert_eq!(
             log,
             [
                 "over door -> flat",
+                // In case flat's node lives after all: its side ends too.
+                r#"peer flat <- {"Ended":{"from":"door","to":"flat","reason":"disconnected"}}"#,
                 r#"door <- call_ended {"from":"flat","reason":"disconnected"}"#,
             ]
         );
@@ -926,5 +933,69 @@ mod two_nodes {
         let outcome = p.a.call_claimed(caller, "flat", offer, p.t0);
         assert!(outcome.result.is_err());
         assert_eq!(render_all(&outcome.effects), ["over door -> flat"]);
+    }
+
+    #[test]
+    fn a_claim_granted_before_the_end_of_the_last_call_arrived_is_busy() {
+        // flat (B) rang door (A) and hung up; B released both claims, and
+        // guard on A got door's claim before B's word reached A.
+        let mut p = Pair::new();
+        let now = p.t0;
+        let guard =
+            p.a.handle(&"g", event("register_user", r#"{"userId":"guard"}"#), now);
+        p.deliver(true, guard.effects, now);
+        let caller = p.b.begin_call(&"f", "door", now).unwrap();
+        let offer = RawValue::from_string("{}".into()).unwrap();
+        let rung = p.b.call_claimed(caller, "door", offer, now);
+        p.deliver(false, rung.effects, now);
+        assert!(p.a.calls.of("door").is_some());
+        p.take();
+        let caller = p.a.begin_call(&"g", "door", now).unwrap();
+        let offer = RawValue::from_string("{}".into()).unwrap();
+        let outcome = p.a.call_claimed(caller, "door", offer, now);
+        assert_eq!(outcome.result, Err(SignalError::UserBusy));
+        assert_eq!(
+            render_all(&outcome.effects),
+            [
+                "over guard -> door",
+                r#"guard <- call_busy {"targetUser":"door"}"#
+            ]
+        );
+        // door's call with flat is untouched, and ends when the word comes.
+        let ended = PeerMessage::Ended {
+            from: "flat".into(),
+            to: "door".into(),
+            reason: None,
+        };
+        let effects = p.a.peer(ended, now);
+        assert_eq!(
+            render_all(&effects),
+            [r#"door <- call_ended {"from":"flat"}"#]
+        );
+        assert_eq!(p.a.call_count(), 0);
+    }
+
+    #[test]
+    fn a_ring_from_someone_still_in_a_call_here_is_busy() {
+        let mut p = Pair::new();
+        p.ring();
+        p.take();
+        // Redis let door ring a second user on B while B still holds
+        // door's first call (an inconsistency): refused, not overwritten.
+        let now = p.t0;
+        let other =
+            p.b.handle(&"o", event("register_user", r#"{"userId":"other"}"#), now);
+        p.deliver(false, other.effects, now);
+        p.take();
+        let ring = PeerMessage::Ring {
+            from: "door".into(),
+            to: "other".into(),
+            offer: RawValue::from_string("{}".into()).unwrap(),
+        };
+        let effects = p.b.peer(ring, now);
+        let log = render_all(&effects);
+        assert_eq!(log[0], "over door -> other");
+        assert!(log[1].starts_with(r#"peer door <- {"Refused""#), "{log:?}");
+        assert!(p.b.in_active_call("flat") || p.b.calls.of("flat").is_some());
     }
 }

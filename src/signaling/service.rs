@@ -480,15 +480,16 @@ impl Signaling {
                 let effects = self.hub.borrow_mut().peer(kick, now);
                 self.execute(effects);
             }
-            Inbound::Reconnected => self.hold(),
+            Inbound::Reconnected => self.hold(true),
         }
     }
 
-    /// Refreshes this node's users and claims in Redis.
-    fn hold(&self) {
+    /// Refreshes this node's users and claims in Redis; `restore`: Redis
+    /// just came back, set again whatever it lost.
+    fn hold(&self, restore: bool) {
         if let Some(cluster) = &self.cluster {
             let hub = self.hub.borrow();
-            cluster.hold(&hub.registrations(), &hub.calls_here());
+            cluster.hold(&hub.registrations(), &hub.calls_here(), restore);
         }
     }
 
@@ -572,7 +573,7 @@ async fn keep_cluster_current(service: Weak<Signaling>) {
         };
         if Instant::now() >= next_hold {
             next_hold += period;
-            service.hold();
+            service.hold(false);
         }
         let peers = service.hub.borrow().remote_peers();
         cluster.check(peers);
