@@ -148,6 +148,8 @@ enum Op {
     Hold {
         held: Vec<Held>,
         create: bool,
+        /// Call claims (which live half as long as presence), not presence.
+        claims: bool,
     },
     /// Peers and the claim each must still hold.
     Check(Vec<(Rc<str>, String)>),
@@ -254,6 +256,13 @@ repeat
   end
 until cursor == '0'
 return {users, calls}";
+
+/// How long a call claim lives unrefreshed: half the presence TTL, so
+/// that a dead node's calls end for their peers within the presence TTL
+/// (claim expiry, then the next check, which runs every quarter TTL).
+fn claim_ttl(presence_ttl: Duration) -> Duration {
+    presence_ttl / 2
+}
 
 /// The most commands in one pipelined batch.
 const MAX_BATCH: usize = 512;
@@ -412,6 +421,7 @@ impl Cluster {
             node: node.clone(),
             keys: keys.clone(),
             ttl_ms: config.presence_ttl.as_millis().to_string(),
+            claim_ttl_ms: claim_ttl(config.presence_ttl).as_millis().to_string(),
             connection,
             inbound: inbound.clone(),
             settled: cluster.settled_check(),
@@ -440,9 +450,15 @@ impl Cluster {
         &self.node
     }
 
-    /// How often presence and claims must be refreshed.
+    /// The presence TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// How often presence and claims must be refreshed: a claim lives two
+    /// periods, so one late refresh does not lose it.
     pub fn refresh_period(&self) -> Duration {
-        self.ttl / 3
+        claim_ttl(self.ttl) / 2
     }
 
     fn settled_check(&self) -> Settled {
@@ -517,22 +533,23 @@ impl Cluster {
             value: self.node.to_string(),
             user: Some((user.clone(), conn.clone())),
         });
-        self.hold_chunks(presence.collect(), true);
+        self.hold_chunks(presence.collect(), true, false);
         let claims = calls.iter().map(|(user, caller, callee)| Held {
             key: self.keys.call(user),
             value: claim_value(caller, callee),
             user: None,
         });
-        self.hold_chunks(claims.collect(), restore);
+        self.hold_chunks(claims.collect(), restore, true);
     }
 
-    fn hold_chunks(&self, mut held: Vec<Held>, create: bool) {
+    fn hold_chunks(&self, mut held: Vec<Held>, create: bool, claims: bool) {
         while !held.is_empty() {
             let rest = held.split_off(held.len().min(HOLD_CHUNK));
             let chunk = std::mem::replace(&mut held, rest);
             self.send(Op::Hold {
                 held: chunk,
                 create,
+                claims,
             });
         }
     }
@@ -643,6 +660,7 @@ struct Writer {
     node: Rc<str>,
     keys: Keys,
     ttl_ms: String,
+    claim_ttl_ms: String,
     connection: ConnectionManager,
     inbound: Sender<Inbound>,
     settled: Settled,
@@ -758,7 +776,7 @@ impl Writer {
                 let claim_keys = [keys.user(callee), keys.call(caller), keys.call(callee)];
                 script(CLAIM, &claim_keys)
                     .arg(claim_value(caller, callee))
-                    .arg(&self.ttl_ms)
+                    .arg(&self.claim_ttl_ms)
                     .clone()
             }
             Op::Release { caller, callee } => {
@@ -766,11 +784,19 @@ impl Writer {
                     .arg(claim_value(caller, callee))
                     .clone()
             }
-            Op::Hold { held, create } => {
+            Op::Hold {
+                held,
+                create,
+                claims,
+            } => {
                 let hold_keys: Vec<String> = held.iter().map(|h| h.key.clone()).collect();
                 let mut command = script(HOLD, &hold_keys);
                 command
-                    .arg(&self.ttl_ms)
+                    .arg(if *claims {
+                        &self.claim_ttl_ms
+                    } else {
+                        &self.ttl_ms
+                    })
                     .arg(if *create { "1" } else { "0" });
                 for h in held {
                     command.arg(&h.value);
@@ -1070,8 +1096,10 @@ impl RedisTarget {
             settings = settings.set_password(password);
         }
         let address = redis::ConnectionAddr::Tcp(self.host.clone(), self.port);
+        // Cross-node ICE goes through this connection: no Nagle delay.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
         redis::IntoConnectionInfo::into_connection_info(address)
-            .map(|info| info.set_redis_settings(settings))
+            .map(|info| info.set_redis_settings(settings).set_tcp_settings(tcp))
     }
 }
 

@@ -2,7 +2,7 @@
 //! and one timer for the hub's deadlines.
 
 use crate::id::IdMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +38,8 @@ pub struct Signaling {
     /// Connections whose `make_call` waits for the cluster's claim, with
     /// what they sent meanwhile (handled in order once the claim is in).
     waiting: RefCell<IdMap<Conn, Waiting>>,
+    /// Until when refreshes set lost claims again (after Redis came back).
+    restore_until: Cell<Option<Instant>>,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
@@ -88,6 +90,7 @@ impl Signaling {
             limits,
             cluster,
             waiting: RefCell::new(IdMap::default()),
+            restore_until: Cell::new(None),
         });
         let auth_secret = config.auth_secret.clone();
         let namespace = io.of("/");
@@ -480,7 +483,12 @@ impl Signaling {
                 let effects = self.hub.borrow_mut().peer(kick, now);
                 self.execute(effects);
             }
-            Inbound::Reconnected => self.hold(true),
+            Inbound::Reconnected => {
+                if let Some(cluster) = &self.cluster {
+                    self.restore_until.set(Some(now + cluster.ttl()));
+                }
+                self.hold(true);
+            }
         }
     }
 
@@ -571,9 +579,13 @@ async fn keep_cluster_current(service: Weak<Signaling>) {
         let Some(cluster) = &service.cluster else {
             return;
         };
-        if Instant::now() >= next_hold {
+        let now = Instant::now();
+        if now >= next_hold {
             next_hold += period;
-            service.hold(false);
+            // Claims are set again, not only refreshed, for a while after
+            // Redis came back, in case the first restore was lost.
+            let restore = service.restore_until.get().is_some_and(|until| now < until);
+            service.hold(restore);
         }
         let peers = service.hub.borrow().remote_peers();
         cluster.check(peers);
