@@ -290,6 +290,17 @@ fn the_caller_can_cancel_while_ringing() {
 }
 
 #[test]
+fn the_callee_can_hang_up_while_ringing() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    let effects = w.ok("c2", "end_call", r#"{"to":"alice"}"#);
+    assert_eq!(effects, [r#"alice <- call_ended {"from":"bob"}"#]);
+    assert_eq!((w.hub.call_count(), w.hub.next_deadline()), (0, None));
+    // Both are free again.
+    w.call("c2", "alice");
+}
+
+#[test]
 fn decline() {
     let mut w = World::three();
     w.call("c1", "bob");

@@ -94,5 +94,14 @@ test('a call between two socket.io-client users', { timeout: 3 * 60_000 }, async
     assert.deepEqual(await getJson('/users'), { connectedUsers: ['alice', 'bob'], totalUsers: 2 });
     assert.equal((await getJson('/')).activeCalls, 0);
     assert.deepEqual(errors, [], 'no signaling_error');
+
+    // The log: one line per registration and per call transition, none per
+    // ICE candidate.
+    await waitUntil(() => server.logs.some((l) => /call alice -> bob: ended/.test(l)), EVENT_MS, 'the log line of the hang-up');
+    const callLines = server.logs.filter((l) => /call alice -> bob/.test(l));
+    assert.equal(callLines.length, 3, callLines.join('\n'));
+    for (const [n, pattern] of [[0, /ringing/], [1, /answered/], [2, /ended/]]) assert.match(callLines[n], pattern);
+    assert.equal(server.logs.filter((l) => /\b(alice|bob) registered/.test(l)).length, 2, server.logs.join('\n'));
+    assert.deepEqual(server.logs.filter((l) => /candidate/i.test(l)), []);
   })(t);
 });

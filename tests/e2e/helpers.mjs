@@ -39,6 +39,11 @@ const MAX_LOG_LINES = 5000;
  * @returns {Promise<{url: string, pid: number, proc: import('node:child_process').ChildProcess,
  *   logs: string[], stop: () => Promise<void>}>}
  */
+function withoutPort(env) {
+  const { PORT: _port, ...rest } = env;
+  return rest;
+}
+
 export function startServer(name, args = [], opts = {}) {
   const { resolve: resolver = exampleBin, startTimeoutMs = 10_000, env = {} } = opts;
   let command;
@@ -54,7 +59,8 @@ export function startServer(name, args = [], opts = {}) {
 
   const proc = spawn(command, commandArgs, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
+    // PORT would override --listen (signalbox honours it, as the seed does).
+    env: { ...withoutPort(process.env), ...env },
   });
   const logs = [];
   const label = `[${name}]`;
