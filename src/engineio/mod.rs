@@ -165,6 +165,43 @@ impl fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
+/// Why a WebSocket handshake is refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request breaks the protocol.
+    Invalid(RequestError),
+    /// No new sessions now: the endpoint is shutting down.
+    Unavailable,
+}
+
+impl Refusal {
+    /// The answer: the Engine.IO error, or the same 503 a polling
+    /// handshake gets.
+    ///
+    /// ```
+    /// use signalbox::engineio::{Refusal, RequestError};
+    /// assert_eq!(Refusal::Unavailable.response().status, 503);
+    /// assert_eq!(Refusal::Invalid(RequestError::BadRequest).response().status, 400);
+    /// ```
+    pub fn response(self) -> Response {
+        match self {
+            Refusal::Invalid(error) => error.response(),
+            Refusal::Unavailable => unavailable(),
+        }
+    }
+}
+
+impl From<RequestError> for Refusal {
+    fn from(error: RequestError) -> Refusal {
+        Refusal::Invalid(error)
+    }
+}
+
+/// The answer to a handshake refused for now: shutting down, or at a limit.
+fn unavailable() -> Response {
+    Response::error(503)
+}
+
 pub(crate) struct Shared {
     pub config: Config,
     pub handler: Rc<dyn Handler>,
@@ -326,7 +363,7 @@ impl Engine {
             Err(error) => return Some(error.response()),
         };
         match (session, &request.method) {
-            (None, _) if self.0.closed.get() || self.polling_full() => Some(Response::error(503)),
+            (None, _) if self.0.closed.get() || self.polling_full() => Some(unavailable()),
             (None, _) => Some(polling::handshake(self)),
             (Some(session), Method::Get) => polling::get(self, &session, conn).await,
             (Some(session), Method::Post) => polling::post(self, &session, request, conn).await,
@@ -348,13 +385,14 @@ impl Engine {
     }
 
     /// Checks a WebSocket upgrade request before it is accepted; returns the
-    /// sid of the polling session it upgrades, if any. A second WebSocket
-    /// for a session that already has one passes here and is closed right
-    /// after the handshake, as the reference server does.
-    pub fn check_websocket(&self, request: &Request) -> Result<Option<Rc<str>>, RequestError> {
+    /// sid of the polling session it upgrades, if any. A new session while
+    /// shutting down gets 503, as a polling handshake does. A second
+    /// WebSocket for a session that already has one passes here and is
+    /// closed right after the handshake, as the reference server does.
+    pub fn check_websocket(&self, request: &Request) -> Result<Option<Rc<str>>, Refusal> {
         let session = self.verify(request, true)?;
         if session.is_none() && self.0.closed.get() {
-            return Err(RequestError::Forbidden);
+            return Err(Refusal::Unavailable);
         }
         Ok(session.map(|session| session.sid_rc()))
     }

@@ -1,13 +1,15 @@
 // Graceful shutdown and operations pages of the signalbox binary: SIGTERM
 // ends every call with reason "server_shutdown", closes every session and
-// exits 0 in bounded time; /metrics speaks the Prometheus text format;
-// --version prints the version.
+// exits 0 in bounded time, and new handshakes, polling or WebSocket, get 503
+// meanwhile; /metrics speaks the Prometheus text format; --version prints
+// the version.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { io } from 'socket.io-client';
-import { once as onceArgs, signalboxBin, startServer, withTimeout } from './helpers.mjs';
+import { once as onceArgs, signalboxBin, startServer, waitUntil, withTimeout } from './helpers.mjs';
 
 /** The first argument of the next `event`. */
 const once = async (emitter, event, timeoutMs) => (await onceArgs(emitter, event, timeoutMs))[0];
@@ -60,6 +62,87 @@ test('SIGTERM ends every call with server_shutdown, closes sessions and exits 0'
     assert.equal(code, 0);
     assert.ok(Date.now() - started < 7000, `shutdown took ${Date.now() - started} ms`);
   } finally {
+    await server.stop();
+  }
+});
+
+/** Opens a raw connection to the server at `url` and writes `head`. */
+function rawConnection(url, head) {
+  const { hostname, port } = new URL(url);
+  const socket = connect({ host: hostname, port: Number(port) });
+  socket.write(head);
+  return socket;
+}
+
+/**
+ * Sends a WebSocket handshake for a new session; resolves with the status
+ * and, unless it is 101, the body (the server closes after a refusal).
+ */
+function websocketHandshake(url) {
+  const socket = rawConnection(
+    url,
+    'GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n' +
+      'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+  );
+  let text = '';
+  const answer = new Promise((resolve, reject) => {
+    const status = () => Number(text.split(' ')[1]);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk) => {
+      text += chunk;
+      if (text.includes('\r\n\r\n') && status() === 101) resolve({ status: 101 });
+    });
+    socket.on('end', () => resolve({ status: status(), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
+    socket.on('error', reject);
+  });
+  return withTimeout(answer, 5000, 'the WebSocket handshake answer').finally(() => socket.destroy());
+}
+
+test('while shutting down, new polling and WebSocket handshakes get 503', async () => {
+  const server = await startServer('signalbox', [], { resolve: signalboxBin });
+  let post;
+  try {
+    // A control: the same WebSocket handshake is accepted while serving.
+    assert.equal((await websocketHandshake(server.url)).status, 101);
+
+    // A polling session whose POST body is still on its way: the shutdown
+    // waits for that request (up to --shutdown-timeout, 5 s).
+    const open = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(open.status, 200);
+    const { sid } = JSON.parse((await open.text()).split('\x1e')[0].slice(1));
+    post = rawConnection(
+      server.url,
+      `POST /socket.io/?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+        'Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 1\r\n\r\n',
+    );
+    const posted = new Promise((resolve) => {
+      let text = '';
+      post.setEncoding('latin1');
+      post.on('data', (chunk) => {
+        text += chunk;
+        if (text.endsWith('ok')) resolve(text.split(' ')[1]);
+      });
+      post.on('error', () => resolve('error'));
+    });
+
+    const exited = new Promise((resolve) => server.proc.once('exit', (code) => resolve(code)));
+    server.proc.kill('SIGTERM');
+    await waitUntil(() => server.logs.some((l) => l.includes('shutting down')), 3000, 'the shutdown to start');
+
+    const polling = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(polling.status, 503);
+    const pollingBody = await polling.text();
+    const websocket = await websocketHandshake(server.url);
+    assert.equal(websocket.status, 503);
+    assert.equal(websocket.body, pollingBody);
+
+    // The last request completes; then the server exits 0.
+    post.write('6');
+    assert.equal(await withTimeout(posted, 3000, 'the POST answer'), '200');
+    assert.equal(await withTimeout(exited, 5000, 'server exit'), 0);
+  } finally {
+    post?.destroy();
     await server.stop();
   }
 });
