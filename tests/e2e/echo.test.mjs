@@ -141,6 +141,43 @@ describe('echo example (default settings)', () => {
     }));
   }
 
+  for (const transport of ['websocket', 'polling']) {
+    test(`binary acks both ways over ${transport}`, logs(async () => {
+      const s = connect(server.url, { transports: [transport] });
+      await connected(s);
+      // The server acks with a Buffer (BINARY_ACK to the client)...
+      const acked = await withTimeout(
+        new Promise((resolve) => s.emit('message-with-ack', Buffer.from([9, 8]), 'x', (...a) => resolve(a))),
+        5000,
+        'the binary ack of message-with-ack',
+      );
+      assert.deepEqual(toBuffer(acked[0]), Buffer.from([9, 8]));
+      assert.equal(acked[1], 'x');
+      // ...and the client acks the server's request with one (BINARY_ACK to the server).
+      s.once('call-back', (...args) => args.pop()(Buffer.from([7]), { deep: Buffer.from([6, 5]) }));
+      const calledBack = once(s, 'called-back', 5000);
+      s.emit('call-me-back', 'go');
+      const [first, second] = await calledBack;
+      assert.deepEqual(toBuffer(first), Buffer.from([7]));
+      assert.deepEqual(toBuffer(second.deep), Buffer.from([6, 5]));
+    }));
+  }
+
+  test('leaving one namespace keeps the others on the same connection', logs(async () => {
+    const root = io(server.url, { reconnection: false, transports: ['websocket'], forceNew: true });
+    clients.add(root);
+    const custom = root.io.socket('/custom');
+    clients.add(custom);
+    custom.connect();
+    await connected(root);
+    await connected(custom);
+    const engine = root.io.engine;
+    root.disconnect(); // DISCONNECT for `/` only: the Engine.IO connection stays
+    await assertEcho(custom, 'still here');
+    assert.equal(custom.io.engine, engine);
+    assert.equal(engine.readyState, 'open');
+  }));
+
   test('unknown namespace gets connect_error "Invalid namespace"; /custom connects and gets auth', logs(async () => {
     const bad = connect(`${server.url}/nope`);
     const [err] = await once(bad, 'connect_error', 5000);
