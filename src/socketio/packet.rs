@@ -458,6 +458,52 @@ mod tests {
     }
 
     #[test]
+    fn what_the_server_encodes_decodes_back() {
+        for nsp in ["/", "/custom"] {
+            match decode(&encode_connect(nsp, "s\"id")) {
+                Ok(Packet::Connect { nsp: got, auth }) => {
+                    assert_eq!(got, nsp);
+                    assert_eq!(
+                        auth.as_deref().map(RawValue::get),
+                        Some(r#"{"sid":"s\"id"}"#)
+                    );
+                }
+                other => panic!("{nsp}: {other:?}"),
+            }
+            match decode(&encode_disconnect(nsp)) {
+                Ok(Packet::Disconnect { nsp: got }) => assert_eq!(got, nsp),
+                other => panic!("{nsp}: {other:?}"),
+            }
+            let data: Box<RawValue> = serde_json::from_str(r#"{"code":7}"#).unwrap();
+            match decode(&encode_connect_error(nsp, "no \"entry\"", Some(&data))) {
+                Ok(Packet::ConnectError { nsp: got, data }) => {
+                    assert_eq!(got, nsp);
+                    assert_eq!(
+                        data.get(),
+                        r#"{"message":"no \"entry\"","data":{"code":7}}"#
+                    );
+                }
+                other => panic!("{nsp}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn connect_error_from_a_peer() {
+        for (input, want_nsp, want_data) in [
+            (r#"4{"message":"nope"}"#, "/", r#"{"message":"nope"}"#),
+            (r#"4/admin,"forbidden""#, "/admin", r#""forbidden""#),
+        ] {
+            match decode(input) {
+                Ok(Packet::ConnectError { nsp, data }) => {
+                    assert_eq!((nsp.as_str(), data.get()), (want_nsp, want_data), "{input}");
+                }
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn disconnect_variants() {
         for (input, want) in [
             ("1", "/"),
