@@ -298,7 +298,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         let response = if request.method == Method::Options {
             site.cors.preflight(&request)
         } else if let Some(engine) = engine {
-            if !site.cors.allows_request(&request) {
+            if !site.cors.allows_request(&request, site.tls.is_some()) {
                 // Not just unreadable answers: a page from another origin
                 // must not drive sessions at all (cross-site WebSocket
                 // hijacking included).

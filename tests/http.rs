@@ -309,6 +309,60 @@ fn cors_preflight_and_origins() {
 }
 
 #[test]
+fn pages_of_the_server_itself_pass_the_origin_check() {
+    let config = Config {
+        cors_origins: vec!["https://elsewhere.example".into()],
+        ..Config::default()
+    };
+    let addr = signalbox_with(config);
+    let own = format!("127.0.0.1:{}", addr.port());
+    let upgrade = |host: &str, origin: &str| {
+        let mut client = Client::connect(addr);
+        client.send(
+            format!(
+                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Origin: {origin}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        client.reply().status
+    };
+    let polling = |host: &str, origin: &str| {
+        let mut client = Client::connect(addr);
+        client.send(
+            format!(
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        client.reply().status
+    };
+
+    // The page at /app/ connects back to the server it came from.
+    assert_eq!(upgrade(&own, &format!("http://{own}")), 101);
+    assert_eq!(polling(&own, &format!("http://{own}")), 200);
+    // Host and scheme without regard to case, default port or not.
+    assert_eq!(upgrade("Intercom.Local", "http://intercom.local:80"), 101);
+    assert_eq!(polling("intercom.local:80", "HTTP://INTERCOM.local"), 200);
+    // The listed origin still works.
+    assert_eq!(upgrade(&own, "https://elsewhere.example"), 101);
+
+    // Every other origin is still refused (cross-site WebSocket hijacking).
+    for origin in [
+        "http://evil.example".to_string(),
+        format!("https://{own}"),
+        format!("http://127.0.0.1:{}", addr.port().wrapping_add(1)),
+        format!("http://{own}.evil.example"),
+        "null".to_string(),
+    ] {
+        assert_eq!(upgrade(&own, &origin), 403, "{origin}");
+        assert_eq!(polling(&own, &origin), 403, "{origin}");
+    }
+    assert_eq!(upgrade("intercom.local:3000", "http://intercom.local"), 403);
+}
+
+#[test]
 fn websocket_handshake_checks() {
     let addr = signalbox();
     let upgrade = |extra: &str| {
