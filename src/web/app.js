@@ -4,6 +4,11 @@
  * only (Engine.IO 4 / Socket.IO 5 framing), the signalbox call flow, and an
  * audio-only WebRTC call with trickle ICE.
  *
+ * With tokens required (--auth-secret-file), the page joins with
+ * auth {token}, as socket.io-client does: the token comes from the link
+ * (/app/#token=… or ?token=…), from this browser's storage, or from the
+ * Access token field shown when the server refuses the page.
+ *
  * For tests: window.signalbox = { pc, state, me, connection } (read-only
  * views of the page's live state), and stable ids / data-testid attributes
  * on the controls.
@@ -15,6 +20,8 @@
   const NAME_RE = /^[A-Za-z0-9_.@-]{1,64}$/;
   const USERS_POLL_MS = 2000;
   const STORAGE_KEY = 'signalbox.name';
+  const TOKEN_KEY = 'signalbox.token';
+  const TOKEN_PROMPT = 'Enter your access token to use this intercom.';
 
   // The page is served at <server>/app/, so the server root is "../".
   const serverRoot = new URL('../', window.location.href);
@@ -31,6 +38,9 @@
     whoami: $('whoami'),
     myName: $('my-name'),
     logout: $('logout'),
+    tokenForm: $('token-form'),
+    token: $('token'),
+    tokenError: $('token-error'),
     kicked: $('kicked'),
     kickedText: $('kicked-text'),
     reconnect: $('reconnect'),
@@ -58,7 +68,8 @@
   class SignalSocket {
     /**
      * @param {string} url  ws(s)://host/socket.io/?EIO=4&transport=websocket
-     * @param {{onConnect: Function, onDisconnect: Function, onEvent: Function, onStatus: Function}} handlers
+     * @param {{onConnect: Function, onConnectError: Function, onDisconnect: Function,
+     *   onEvent: Function, onStatus: Function, auth: Function}} handlers
      */
     constructor(url, handlers) {
       this.url = url;
@@ -130,7 +141,9 @@
             this.pingDeadlineMs = handshake.pingInterval + handshake.pingTimeout;
           }
           this.arm(ws, this.pingDeadlineMs);
-          ws.send('40'); // join the default namespace
+          // Join the default namespace, with the auth payload if any.
+          const auth = this.handlers.auth();
+          ws.send(auth ? `40${JSON.stringify(auth)}` : '40');
           break;
         }
         case '1': // Engine.IO close
@@ -185,11 +198,14 @@
           if (callback) callback(...(Array.isArray(payload) ? payload : []));
           break;
         }
-        case '4': // CONNECT_ERROR
+        case '4': { // CONNECT_ERROR
           console.warn('signalbox: connect error', payload);
-          this.handlers.onStatus('error', payload && payload.message);
+          const message = payload && typeof payload.message === 'string' ? payload.message : '';
+          // false: retrying would be refused again (a missing or bad token).
+          if (this.handlers.onConnectError(message) === false) this.stopped = true;
           this.drop(ws, 'connect error');
           break;
+        }
         default:
           break;
       }
@@ -252,6 +268,9 @@
     connection: 'connecting', // connecting | online | offline | kicked
     call: null, // the current call, see newCall()
     kickedName: null,
+    token: '', // sent as auth {token} when joining
+    tokenNeeded: false, // the server refused the page for its token
+    refusal: '', // the server's last CONNECT_ERROR message
   };
 
   window.signalbox = Object.freeze({
@@ -273,9 +292,11 @@
 
   const socket = new SignalSocket(wsUrl, {
     onConnect: onSocketConnect,
+    onConnectError: onSocketConnectError,
     onDisconnect: onSocketDisconnect,
     onEvent: onServerEvent,
     onStatus: onSocketStatus,
+    auth: () => (app.token ? { token: app.token } : null),
   });
 
   // ---------------------------------------------------------------------
@@ -312,6 +333,7 @@
     show(ui.whoami, registered);
     ui.myName.textContent = app.me || '';
     show(ui.kicked, kicked);
+    show(ui.tokenForm, app.tokenNeeded && !kicked && app.connection !== 'online');
     ui.register.disabled = state === 'registering';
 
     show(ui.answer, state === 'ringing');
@@ -383,21 +405,69 @@
   function onSocketStatus(kind, detail) {
     if (app.connection === 'kicked') return;
     if (kind === 'connecting') {
+      app.refusal = '';
       setConnection('connecting', app.connection === 'offline' ? 'Reconnecting…' : 'Connecting…');
     } else if (kind === 'waiting') {
-      setConnection('offline', `Offline, retrying in ${Math.max(1, Math.round(detail / 1000))} s…`);
-    } else if (kind === 'error') {
-      setConnection('offline', `Server refused the connection${detail ? `: ${detail}` : ''}`);
+      const seconds = Math.max(1, Math.round(detail / 1000));
+      setConnection('offline', app.refusal
+        ? `Server refused the connection (${app.refusal}), retrying in ${seconds} s…`
+        : `Offline, retrying in ${seconds} s…`);
     }
     render();
   }
 
+  /** The server refused to let the page join; false stops the retries. */
+  function onSocketConnectError(message) {
+    app.refusal = message || 'no reason given';
+    const words = tokenProblem(message);
+    if (words === null) return true;
+    app.tokenNeeded = true;
+    if (message.startsWith('authentication failed')) forgetToken();
+    setConnection('offline', message.startsWith('authentication required') ? 'Needs an access token' : 'Access token refused');
+    showError(ui.tokenError, `${words} (The server said: “${message}”.)`);
+    ui.token.setAttribute('aria-invalid', 'true');
+    setStatus(TOKEN_PROMPT);
+    render();
+    const active = document.activeElement;
+    if (!active || active === document.body) ui.token.focus();
+    return false;
+  }
+
+  /** Explains a refusal about the token in words, or returns null. */
+  function tokenProblem(message) {
+    switch (message) {
+      case 'authentication failed: token expired':
+        return 'This access token has expired. Ask whoever runs the intercom for a new one.';
+      case 'authentication failed: invalid token signature':
+        return 'This access token was not made for this intercom, or it was changed. '
+          + 'Check that it was copied whole, or ask for a new one.';
+      case 'authentication failed: malformed token':
+        return 'This is not an access token. Check that it was copied whole.';
+      default:
+        if (message.startsWith('authentication required')) {
+          return 'This intercom needs an access token. Enter the token you were given.';
+        }
+        if (message.startsWith('authentication failed')) return 'The access token was refused.';
+        return null;
+    }
+  }
+
   function onSocketConnect() {
+    app.refusal = '';
+    const wasRefused = app.tokenNeeded;
+    if (wasRefused) {
+      app.tokenNeeded = false;
+      showError(ui.tokenError, null);
+      ui.token.setAttribute('aria-invalid', 'false');
+      // The token form is about to hide: keep keyboard users in place.
+      if (ui.tokenForm.contains(document.activeElement)) ui.name.focus();
+    }
+    if (app.token) rememberToken(app.token);
     setConnection('online', 'Online');
     const name = app.wanted || app.me;
     if (name) {
       sendRegister(name);
-    } else if (app.state === 'connecting' || app.state === 'registering') {
+    } else if (wasRefused || app.state === 'connecting' || app.state === 'registering') {
       setState('unregistered', 'Choose a name and press Register.');
     }
     render();
@@ -406,13 +476,84 @@
   function onSocketDisconnect(reason) {
     const call = app.call;
     if (app.me && !app.wanted) app.wanted = app.me; // register again when back
-    if (app.connection !== 'kicked') {
+    if (app.connection !== 'kicked' && reason !== 'connect error') {
       setConnection('offline', reason === 'io server disconnect' ? 'Disconnected by the server' : 'Offline, reconnecting…');
     }
-    if (call) finishCall(call, 'Lost the connection to the server. Call ended.', { notify: false });
-    else if (app.connection !== 'kicked') setState(app.me ? app.state : idleState(), app.me ? 'Connection to the server lost. Reconnecting…' : undefined);
+    if (call) {
+      finishCall(call, 'Lost the connection to the server. Call ended.', { notify: false });
+    } else if (app.connection !== 'kicked') {
+      const lost = app.tokenNeeded ? TOKEN_PROMPT : 'Connection to the server lost. Reconnecting…';
+      setState(app.me ? app.state : idleState(), app.me ? lost : undefined);
+    }
     render();
   }
+
+  // ---------------------------------------------------------------------
+  // Access token
+  // ---------------------------------------------------------------------
+
+  /** Uses `token` from now on; its user name fills the name field. */
+  function setToken(token) {
+    app.token = token;
+    ui.token.value = token;
+    const user = tokenUser(token);
+    if (user && !app.me && !app.wanted) ui.name.value = user;
+  }
+
+  /** The user name inside a token (base64url before the first dot), or null. */
+  function tokenUser(token) {
+    try {
+      const part = token.split('.')[0].replace(/-/g, '+').replace(/_/g, '/');
+      const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+      const user = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      return NAME_RE.test(user) ? user : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  /** A token in the link (#token=… or ?token=…), taken out of the address bar. */
+  function tokenFromLink() {
+    const url = new URL(window.location.href);
+    const fragment = new URLSearchParams(url.hash.replace(/^#/, ''));
+    if (!fragment.has('token') && !url.searchParams.has('token')) return '';
+    const token = (fragment.get('token') || url.searchParams.get('token') || '').trim();
+    // Not left in history, bookmarks or a shared screenshot.
+    fragment.delete('token');
+    url.searchParams.delete('token');
+    const rest = fragment.toString();
+    url.hash = rest ? `#${rest}` : '';
+    try { history.replaceState(history.state, '', url.href); } catch (_) { /* keep the URL */ }
+    return token;
+  }
+
+  function storedToken() {
+    try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; }
+  }
+
+  function rememberToken(token) {
+    try { localStorage.setItem(TOKEN_KEY, token); } catch (_) { /* private mode */ }
+  }
+
+  function forgetToken() {
+    try { localStorage.removeItem(TOKEN_KEY); } catch (_) { /* private mode */ }
+  }
+
+  ui.tokenForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const token = ui.token.value.trim();
+    if (!token) {
+      showError(ui.tokenError, 'Enter the access token you were given.');
+      ui.token.setAttribute('aria-invalid', 'true');
+      ui.token.focus();
+      return;
+    }
+    setToken(token);
+    showError(ui.tokenError, null);
+    ui.token.setAttribute('aria-invalid', 'false');
+    setConnection('connecting', 'Connecting…');
+    socket.reconnectNow();
+  });
 
   window.addEventListener('online', () => { if (app.connection === 'offline') socket.reconnectNow(); });
 
@@ -452,7 +593,11 @@
     app.wanted = name;
     if (app.connection === 'online') {
       sendRegister(name);
+    } else if (app.tokenNeeded && !ui.token.value.trim()) {
+      setState('registering', `Enter your access token to register as ${name}.`);
+      ui.token.focus();
     } else {
+      if (app.tokenNeeded) setToken(ui.token.value.trim());
       setState('registering', `Waiting for the server to register ${name}…`);
       socket.reconnectNow();
     }
@@ -1048,6 +1193,7 @@
     const saved = localStorage.getItem(STORAGE_KEY);
     if (saved && NAME_RE.test(saved)) ui.name.value = saved;
   } catch (_) { /* private mode */ }
+  setToken(tokenFromLink() || storedToken());
 
   if (!window.RTCPeerConnection) {
     showError(ui.micError, 'This browser cannot make calls (no WebRTC). Use a current Chrome, Firefox or Safari.');

@@ -13,8 +13,9 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -140,11 +141,14 @@ after(async () => {
 /**
  * Opens the intercom page for one person, in a context of its own (own
  * storage), at a phone's size, and registers `name` through the UI.
+ * `path` is what follows the server's address; `init` runs in the page
+ * before its own script; `online: false` does not wait for the connection.
  */
-async function openPerson(name, { on = server, register = true } = {}) {
+async function openPerson(name, { on = server, register = true, path = '/app/', init, online = true } = {}) {
   const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1 });
   openContexts.add(context);
   context.setDefaultTimeout(STEP_MS);
+  if (init) await context.addInitScript(init);
   const page = await context.newPage();
   const person = {
     name,
@@ -159,7 +163,8 @@ async function openPerson(name, { on = server, register = true } = {}) {
   page.on('console', (msg) => {
     if (VERBOSE) process.stderr.write(`[${name} console.${msg.type()}] ${msg.text()}\n`);
   });
-  await page.goto(`${on.url}/app/`, { timeout: STEP_MS });
+  await page.goto(`${on.url}${path}`, { timeout: STEP_MS });
+  if (!online) return person;
   await page.waitForFunction(() => window.signalbox && window.signalbox.connection === 'online', null, { timeout: STEP_MS });
   if (register) {
     await page.fill('#name', name);
@@ -273,6 +278,20 @@ async function waitForInboundAudio(person) {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${person.name} received no audio packets within ${MEDIA_MS} ms`);
+}
+
+/** Presses Tab until `selector` has the focus (at most `max` times). */
+async function tabTo(person, selector, max = 25) {
+  for (let i = 0; i < max; i += 1) {
+    if (await person.page.evaluate((sel) => document.activeElement && document.activeElement.matches(sel), selector)) return;
+    await person.page.keyboard.press('Tab');
+  }
+  const focused = await person.page.evaluate(() => document.activeElement && document.activeElement.outerHTML.slice(0, 80));
+  throw new Error(`${person.name}: ${max} presses of Tab never reached ${selector}; the focus is on ${focused}`);
+}
+
+async function focusedId(person) {
+  return person.page.evaluate(() => document.activeElement && document.activeElement.id);
 }
 
 function noPageErrors(...people) {
@@ -526,5 +545,141 @@ test('the server restarts: the call ends, and the pages reconnect and register a
     await closeAll(alice, bob);
     await first.stop();
     if (second) await second.stop();
+  }
+});
+
+test('the page hands the ICE servers from the server to its RTCPeerConnection', { timeout: 30_000 }, async () => {
+  const stun = 'stun:stun.example.org:3478';
+  const iced = await startServer(['--ice-server', stun]);
+  const alice = await openPerson('alice', { on: iced });
+  const bob = await openPerson('bob', { on: iced });
+  try {
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    // The URLs the page's RTCPeerConnection was configured with.
+    const iceUrls = (person) => person.page.evaluate(() => window.signalbox.pc.getConfiguration().iceServers
+      .flatMap((server) => [].concat(server.urls)));
+    assert.deepEqual(await iceUrls(alice), [stun], 'the caller\'s RTCPeerConnection');
+    await bob.page.click('#answer');
+    await waitForState(bob, 'in-call');
+    assert.deepEqual(await iceUrls(bob), [stun], 'the callee\'s RTCPeerConnection');
+    await alice.page.click('#hangup');
+    await waitForStatus(bob, 'alice hung up');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+    await iced.stop();
+  }
+});
+
+test('a blocked microphone is explained, calling and answering', { timeout: 30_000 }, async () => {
+  const blocked = () => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  };
+  const alice = await openPerson('alice', { init: blocked });
+  const bob = await openPerson('bob');
+  try {
+    await callFromList(alice, 'bob');
+    await waitForStatus(alice, 'Could not call bob without the microphone.');
+    await alice.page.waitForSelector('#mic-error:not([hidden])');
+    assert.match(await alice.page.textContent('#mic-error'), /The microphone is blocked for this page\. Allow it/);
+    await waitForState(alice, 'idle');
+    assert.equal(await stateOf(bob), 'idle', 'bob never rang');
+
+    // Called, alice cannot answer either: she is told why, and it keeps ringing.
+    await callFromList(bob, 'alice');
+    await waitForStatus(alice, 'bob is calling you');
+    assert.equal(await alice.page.isVisible('#mic-error'), false, 'the old error is cleared');
+    await alice.page.click('#answer');
+    await alice.page.waitForSelector('#mic-error:not([hidden])');
+    assert.match(await alice.page.textContent('#mic-error'), /The microphone is blocked/);
+    await waitForState(alice, 'ringing');
+    await alice.page.click('#decline');
+    await waitForStatus(bob, 'alice declined');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+  }
+});
+
+test('registering, calling, answering and hanging up by keyboard alone', { timeout: 30_000 }, async () => {
+  const bob = await openPerson('bob');
+  const alice = await openPerson('alice', { register: false });
+  try {
+    await tabTo(alice, '#name');
+    await alice.page.keyboard.type('alice');
+    await alice.page.keyboard.press('Enter');
+    await alice.page.waitForFunction(() => window.signalbox.me === 'alice');
+
+    await alice.page.locator('[data-testid="call-bob"]:not([disabled])').waitFor();
+    await tabTo(alice, '[data-testid="call-bob"]');
+    await alice.page.keyboard.press('Enter');
+    await waitForStatus(bob, 'alice is calling you');
+    // The ringing page puts the focus on Answer; Space presses it.
+    assert.equal(await focusedId(bob), 'answer');
+    await bob.page.keyboard.press('Space');
+    await waitForState(alice, 'in-call');
+    await waitForState(bob, 'in-call');
+
+    await tabTo(alice, '#hangup');
+    await alice.page.keyboard.press('Enter');
+    await waitForStatus(alice, 'Call ended');
+    await waitForStatus(bob, 'alice hung up');
+
+    // Calling by name: the dial field and Enter.
+    await tabTo(alice, '#dial-name');
+    await alice.page.keyboard.type('nobody-here');
+    await alice.page.keyboard.press('Enter');
+    await waitForStatus(alice, 'nobody-here is not online');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+  }
+});
+
+test('tokens: the page asks for one, explains refusals, and connects with it despite --cors-origin', { timeout: 30_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
+  const secret = join(dir, 'auth-secret');
+  writeFileSync(secret, 'a secret for the browser test\n', { mode: 0o600 });
+  const token = (user) => execFileSync(SERVER_BIN, ['token', '--user', user, '--ttl', '1h', '--auth-secret-file', secret], { encoding: 'utf8' }).trim();
+  // Only another origin is listed: the page passes as the server's own.
+  const guarded = await startServer(['--auth-secret-file', secret, '--cors-origin', 'https://elsewhere.example']);
+  let alice;
+  let bob;
+  try {
+    alice = await openPerson('alice', { on: guarded, online: false });
+    await alice.page.waitForSelector('#token-form:not([hidden])');
+    assert.match(await alice.page.textContent('#token-error'), /needs an access token.*authentication required/s);
+    assert.match(await alice.page.textContent('#connection'), /Needs an access token/);
+    await waitForStatus(alice, 'Enter your access token');
+
+    await alice.page.fill('#token', 'not-a-token');
+    await alice.page.click('#token-connect');
+    await alice.page.waitForFunction(() => /not an access token/.test(document.getElementById('token-error').textContent));
+    assert.match(await alice.page.textContent('#token-error'), /malformed token/);
+    assert.match(await alice.page.textContent('#connection'), /Access token refused/);
+
+    await alice.page.fill('#token', token('alice'));
+    await alice.page.click('#token-connect');
+    await alice.page.waitForFunction(() => window.signalbox.connection === 'online');
+    assert.equal(await alice.page.isVisible('#token-form'), false);
+    // The name comes from the token.
+    assert.equal(await alice.page.inputValue('#name'), 'alice');
+    await alice.page.click('#register');
+    await alice.page.waitForFunction(() => window.signalbox.me === 'alice');
+
+    // A link with the token in its fragment connects at once, and the token
+    // leaves the address bar.
+    bob = await openPerson('bob', { on: guarded, path: `/app/#token=${token('bob')}` });
+    assert.equal(new URL(bob.page.url()).hash, '');
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#decline');
+    await waitForStatus(alice, 'bob declined');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+    await guarded.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
