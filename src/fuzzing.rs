@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
+use crate::engineio::Data;
 use crate::engineio::packet::{Frame, decode_payload, decode_text, encode_payload};
 use crate::http::body::Chunked;
 use crate::signaling::hub::Hub;
 use crate::signaling::limits::Limits;
 use crate::signaling::protocol::{CLIENT_EVENTS, ClientEvent};
+use crate::socketio::assemble;
 use crate::socketio::packet::{Packet, decode, encode_ack, encode_event};
 
 /// Request heads: parsing never panics, and what parses answers its
@@ -69,12 +71,57 @@ pub fn engineio_packet(data: &[u8]) {
     }
 }
 
-/// Socket.IO packets: decoding never panics; events and acks re-encode to
-/// packets that decode.
+/// Socket.IO packets and their binary attachments, as a session receives
+/// them: the input is Engine.IO messages, the first a text one, each next
+/// one after a separator, `0xfe` for text or `0xff` for binary (neither
+/// is ever part of UTF-8). They go through the server's own reassembly,
+/// with a small attachment limit. Nothing panics; a complete packet has
+/// the attachments it announced, within the limit; decoded events and acks
+/// re-encode to packets that decode.
 pub fn socketio_packet(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    const MAX_ATTACHMENT_BYTES: usize = 64;
+    let mut partial = None;
+    let mut rest = data;
+    let mut text = true;
+    loop {
+        let end = rest
+            .iter()
+            .position(|b| matches!(b, 0xfe | 0xff))
+            .unwrap_or(rest.len());
+        let message = if text {
+            let Ok(text) = std::str::from_utf8(&rest[..end]) else {
+                return;
+            };
+            reencodes(text);
+            Data::Text(text.to_owned())
+        } else {
+            Data::Binary(rest[..end].to_vec())
+        };
+        match assemble(&mut partial, message, MAX_ATTACHMENT_BYTES) {
+            Ok(Some((packet, attachments))) => {
+                let announced = match packet {
+                    Packet::Event { attachments, .. } | Packet::Ack { attachments, .. } => {
+                        attachments
+                    }
+                    _ => 0,
+                };
+                assert_eq!(attachments.len(), announced);
+                assert!(attachments.iter().map(Vec::len).sum::<usize>() <= MAX_ATTACHMENT_BYTES);
+            }
+            Ok(None) => {}
+            // The server closes the session.
+            Err(_) => return,
+        }
+        let Some(&separator) = rest.get(end) else {
+            return;
+        };
+        text = separator == 0xfe;
+        rest = &rest[end + 1..];
+    }
+}
+
+/// Decoded events and acks re-encode to packets that decode.
+fn reencodes(text: &str) {
     let again = match decode(text) {
         Ok(Packet::Event {
             nsp,

@@ -2,7 +2,8 @@
 //! heads and bodies, a 1 MB head, garbage, bad WebSocket handshakes,
 //! oversized and fragmented frames, abandoned upgrades, a thousand
 //! handshakes that never join a namespace, a register storm for one name,
-//! forged `from` fields. All the while two well-behaved clients in a call
+//! forged `from` fields, floods of unknown events and of repeated CONNECTs.
+//! All the while two well-behaved clients in a call
 //! keep relaying ICE; afterwards the session count is back to theirs.
 
 mod common;
@@ -122,7 +123,7 @@ type Attack = (&'static str, fn(SocketAddr));
 
 /// Runs each abuse concurrently; returns when all are done.
 fn abuse(addr: SocketAddr) {
-    let attacks: [Attack; 10] = [
+    let attacks: [Attack; 11] = [
         ("slowloris heads", slowloris_heads),
         ("slow body", slow_body),
         ("1 MB head", huge_head),
@@ -133,6 +134,7 @@ fn abuse(addr: SocketAddr) {
         ("handshakes without a namespace", idle_handshakes),
         ("register storm", register_storm),
         ("forged from", forged_from),
+        ("unhandled floods", unhandled_floods),
     ];
     let handles: Vec<_> = attacks
         .into_iter()
@@ -338,6 +340,93 @@ fn forged_from(addr: SocketAddr) {
         json!({ "to": "bob", "from": "alice", "offer": {} }),
     );
     assert_eq!(mallory.expect("call_busy")["targetUser"], "bob");
+}
+
+/// What no handler takes costs the same budget: a flood of unknown events
+/// is refused past it and then disconnected (`41`). CONNECTs cannot buy a
+/// fresh budget: repeated ones get the same socket, and a session that
+/// keeps joining (or leaving and joining again) is closed.
+fn unhandled_floods(addr: SocketAddr) {
+    let unknown = format!(
+        "42{}",
+        json!(["no_such_event", { "pad": "x".repeat(1000) }])
+    );
+    let mut sio = Sio::connect(addr);
+    for _ in 0..400 {
+        if sio.ws.send(Message::text(unknown.as_str())).is_err() {
+            break;
+        }
+    }
+    let answers = until_disconnected(&mut sio).expect("a flood of unknown events was not cut off");
+    let errors: Vec<&String> = answers.iter().filter(|a| a.starts_with("42")).collect();
+    assert!(
+        errors[0].contains(r#""error":"unknown event""#),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("rate limit exceeded")));
+
+    for cycle in [&["40"][..], &["41", "40"][..]] {
+        let mut sio = Sio::connect(addr);
+        'flood: for _ in 0..200 {
+            for packet in cycle {
+                if sio.ws.send(Message::text(*packet)).is_err() {
+                    break 'flood;
+                }
+            }
+        }
+        let answers = until_closed(&mut sio)
+            .unwrap_or_else(|| panic!("a flood of {cycle:?} was not cut off"));
+        let sids: Vec<&String> = answers.iter().filter(|a| a.starts_with("40")).collect();
+        assert!(!sids.is_empty());
+        assert!(sids.len() <= 32, "{} CONNECTs answered", sids.len());
+        if cycle.len() == 1 {
+            assert!(sids.iter().all(|sid| *sid == sids[0]), "{sids:?}");
+        }
+    }
+}
+
+/// Reads until the server closes the connection; the text packets read
+/// before, or None when it does not within 5 s.
+fn until_closed(sio: &mut Sio) -> Option<Vec<String>> {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut packets = Vec::new();
+    while Instant::now() < until {
+        match sio.ws.read() {
+            Ok(Message::Text(text)) if text.as_str() == "2" => {
+                let _ = sio.ws.send(Message::text("3"));
+            }
+            Ok(Message::Text(text)) => packets.push(text.as_str().to_owned()),
+            Ok(Message::Close(_)) => return Some(packets),
+            Ok(_) => {}
+            Err(async_tungstenite::tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some(packets),
+        }
+    }
+    None
+}
+
+/// Reads until the server disconnects the socket (`41`); the packets read
+/// before, or None when it does not within 5 s.
+fn until_disconnected(sio: &mut Sio) -> Option<Vec<String>> {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut packets = Vec::new();
+    while Instant::now() < until {
+        match sio.ws.read() {
+            Ok(Message::Text(text)) if text.as_str() == "41" => return Some(packets),
+            Ok(Message::Text(text)) if text.as_str() == "2" => {
+                sio.ws.send(Message::text("3")).ok()?;
+            }
+            Ok(Message::Text(text)) => packets.push(text.as_str().to_owned()),
+            Ok(_) => {}
+            Err(async_tungstenite::tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 #[test]

@@ -41,6 +41,7 @@ const TOKENS: &[&[u8]] = &[
     b"4",
     b"5",
     b"\xff",
+    b"\xfe",
     b"\xe2\x82",
     b"\0",
     b"{\"_placeholder\":true,\"num\":0}",
@@ -143,7 +144,12 @@ fn socketio_packets() {
         &[
             b"0/custom,{\"token\":\"abc\"}",
             b"2/chat,12[\"message\",1,\"2\",{\"3\":[true]}]",
-            b"452-[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]",
+            // Binary events and acks with their attachments after 0xff, a
+            // text message after 0xfe (see fuzzing::socketio_packet).
+            b"52-[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]\xff\x01\x02\xffabc",
+            b"51-/chat,9[\"m\",{\"_placeholder\":true,\"num\":0}]\xff\x00\xfe2[\"next\"]",
+            b"61-4[{\"_placeholder\":true,\"num\":0}]\xffxyz\xfe51-[\"m\",{\"_placeholder\":true,\"num\":0}]\xff",
+            b"51-[\"big\",{\"_placeholder\":true,\"num\":0}]\xff0123456789012345678901234567890123456789012345678901234567890123456789",
             b"3456[1,\"x\"]",
             b"62-/a,7[{\"_placeholder\":true,\"num\":0}]",
             b"4{\"message\":\"Invalid namespace\"}",

@@ -19,7 +19,7 @@ use super::limits::{Bucket, Limits};
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use crate::config::Config;
 use crate::rt;
-use crate::socketio::{self, Ack, ConnectError, Message, Socket, to_arg};
+use crate::socketio::{self, Ack, ConnectError, Incoming, Message, Socket, to_arg};
 use serde_json::value::RawValue;
 
 /// A connection, as the hub knows it: the socket id.
@@ -127,14 +127,26 @@ impl Signaling {
                 service.execute(effects);
             }
         });
+        // Everything a socket sends is charged first, known events or not.
+        let weak = Rc::downgrade(&service);
+        namespace.guard(move |socket, incoming| {
+            weak.upgrade()
+                .is_none_or(|service| service.admit(socket, incoming))
+        });
         for name in CLIENT_EVENTS {
             let weak = Rc::downgrade(&service);
             namespace.on(name, move |socket, message, ack| {
                 if let Some(service) = weak.upgrade() {
-                    service.on_event(socket, name, message, ack);
+                    service.wait_behind_claim(socket, name, message, ack);
                 }
             });
         }
+        let weak = Rc::downgrade(&service);
+        namespace.on_fallback(move |socket, name, _, ack| {
+            if let Some(service) = weak.upgrade() {
+                service.unknown_event(socket, name, ack);
+            }
+        });
         rt::spawn(run_timer(Rc::downgrade(&service), woken)).detach();
         if let Some(inbound) = inbound {
             rt::spawn(run_cluster(Rc::downgrade(&service), inbound)).detach();
@@ -186,14 +198,41 @@ impl Signaling {
         false
     }
 
-    fn on_event(&self, socket: &Socket, name: &'static str, message: Message, ack: Option<Ack>) {
-        if !self.within_budget(socket) {
-            if socket.connected() {
-                self.answer(socket, name, ack, Err(SignalError::RateLimited));
-            }
-            return;
+    /// Charges what a socket sent to its budget; an event past it is
+    /// refused with `rate limit exceeded`, a repeated CONNECT dropped.
+    fn admit(&self, socket: &Socket, incoming: Incoming<'_>) -> bool {
+        if self.within_budget(socket) {
+            return true;
         }
-        self.wait_behind_claim(socket, name, message, ack);
+        if let Incoming::Event { name, ack } = incoming
+            && socket.connected()
+        {
+            self.answer(
+                socket,
+                shown(name),
+                ack.take(),
+                Err(SignalError::RateLimited),
+            );
+        }
+        false
+    }
+
+    /// Answers an event the protocol does not have, like any refusal: the
+    /// ack, or else `signaling_error`.
+    fn unknown_event(&self, socket: &Socket, name: &str, ack: Option<Ack>) {
+        const UNKNOWN: &str = "unknown event";
+        let name = shown(name);
+        log::debug!("socket {}: {name} refused: {UNKNOWN}", socket.id());
+        match ack {
+            Some(ack) => ack.send(&[to_arg(&json!({ "ok": false, "error": UNKNOWN }))]),
+            None => {
+                let event = ServerEvent::SignalingError {
+                    event: name.to_owned(),
+                    error: UNKNOWN.to_owned(),
+                };
+                socket.emit_value(event.name(), &event);
+            }
+        }
     }
 
     /// Holds an event back while the socket's `make_call` waits for the
@@ -504,6 +543,15 @@ impl Signaling {
     fn socket(&self, conn: &str) -> Option<Socket> {
         self.sockets.borrow().get(conn).map(|c| c.socket.clone())
     }
+}
+
+/// An event name as errors and logs repeat it: at most 64 bytes of it.
+fn shown(name: &str) -> &str {
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// Checks the token in a CONNECT auth payload; the user it names.

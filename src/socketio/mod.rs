@@ -160,16 +160,34 @@ impl fmt::Display for AckError {
 impl std::error::Error for AckError {}
 
 type ConnectHook = dyn Fn(&Socket, Option<&RawValue>) -> Result<(), ConnectError>;
+type GuardHook = dyn Fn(&Socket, Incoming<'_>) -> bool;
 type EventHook = dyn Fn(&Socket, Message, Option<Ack>);
+type FallbackHook = dyn Fn(&Socket, &str, Message, Option<Ack>);
 type DisconnectHook = dyn Fn(&Socket, DisconnectReason);
 type AckCallback = Box<dyn FnOnce(Result<Message, AckError>)>;
+
+/// What a connected socket sent, as its namespace's guard sees it.
+pub enum Incoming<'a> {
+    /// An event, whether a handler takes it or not. A guard that refuses
+    /// it may take the ack to answer.
+    Event {
+        /// The event name.
+        name: &'a str,
+        /// The ack the client asked for.
+        ack: &'a mut Option<Ack>,
+    },
+    /// A CONNECT to the namespace the socket is already in.
+    Reconnect,
+}
 
 /// A namespace: the hooks that run for its sockets.
 pub struct Namespace {
     name: String,
     on_connect: RefCell<Option<Rc<ConnectHook>>>,
     on_disconnect: RefCell<Option<Rc<DisconnectHook>>>,
+    guard: RefCell<Option<Rc<GuardHook>>>,
     events: RefCell<HashMap<String, Rc<EventHook>>>,
+    fallback: RefCell<Option<Rc<FallbackHook>>>,
 }
 
 impl Namespace {
@@ -200,6 +218,30 @@ impl Namespace {
             .borrow_mut()
             .insert(event.to_owned(), Rc::new(handler));
         self
+    }
+
+    /// Sets the hook that runs first for whatever a connected socket sends:
+    /// every event, handled or not, and a repeated CONNECT. Returning false
+    /// drops it; answering the client is then the guard's business.
+    pub fn guard(&self, hook: impl Fn(&Socket, Incoming<'_>) -> bool + 'static) -> &Self {
+        *self.guard.borrow_mut() = Some(Rc::new(hook));
+        self
+    }
+
+    /// Sets the handler of the events no [`on`](Self::on) handler takes; it
+    /// gets the event name too. Without one, such events are dropped.
+    pub fn on_fallback(
+        &self,
+        handler: impl Fn(&Socket, &str, Message, Option<Ack>) + 'static,
+    ) -> &Self {
+        *self.fallback.borrow_mut() = Some(Rc::new(handler));
+        self
+    }
+
+    /// Whether the guard lets `incoming` through (true without a guard).
+    fn admits(&self, socket: &Socket, incoming: Incoming<'_>) -> bool {
+        let guard = self.guard.borrow().clone();
+        guard.is_none_or(|guard| guard(socket, incoming))
     }
 
     /// Sets the hook that runs when a socket leaves, for any reason.
@@ -453,11 +495,86 @@ impl Ack {
 }
 
 /// A binary packet waiting for its attachments.
-struct Partial {
+pub(crate) struct Partial {
     packet: Packet,
     needed: usize,
     attachments: Vec<Vec<u8>>,
     bytes: usize,
+}
+
+/// Why a message broke the protocol; the session is closed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AssemblyError {
+    /// The text is no packet.
+    Decode(packet::DecodeError),
+    /// A text packet while a binary one awaits its attachments.
+    TextWhileAwaiting,
+    /// A binary message no packet announced.
+    UnexpectedBinary,
+    /// Attachments past `max_attachment_bytes`.
+    TooLarge,
+}
+
+impl fmt::Display for AssemblyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AssemblyError::Decode(error) => error.fmt(f),
+            AssemblyError::TextWhileAwaiting => {
+                f.write_str("text packet while awaiting attachments")
+            }
+            AssemblyError::UnexpectedBinary => {
+                f.write_str("binary message without a packet awaiting it")
+            }
+            AssemblyError::TooLarge => f.write_str("attachments too large"),
+        }
+    }
+}
+
+/// A complete packet and its attachments.
+pub(crate) type Assembled = (Packet, Vec<Vec<u8>>);
+
+/// Takes one Engine.IO message of a session: a packet is complete when it
+/// needs no attachments or its last one arrived; until then it waits in
+/// `partial`.
+pub(crate) fn assemble(
+    partial: &mut Option<Box<Partial>>,
+    data: Data,
+    max_attachment_bytes: usize,
+) -> Result<Option<Assembled>, AssemblyError> {
+    match data {
+        Data::Text(text) => {
+            if partial.is_some() {
+                return Err(AssemblyError::TextWhileAwaiting);
+            }
+            let packet = packet::decode(&text).map_err(AssemblyError::Decode)?;
+            let needed = match &packet {
+                Packet::Event { attachments, .. } | Packet::Ack { attachments, .. } => *attachments,
+                _ => 0,
+            };
+            if needed == 0 {
+                return Ok(Some((packet, Vec::new())));
+            }
+            *partial = Some(Box::new(Partial {
+                packet,
+                needed,
+                attachments: Vec::with_capacity(needed),
+                bytes: 0,
+            }));
+            Ok(None)
+        }
+        Data::Binary(bytes) => {
+            let waiting = partial.as_mut().ok_or(AssemblyError::UnexpectedBinary)?;
+            if waiting.bytes + bytes.len() > max_attachment_bytes {
+                return Err(AssemblyError::TooLarge);
+            }
+            waiting.bytes += bytes.len();
+            waiting.attachments.push(bytes);
+            if waiting.attachments.len() < waiting.needed {
+                return Ok(None);
+            }
+            Ok(partial.take().map(|done| (done.packet, done.attachments)))
+        }
+    }
 }
 
 /// One Engine.IO session's Socket.IO state.
@@ -469,7 +586,15 @@ struct Client {
     /// Closes the session if it joins no namespace in time; dropped (and
     /// so cancelled) at the first join.
     connect_timer: Option<Task<()>>,
+    /// CONNECT packets so far; past [`MAX_CONNECTS`] the session is closed.
+    connects: u32,
 }
+
+/// The most CONNECT packets one Engine.IO session may send. A client joins
+/// each namespace once (again after leaving it, rarely); leaving and
+/// joining over and over would also start a fresh socket, and whatever the
+/// application counts per socket, each time.
+const MAX_CONNECTS: u32 = 32;
 
 struct ServerInner {
     config: Config,
@@ -523,7 +648,9 @@ impl Server {
                     name: name.to_owned(),
                     on_connect: RefCell::new(None),
                     on_disconnect: RefCell::new(None),
+                    guard: RefCell::new(None),
                     events: RefCell::new(HashMap::new()),
+                    fallback: RefCell::new(None),
                 })
             })
             .clone()
@@ -576,13 +703,25 @@ impl Server {
                     return;
                 };
                 self.0.events_received.set(self.0.events_received.get() + 1);
-                let handler = socket.0.nsp.events.borrow().get(&event).cloned();
-                if let Some(handler) = handler {
-                    let ack = id.map(|id| Ack {
-                        socket: socket.clone(),
-                        id,
-                    });
-                    handler(&socket, Message { args, attachments }, ack);
+                let mut ack = id.map(|id| Ack {
+                    socket: socket.clone(),
+                    id,
+                });
+                let namespace = &socket.0.nsp;
+                let incoming = Incoming::Event {
+                    name: &event,
+                    ack: &mut ack,
+                };
+                if !namespace.admits(&socket, incoming) || !socket.connected() {
+                    return;
+                }
+                let message = Message { args, attachments };
+                let handler = namespace.events.borrow().get(&event).cloned();
+                let fallback = namespace.fallback.borrow().clone();
+                match (handler, fallback) {
+                    (Some(handler), _) => handler(&socket, message, ack),
+                    (None, Some(fallback)) => fallback(&socket, &event, message, ack),
+                    (None, None) => {}
                 }
             }
             Packet::Ack { nsp, id, args, .. } => {
@@ -597,23 +736,32 @@ impl Server {
     }
 
     fn connect(&self, session: &Session, nsp: &str, auth: Option<Box<RawValue>>) {
+        let too_many = {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            client.connects += 1;
+            client.connects > MAX_CONNECTS
+        };
+        if too_many {
+            self.protocol_error(session, &"too many CONNECT packets");
+            return;
+        }
         let namespace = self.0.namespaces.borrow().get(nsp).cloned();
         let Some(namespace) = namespace else {
             let text = packet::encode_connect_error(nsp, "Invalid namespace", None);
             session.send(Data::Text(text));
             return;
         };
-        // A second CONNECT to the same namespace replaces the first socket.
-        let previous = {
-            let mut clients = self.0.clients.borrow_mut();
-            let Some(client) = clients.get_mut(session.sid()) else {
-                return;
-            };
-            let index = client.sockets.iter().position(|s| s.namespace() == nsp);
-            index.map(|i| client.sockets.remove(i))
-        };
-        if let Some(previous) = previous {
-            previous.left(DisconnectReason::ClientNamespaceDisconnect);
+        // A CONNECT to a namespace the session is in passes the guard and
+        // gets the same socket again: a fresh socket per packet would also
+        // be a fresh start for whatever the application counts per socket.
+        if let Some(current) = self.socket_of(session, nsp) {
+            if namespace.admits(&current, Incoming::Reconnect) && current.connected() {
+                session.send(Data::Text(packet::encode_connect(nsp, current.id())));
+            }
+            return;
         }
 
         let socket = Socket(Rc::new(SocketInner {
@@ -691,74 +839,27 @@ impl Handler for Server {
                 sockets: Vec::new(),
                 partial: None,
                 connect_timer: Some(timer),
+                connects: 0,
             },
         );
     }
 
     fn on_message(&self, session: &Session, data: Data) {
-        match data {
-            Data::Text(text) => {
-                let reconstructing = self
-                    .0
-                    .clients
-                    .borrow()
-                    .get(session.sid())
-                    .is_some_and(|c| c.partial.is_some());
-                if reconstructing {
-                    return self.protocol_error(session, &"text packet while awaiting attachments");
-                }
-                let packet = match packet::decode(&text) {
-                    Ok(packet) => packet,
-                    Err(error) => return self.protocol_error(session, &error),
-                };
-                let needed = match &packet {
-                    Packet::Event { attachments, .. } | Packet::Ack { attachments, .. } => {
-                        *attachments
-                    }
-                    _ => 0,
-                };
-                if needed == 0 {
-                    return self.dispatch(session, packet, Vec::new());
-                }
-                if let Some(client) = self.0.clients.borrow_mut().get_mut(session.sid()) {
-                    client.partial = Some(Box::new(Partial {
-                        packet,
-                        needed,
-                        attachments: Vec::with_capacity(needed),
-                        bytes: 0,
-                    }));
-                }
-            }
-            Data::Binary(bytes) => {
-                let outcome = {
-                    let mut clients = self.0.clients.borrow_mut();
-                    let Some(client) = clients.get_mut(session.sid()) else {
-                        return;
-                    };
-                    match client.partial.as_mut() {
-                        None => Err("binary message without a packet awaiting it"),
-                        Some(partial)
-                            if partial.bytes + bytes.len() > self.0.config.max_attachment_bytes =>
-                        {
-                            Err("attachments too large")
-                        }
-                        Some(partial) => {
-                            partial.bytes += bytes.len();
-                            partial.attachments.push(bytes);
-                            if partial.attachments.len() == partial.needed {
-                                Ok(client.partial.take())
-                            } else {
-                                Ok(None)
-                            }
-                        }
-                    }
-                };
-                match outcome {
-                    Err(error) => self.protocol_error(session, &error),
-                    Ok(Some(done)) => self.dispatch(session, done.packet, done.attachments),
-                    Ok(None) => {}
-                }
-            }
+        let outcome = {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            assemble(
+                &mut client.partial,
+                data,
+                self.0.config.max_attachment_bytes,
+            )
+        };
+        match outcome {
+            Ok(Some((packet, attachments))) => self.dispatch(session, packet, attachments),
+            Ok(None) => {}
+            Err(error) => self.protocol_error(session, &error),
         }
     }
 
@@ -768,5 +869,53 @@ impl Handler for Server {
         for socket in client.sockets {
             socket.left(DisconnectReason::Connection(reason));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Data {
+        Data::Text(s.to_owned())
+    }
+
+    #[test]
+    fn a_binary_event_completes_with_its_last_attachment() {
+        let mut partial = None;
+        let header = r#"52-["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+        assert!(matches!(assemble(&mut partial, text(header), 10), Ok(None)));
+        let first = assemble(&mut partial, Data::Binary(vec![1, 2]), 10);
+        assert!(matches!(first, Ok(None)));
+        let Ok(Some((Packet::Event { event, .. }, attachments))) =
+            assemble(&mut partial, Data::Binary(vec![3]), 10)
+        else {
+            panic!("the event is not complete");
+        };
+        assert_eq!(
+            (event.as_str(), attachments),
+            ("m", vec![vec![1, 2], vec![3]])
+        );
+        assert!(partial.is_none());
+        assert!(matches!(
+            assemble(&mut partial, text(r#"2["plain"]"#), 10),
+            Ok(Some((Packet::Event { attachments: 0, .. }, _)))
+        ));
+    }
+
+    #[test]
+    fn reassembly_refuses_what_breaks_the_protocol() {
+        let header = r#"51-["m",{"_placeholder":true,"num":0}]"#;
+        let mut partial = None;
+        let stray = assemble(&mut partial, Data::Binary(vec![0]), 10);
+        assert_eq!(stray.err(), Some(AssemblyError::UnexpectedBinary));
+        assert!(matches!(assemble(&mut partial, text(header), 10), Ok(None)));
+        let early = assemble(&mut partial, text(r#"2["x"]"#), 10);
+        assert_eq!(early.err(), Some(AssemblyError::TextWhileAwaiting));
+        let big = assemble(&mut partial, Data::Binary(vec![0; 11]), 10);
+        assert_eq!(big.err(), Some(AssemblyError::TooLarge));
+        let mut partial = None;
+        let garbage = assemble(&mut partial, text("9"), 10);
+        assert!(matches!(garbage, Err(AssemblyError::Decode(_))));
     }
 }
