@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Socket } from 'node:net';
 import { connect } from 'node:tls';
 import { io } from 'socket.io-client';
 import { once, signalboxBin, startServer, waitUntil } from './helpers.mjs';
@@ -86,6 +87,30 @@ test('HTTPS and WSS on one port; SIGHUP swaps the certificate without dropping s
     server.proc.kill('SIGHUP');
     await waitUntil(() => server.logs.some((l) => /certificate not reloaded/.test(l)), 5000, 'reload error logged');
     assert.equal(await servedFingerprint(server.url), fingerprintOf(b.pem));
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a TLS handshake that never comes is dropped after --request-timeout', async () => {
+  const { cert, key } = selfSigned('cert-quiet');
+  const server = await startServer('signalbox', [
+    '--tls-cert', cert, '--tls-key', key, '--request-timeout', '500ms',
+  ], { resolve: signalboxBin });
+  try {
+    const { port } = new URL(server.url);
+    const quiet = new Socket();
+    const closed = new Promise((resolve) => quiet.once('close', resolve));
+    const openedAt = Date.now();
+    quiet.connect(Number(port), '127.0.0.1'); // and says nothing
+    await Promise.race([
+      closed,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('a silent TLS connection stayed open')), 5000)),
+    ]);
+    const took = Date.now() - openedAt;
+    assert.ok(took >= 400, `closed after ${took} ms, before the timeout`);
+    // The server still serves TLS.
+    assert.equal(await servedFingerprint(server.url), fingerprintOf(readFileSync(cert, 'utf8')));
   } finally {
     await server.stop();
   }
