@@ -51,6 +51,8 @@ pub enum Effect<C> {
     Joined {
         /// The user.
         user: Rc<str>,
+        /// Their connection.
+        conn: C,
     },
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
@@ -329,7 +331,10 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         self.users.insert(user.clone(), conn.clone());
         self.names.insert(conn.clone(), user.clone());
         log::info!("{user} registered");
-        effects.push(Effect::Joined { user });
+        effects.push(Effect::Joined {
+            user,
+            conn: conn.clone(),
+        });
         effects.push(reply(true, None));
         Ok(())
     }
@@ -707,7 +712,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                     self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
                 }
             }
-            PeerMessage::Kick { user } => {
+            PeerMessage::Kick { user, .. } => {
                 if let Some(conn) = self.users.get(&user).cloned() {
                     log::info!("{user} registered on another node; disconnecting this device");
                     self.leave(&user, reason::NEW_LOGIN, now, &mut effects);

@@ -50,7 +50,7 @@ fn line(effect: &Effect<&'static str>) -> String {
             format!("peer {user} <- {}", serde_json::to_string(message).unwrap())
         }
         Effect::CallOver { caller, callee } => format!("over {caller} -> {callee}"),
-        Effect::Joined { user } => format!("joined {user}"),
+        Effect::Joined { user, .. } => format!("joined {user}"),
         Effect::Left { user } => format!("left {user}"),
     }
 }
@@ -874,6 +874,7 @@ mod two_nodes {
         let now = p.t0 + Duration::from_secs(2);
         let kick = PeerMessage::Kick {
             user: "flat".into(),
+            conn: None,
         };
         let effects = p.b.peer(kick, now);
         p.deliver(false, effects, now);

@@ -76,6 +76,11 @@ pub enum PeerMessage {
     Kick {
         /// The user.
         user: Rc<str>,
+        /// The connection being replaced, as Redis last knew it. A kick for
+        /// another connection is stale (the user registered here again
+        /// since) and changes nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conn: Option<Rc<str>>,
     },
 }
 
@@ -125,7 +130,7 @@ impl PeerMessage {
             | PeerMessage::Ended { to, .. }
             | PeerMessage::Candidate { to, .. }
             | PeerMessage::TimedOut { to, .. } => to,
-            PeerMessage::Kick { user } => user,
+            PeerMessage::Kick { user, .. } => user,
         }
     }
 }

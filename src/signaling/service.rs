@@ -402,9 +402,9 @@ impl Signaling {
                         cluster.route(&message);
                     }
                 }
-                Effect::Joined { user } => {
+                Effect::Joined { user, conn } => {
                     if let Some(cluster) = &self.cluster {
-                        cluster.joined(user);
+                        cluster.joined(user, conn);
                     }
                 }
                 Effect::Left { user } => {
@@ -492,6 +492,13 @@ impl Signaling {
     fn inbound(&self, inbound: Inbound) {
         let now = Instant::now();
         match inbound {
+            Inbound::Message(super::peer::PeerMessage::Kick {
+                user,
+                conn: Some(conn),
+            }) if self.hub.borrow().conn_of(&user) != Some(&conn) => {
+                // For a device this user has since replaced here: stale.
+                log::debug!("ignored a stale kick for {user}");
+            }
             Inbound::Message(message) => {
                 let rings = matches!(message, super::peer::PeerMessage::Ring { .. });
                 let effects = self.hub.borrow_mut().peer(message, now);
@@ -518,7 +525,7 @@ impl Signaling {
                     return;
                 }
                 log::info!("{user} is registered on another node; disconnecting this device");
-                let kick = super::peer::PeerMessage::Kick { user };
+                let kick = super::peer::PeerMessage::Kick { user, conn: None };
                 let effects = self.hub.borrow_mut().peer(kick, now);
                 self.execute(effects);
             }

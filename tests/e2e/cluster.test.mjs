@@ -306,6 +306,40 @@ test('one device per user across nodes', async () => {
   peer.emit('end_call', { to: 'multi-5' });
 });
 
+test('A, then B, then A again at once: a stale kick does not drop the newest device', async () => {
+  const [a, b] = nodes;
+  for (let round = 0; round < 5; round += 1) {
+    const name = `flip-${round}`;
+    const first = await user(a, name);
+    const firstKicked = once(first, 'force_disconnect', EVENT_MS);
+    // B's registration and A's new one race: B's kick for `first` reaches A
+    // after `third` took its place there.
+    const second = io(b.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+    const third = io(a.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+    sockets.push(second, third);
+    await Promise.all([once(second, 'connect', EVENT_MS), once(third, 'connect', EVENT_MS)]);
+    const kicked = [];
+    second.on('force_disconnect', () => kicked.push('second'));
+    third.on('force_disconnect', () => kicked.push('third'));
+    // Each hears it is registered, or is replaced before that answer is sent.
+    const settled = (socket) => Promise.race([once(socket, 'user_registered', EVENT_MS), once(socket, 'force_disconnect', EVENT_MS)]);
+    const replies = Promise.all([settled(second), settled(third)]);
+    second.emit('register_user', { userId: name });
+    third.emit('register_user', { userId: name });
+    await replies;
+    await firstKicked;
+    await delay(300);
+    // Exactly one of the two newer devices is left, and it is reachable.
+    assert.equal(kicked.length, 1, `round ${round}: kicked ${JSON.stringify(kicked)}`);
+    const survivor = kicked[0] === 'second' ? third : second;
+    const caller = await user(nodes[2], `caller-${name}`);
+    assert.deepEqual(await ring(caller, survivor, name), { from: `caller-${name}`, offer });
+    caller.emit('end_call', { to: name });
+    const users = await getJson(a, '/users');
+    assert.equal(users.connectedUsers.filter((u) => u === name).length, 1);
+  }
+});
+
 test('a disconnect mid-call ends it for the peer on another node', async () => {
   const [a, b, c] = nodes;
   const door = await user(a, 'door-6');

@@ -38,7 +38,7 @@ impl Cluster {
     }
 
     /// `user` registered here.
-    pub fn joined(&self, _user: Rc<str>) {
+    pub fn joined(&self, _user: Rc<str>, _conn: Rc<str>) {
         match *self {}
     }
 

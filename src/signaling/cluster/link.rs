@@ -16,7 +16,8 @@ use crate::signaling::peer::PeerMessage;
 
 /// One thing to do in Redis: one command each, but `Then`.
 enum Op {
-    Joined(Rc<str>),
+    /// A user and their connection.
+    Joined(Rc<str>, Rc<str>),
     Left(Rc<str>),
     Route {
         to: Rc<str>,
@@ -63,18 +64,29 @@ impl Op {
     }
 }
 
-/// Sets a user's node and, when the user was on another node, tells that
-/// node to let go. KEYS: user key. ARGV: node, ttl ms, channel prefix, the
-/// kick message.
+/// Sets where a user is (`<node> <connection>`) and, when they were on
+/// another node, tells that node to let go of that connection. KEYS: user
+/// key. ARGV: node, connection, ttl ms, channel prefix, then the kick
+/// message before and after the old connection id (a JSON string).
 const JOIN: &str = r"
-local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
-if old and old ~= ARGV[1] then
-  redis.call('PUBLISH', ARGV[3] .. old, ARGV[4])
+local old = redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3], 'GET')
+if old then
+  local node, conn = string.match(old, '^(%S+) (%S+)$')
+  if node and node ~= ARGV[1] then
+    redis.call('PUBLISH', ARGV[4] .. node, ARGV[5] .. cjson.encode(conn) .. ARGV[6])
+  end
 end
 return 0";
 
-/// Deletes each key that still holds ARGV[1] (a user's node, a call's
-/// claim).
+/// Deletes a user's key if it still says they are on node ARGV[1].
+const LEAVE: &str = r"
+local now = redis.call('GET', KEYS[1])
+if now and string.match(now, '^%S+') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Deletes each key that still holds ARGV[1] (a call's claim).
 const RELEASE: &str = r"
 local deleted = 0
 for _, key in ipairs(KEYS) do
@@ -87,9 +99,9 @@ return deleted";
 /// Publishes a message on the channel of the node `KEYS[1]` names.
 /// ARGV: channel prefix, message. -1: no such user; else the receivers.
 const ROUTE: &str = r"
-local node = redis.call('GET', KEYS[1])
-if not node then return -1 end
-return redis.call('PUBLISH', ARGV[1] .. node, ARGV[2])";
+local now = redis.call('GET', KEYS[1])
+if not now then return -1 end
+return redis.call('PUBLISH', ARGV[1] .. string.match(now, '^%S+'), ARGV[2])";
 
 /// Claims caller and callee for a call. KEYS: callee's user key, caller's
 /// call key, callee's call key. ARGV: claim, ttl ms. 0 granted, 1 callee
@@ -351,8 +363,8 @@ impl Cluster {
     }
 
     /// `user` registered here.
-    pub fn joined(&self, user: Rc<str>) {
-        self.send(Op::Joined(user));
+    pub fn joined(&self, user: Rc<str>, conn: Rc<str>) {
+        self.send(Op::Joined(user, conn));
     }
 
     /// `user` is no longer registered here.
@@ -401,7 +413,7 @@ impl Cluster {
     ) {
         let presence = users.iter().map(|(user, conn)| Held {
             key: self.keys.user(user),
-            value: self.node.to_string(),
+            value: presence_value(&self.node, conn),
             user: Some((user.clone(), conn.clone())),
         });
         self.hold_chunks(presence.collect(), true, false);
@@ -628,17 +640,18 @@ impl Writer {
     fn command(&self, op: &Op) -> Option<redis::Cmd> {
         let keys = &self.keys;
         Some(match op {
-            Op::Joined(user) => {
-                let kick = PeerMessage::Kick { user: user.clone() };
-                let kick = serde_json::to_string(&kick).unwrap_or_default();
+            Op::Joined(user, conn) => {
+                let (before, after) = kick_around_conn(user);
                 script(JOIN, &[keys.user(user)])
                     .arg(&*self.node)
+                    .arg(&**conn)
                     .arg(&self.ttl_ms)
                     .arg(keys.channels())
-                    .arg(kick)
+                    .arg(before)
+                    .arg(after)
                     .clone()
             }
-            Op::Left(user) => script(RELEASE, &[keys.user(user)]).arg(&*self.node).clone(),
+            Op::Left(user) => script(LEAVE, &[keys.user(user)]).arg(&*self.node).clone(),
             Op::Route { to, message } => script(ROUTE, &[keys.user(to)])
                 .arg(keys.channels())
                 .arg(message)
@@ -712,7 +725,7 @@ impl Writer {
                 Ok(_) => {}
                 Err(error) => log::debug!("Redis: {error}"),
             },
-            Op::Joined(_) | Op::Left(_) | Op::Release { .. } | Op::Ping => {
+            Op::Joined(..) | Op::Left(_) | Op::Release { .. } | Op::Ping => {
                 if let Err(error) = reply {
                     log::debug!("Redis: {error}");
                 }
@@ -777,6 +790,21 @@ impl Writer {
 }
 
 /// An `EVAL` of `body` on `keys`; arguments follow.
+/// What a user's key holds: their node and connection.
+fn presence_value(node: &str, conn: &str) -> String {
+    format!("{node} {conn}")
+}
+
+/// The JSON of a kick for `user`, cut where the replaced connection's id
+/// goes (as a JSON string), which the JOIN script puts in.
+fn kick_around_conn(user: &str) -> (String, String) {
+    let user = serde_json::to_string(user).unwrap_or_else(|_| "\"\"".to_owned());
+    (
+        format!(r#"{{"Kick":{{"user":{user},"conn":"#),
+        "}}".to_owned(),
+    )
+}
+
 fn script(body: &str, keys: &[String]) -> redis::Cmd {
     let mut command = redis::cmd("EVAL");
     command.arg(body).arg(keys.len());
@@ -904,6 +932,20 @@ impl RedisTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kick_names_the_connection_it_replaces() {
+        let (before, after) = kick_around_conn("fl\"at");
+        let wire = format!("{before}{}{after}", serde_json::json!("c-1"));
+        match serde_json::from_str::<PeerMessage>(&wire) {
+            Ok(PeerMessage::Kick { user, conn }) => {
+                assert_eq!(&*user, "fl\"at");
+                assert_eq!(conn.as_deref(), Some("c-1"));
+            }
+            other => panic!("{wire}: {other:?}"),
+        }
+        assert_eq!(presence_value("n1", "c-1"), "n1 c-1");
+    }
 
     #[test]
     fn keys_and_claims() {

@@ -2,9 +2,10 @@
 //!
 //! What Redis holds, under a prefix (`signalbox:` by default):
 //!
-//! - `<prefix>user:<name>` → the id of the node the user is connected to,
-//!   with a time to live that node keeps refreshing: a node that dies loses
-//!   its users when their keys expire.
+//! - `<prefix>user:<name>` → `<node> <connection>`: where the user is
+//!   connected, with a time to live that node keeps refreshing (a node that
+//!   dies loses its users when their keys expire). A registration elsewhere
+//!   tells that node to let go of that connection, and no other.
 //! - `<prefix>call:<name>` → `caller>callee` while the user rings or talks:
 //!   the claim that makes "busy" hold across nodes. Set for both parties at
 //!   once by the caller's node, released by each party's own node when the
