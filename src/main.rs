@@ -399,7 +399,10 @@ fn main() -> ExitCode {
     ) {
         Ok(level) => level.unwrap_or(log::LevelFilter::Info),
         Err(error) => {
-            eprintln!("signalbox: {error}");
+            // Logged like every other start-up error, so that the journal
+            // files it as an error.
+            signalbox::logging::init(log::LevelFilter::Error);
+            log::error!("{error}");
             return ExitCode::from(2);
         }
     };
