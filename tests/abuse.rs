@@ -23,85 +23,11 @@ use serde_json::{Value, json};
 use signalbox::Config;
 use signalbox::http::Limits;
 
-/// A Socket.IO client over a blocking WebSocket that answers pings.
-struct Sio {
-    ws: Ws,
-}
-
-impl Sio {
-    fn connect(addr: SocketAddr) -> Sio {
-        let mut ws = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").expect("ws");
-        assert!(ws_next(&mut ws).expect("open").starts_with('0'));
-        ws_send(&mut ws, "40");
-        assert!(ws_next_data(&mut ws).expect("connect").starts_with("40{"));
-        ws.get_ref()
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
-        Sio { ws }
-    }
-
-    fn emit(&mut self, event: &str, payload: Value) {
-        let text = format!("42{}", json!([event, payload]));
-        self.ws.send(Message::text(text)).expect("emit");
-    }
-
-    /// The next event within `limit`, answering pings meanwhile.
-    fn next(&mut self, limit: Duration) -> Option<(String, Value)> {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    let text = text.as_str();
-                    if text == "2" {
-                        self.ws.send(Message::text("3")).ok()?;
-                    } else if let Some(json) = text.strip_prefix("42") {
-                        let value: Value = serde_json::from_str(json).ok()?;
-                        return Some((value[0].as_str()?.to_owned(), value[1].clone()));
-                    }
-                }
-                Ok(_) => {}
-                Err(async_tungstenite::tungstenite::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-
-    fn expect(&mut self, event: &str) -> Value {
-        loop {
-            let (name, payload) = self
-                .next(Duration::from_secs(5))
-                .unwrap_or_else(|| panic!("no {event}"));
-            if name == event {
-                return payload;
-            }
-        }
-    }
-
-    fn register(addr: SocketAddr, name: &str) -> Sio {
-        let mut sio = Sio::connect(addr);
-        sio.emit("register_user", json!({ "userId": name }));
-        assert_eq!(sio.expect("user_registered")["success"], true);
-        sio
-    }
-}
-
 /// Whether the server closes the connection (after whatever answer it
 /// writes) within the client's read timeout.
 fn ends(client: &mut Client) -> bool {
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut client.reader, &mut rest).is_ok()
-}
-
-fn sessions(addr: SocketAddr) -> usize {
-    let metrics = get(addr, "/metrics").body;
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("signalbox_sessions{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
-        .sum()
 }
 
 fn server() -> SocketAddr {
@@ -385,48 +311,20 @@ fn unhandled_floods(addr: SocketAddr) {
     }
 }
 
-/// Reads until the server closes the connection; the text packets read
-/// before, or None when it does not within 5 s.
-fn until_closed(sio: &mut Sio) -> Option<Vec<String>> {
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut packets = Vec::new();
-    while Instant::now() < until {
-        match sio.ws.read() {
-            Ok(Message::Text(text)) if text.as_str() == "2" => {
-                let _ = sio.ws.send(Message::text("3"));
-            }
-            Ok(Message::Text(text)) => packets.push(text.as_str().to_owned()),
-            Ok(Message::Close(_)) => return Some(packets),
-            Ok(_) => {}
-            Err(async_tungstenite::tungstenite::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return Some(packets),
-        }
-    }
-    None
+/// The packets before the server disconnects the socket (`41`); None when
+/// it does not within 5 s.
+fn until_disconnected(sio: &mut Sio) -> Option<Vec<String>> {
+    sio.read_to_end(Duration::from_secs(5))
+        .filter(|(_, end)| *end == End::Disconnected)
+        .map(|(packets, _)| packets)
 }
 
-/// Reads until the server disconnects the socket (`41`); the packets read
-/// before, or None when it does not within 5 s.
-fn until_disconnected(sio: &mut Sio) -> Option<Vec<String>> {
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut packets = Vec::new();
-    while Instant::now() < until {
-        match sio.ws.read() {
-            Ok(Message::Text(text)) if text.as_str() == "41" => return Some(packets),
-            Ok(Message::Text(text)) if text.as_str() == "2" => {
-                sio.ws.send(Message::text("3")).ok()?;
-            }
-            Ok(Message::Text(text)) => packets.push(text.as_str().to_owned()),
-            Ok(_) => {}
-            Err(async_tungstenite::tungstenite::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return None,
-        }
-    }
-    None
+/// The packets before the connection closes; None when it does not within
+/// 5 s.
+fn until_closed(sio: &mut Sio) -> Option<Vec<String>> {
+    sio.read_to_end(Duration::from_secs(5))
+        .filter(|(_, end)| *end == End::Closed)
+        .map(|(packets, _)| packets)
 }
 
 #[test]
@@ -444,7 +342,7 @@ fn a_call_survives_the_abuse_battery() {
         json!({ "to": "alice", "from": "bob", "answer": { "sdp": "a" } }),
     );
     assert_eq!(alice.expect("call_answered")["from"], "bob");
-    let baseline = sessions(addr);
+    let baseline = metric_sessions(addr);
     assert_eq!(baseline, 2);
 
     // The call relays ICE both ways for the whole battery.
@@ -499,9 +397,9 @@ fn a_call_survives_the_abuse_battery() {
     let relayed_during = relayed.load(Ordering::SeqCst);
     // Every attacker is gone or closed: only the call's sessions are left.
     assert!(
-        eventually(Duration::from_secs(5), || sessions(addr) == baseline),
+        eventually(Duration::from_secs(5), || metric_sessions(addr) == baseline),
         "sessions left after the battery: {}",
-        sessions(addr)
+        metric_sessions(addr)
     );
     done.store(true, Ordering::SeqCst);
     let _alice = caller.join().expect("alice kept her call");

@@ -7,7 +7,6 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::{self, Message};
 use common::*;
 use serde_json::{Value, json};
 use signalbox::Config;
@@ -40,104 +39,9 @@ fn connect_small(addr: SocketAddr) -> TcpStream {
     TcpStream::from(fd)
 }
 
-/// A Socket.IO client over a blocking WebSocket, in the root namespace.
-struct Sio {
-    ws: Ws,
-}
-
-impl Sio {
-    fn over(addr: SocketAddr, stream: TcpStream) -> Sio {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let Ok((mut ws, _)) = tungstenite::client::client(url.as_str(), stream) else {
-            panic!("websocket handshake failed");
-        };
-        assert!(ws_next(&mut ws).expect("open").starts_with('0'));
-        ws_send(&mut ws, "40");
-        assert!(ws_next_data(&mut ws).expect("connect").starts_with("40{"));
-        ws.get_ref()
-            .set_read_timeout(Some(Duration::from_millis(10)))
-            .expect("timeout");
-        Sio { ws }
-    }
-
-    fn register(addr: SocketAddr, stream: TcpStream, name: &str) -> Sio {
-        let mut sio = Sio::over(addr, stream);
-        sio.emit("register_user", json!({ "userId": name }));
-        assert_eq!(sio.expect("user_registered")["success"], true);
-        sio
-    }
-
-    fn emit(&mut self, event: &str, payload: Value) {
-        let text = format!("42{}", json!([event, payload]));
-        self.ws.send(Message::text(text)).expect("emit");
-    }
-
-    /// The next event within `limit`.
-    fn next(&mut self, limit: Duration) -> Option<(String, Value)> {
-        let until = Instant::now() + limit;
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    if let Some(json) = text.as_str().strip_prefix("42") {
-                        let value: Value = serde_json::from_str(json).ok()?;
-                        return Some((value[0].as_str()?.to_owned(), value[1].clone()));
-                    }
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return None,
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-        }
-    }
-
-    fn expect(&mut self, event: &str) -> Value {
-        loop {
-            let (name, payload) = self
-                .next(Duration::from_secs(5))
-                .unwrap_or_else(|| panic!("no {event}"));
-            if name == event {
-                return payload;
-            }
-        }
-    }
-
-    /// Reads until the connection ends; false if it is still open at `limit`.
-    fn ends_within(&mut self, limit: Duration) -> bool {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            match self.ws.read() {
-                Ok(Message::Close(_)) => return true,
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return true,
-            }
-        }
-        false
-    }
-}
-
 fn users(addr: SocketAddr) -> Vec<String> {
     let users: Value = serde_json::from_str(&get(addr, "/users").body).expect("users JSON");
     serde_json::from_value(users["connectedUsers"].clone()).expect("user list")
-}
-
-fn sessions(addr: SocketAddr) -> usize {
-    get(addr, "/metrics")
-        .body
-        .lines()
-        .filter(|l| l.starts_with("signalbox_sessions{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
-        .sum()
 }
 
 fn call(addr: SocketAddr, caller: &mut Sio, callee: &mut Sio, from: &str, to: &str) {
@@ -155,8 +59,8 @@ fn call(addr: SocketAddr, caller: &mut Sio, callee: &mut Sio, from: &str, to: &s
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_its_call_ends() {
     let addr = server();
-    let mut slow = Sio::register(addr, connect_small(addr), "slow");
-    let mut fast = Sio::register(addr, TcpStream::connect(addr).expect("connect"), "fast");
+    let mut slow = Sio::over(addr, connect_small(addr)).registered("slow");
+    let mut fast = Sio::connect(addr).registered("fast");
     call(addr, &mut fast, &mut slow, "fast", "slow");
 
     // From here on `slow` reads nothing, and `fast` floods it with ICE.
@@ -191,17 +95,20 @@ fn a_client_that_stops_reading_is_dropped_and_its_call_ends() {
         users(addr)
     );
     assert!(
-        eventually(Duration::from_secs(5), || sessions(addr) == 1),
+        eventually(Duration::from_secs(5), || metric_sessions(addr) == 1),
         "sessions: {}",
-        sessions(addr)
+        metric_sessions(addr)
     );
     assert!(
-        slow.ends_within(Duration::from_secs(15)),
+        matches!(
+            slow.read_to_end(Duration::from_secs(15)),
+            Some((_, End::Closed))
+        ),
         "the slow client's connection is still open"
     );
 
     // Everyone else is served: a new user calls in and relays ICE.
-    let mut third = Sio::register(addr, TcpStream::connect(addr).expect("connect"), "third");
+    let mut third = Sio::connect(addr).registered("third");
     call(addr, &mut third, &mut fast, "third", "fast");
     fast.emit(
         "ice_candidate",

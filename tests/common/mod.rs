@@ -272,3 +272,137 @@ pub fn ws_next_data(ws: &mut Ws) -> Option<String> {
 pub fn ws_send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text.to_owned())).expect("ws send");
 }
+
+/// Sessions open now, all transports, from `/metrics` (signaling sites).
+pub fn metric_sessions(addr: SocketAddr) -> usize {
+    get(addr, "/metrics")
+        .body
+        .lines()
+        .filter(|l| l.starts_with("signalbox_sessions{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// A Socket.IO client in the root namespace over a blocking WebSocket,
+/// reading with a short timeout so that callers can poll.
+pub struct Sio {
+    pub ws: Ws,
+}
+
+/// How a read of everything the server sends ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The server disconnected the socket (`41`).
+    Disconnected,
+    /// The connection closed.
+    Closed,
+}
+
+impl Sio {
+    /// Connects over a new TCP connection.
+    pub fn connect(addr: SocketAddr) -> Sio {
+        Sio::over(addr, TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects over `stream`, already connected to `addr`.
+    pub fn over(addr: SocketAddr, stream: TcpStream) -> Sio {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let Ok((mut ws, _)) = tungstenite::client::client(url.as_str(), stream) else {
+            panic!("websocket handshake failed");
+        };
+        assert!(ws_next(&mut ws).expect("open").starts_with('0'));
+        ws_send(&mut ws, "40");
+        assert!(ws_next_data(&mut ws).expect("connect").starts_with("40{"));
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .expect("timeout");
+        Sio { ws }
+    }
+
+    /// Connects and registers as `name`.
+    pub fn register(addr: SocketAddr, name: &str) -> Sio {
+        Sio::connect(addr).registered(name)
+    }
+
+    /// Registers as `name`.
+    pub fn registered(mut self, name: &str) -> Sio {
+        self.emit("register_user", serde_json::json!({ "userId": name }));
+        assert_eq!(self.expect("user_registered")["success"], true);
+        self
+    }
+
+    pub fn emit(&mut self, event: &str, payload: serde_json::Value) {
+        let text = format!("42{}", serde_json::json!([event, payload]));
+        self.ws.send(Message::text(text)).expect("emit");
+    }
+
+    /// The next event within `limit`, answering pings meanwhile.
+    pub fn next(&mut self, limit: Duration) -> Option<(String, serde_json::Value)> {
+        let until = Instant::now() + limit;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    let text = text.as_str();
+                    if text == "2" {
+                        self.ws.send(Message::text("3")).ok()?;
+                    } else if let Some(json) = text.strip_prefix("42") {
+                        let value: serde_json::Value = serde_json::from_str(json).ok()?;
+                        return Some((value[0].as_str()?.to_owned(), value[1].clone()));
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if timed_out(&e) => {}
+                Err(_) => return None,
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+        }
+    }
+
+    /// The payload of the next `event` within 5 s, skipping others.
+    pub fn expect(&mut self, event: &str) -> serde_json::Value {
+        loop {
+            let (name, payload) = self
+                .next(Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("no {event}"));
+            if name == event {
+                return payload;
+            }
+        }
+    }
+
+    /// Reads (answering pings) until the socket is disconnected or the
+    /// connection closes: the text packets before, and how it ended; None
+    /// when neither happens within `limit`.
+    pub fn read_to_end(&mut self, limit: Duration) -> Option<(Vec<String>, End)> {
+        let until = Instant::now() + limit;
+        let mut packets = Vec::new();
+        while Instant::now() < until {
+            match self.ws.read() {
+                Ok(Message::Text(text)) if text.as_str() == "41" => {
+                    return Some((packets, End::Disconnected));
+                }
+                Ok(Message::Text(text)) if text.as_str() == "2" => {
+                    let _ = self.ws.send(Message::text("3"));
+                }
+                Ok(Message::Text(text)) => packets.push(text.as_str().to_owned()),
+                Ok(Message::Close(_)) => return Some((packets, End::Closed)),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if timed_out(&e) => {}
+                Err(_) => return Some((packets, End::Closed)),
+            }
+        }
+        None
+    }
+}
+
+fn timed_out(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
