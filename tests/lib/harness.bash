@@ -72,6 +72,12 @@ ensure_packages() {
 
 CONTAINER_NSPAWN_PID='' CONTAINER_LEADER='' CONTAINER_WHY=''
 
+# Services the host may have (the cluster tests install them) that would
+# start in the container, which shares the host's /usr and unit files, and
+# hold up or fail its boot: masked there.
+CONTAINER_MASKS=(systemd.mask=redis-server.service systemd.mask=nginx.service
+    systemd.mask=haproxy.service)
+
 # container_boot NAME LOGFILE [NSPAWN ARGS...]: boots and waits (at most 60 s)
 # until its systemd finished starting up; CONTAINER_WHY says why when it
 # fails. Returns 1 when this machine cannot boot a container at all (not
@@ -116,7 +122,7 @@ container_start() {
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=${SYSTEMD_NSPAWN_UNIFIED_HIERARCHY:-1} \
         systemd-nspawn --quiet --volatile=yes --directory=/ --private-network \
             --machine="$name" "${host[@]}" --console=read-only "$@" \
-            --boot -- systemd.mask=systemd-firstboot.service systemd.log_color=0 \
+            --boot -- systemd.mask=systemd-firstboot.service "${CONTAINER_MASKS[@]}" systemd.log_color=0 \
             >"$log" 2>&1 </dev/null &
     CONTAINER_NSPAWN_PID=$!
     local deadline=$((SECONDS + 60)) state=''
