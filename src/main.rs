@@ -377,6 +377,29 @@ fn config(args: Args) -> Result<Config, String> {
     Ok(config)
 }
 
+/// Lets the process open as many files as its hard limit allows: every
+/// client is a socket, and the usual soft limit of 1024 would hold a server
+/// started by hand to about a thousand clients. (The systemd unit sets both
+/// limits with LimitNOFILE.)
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), Some(maximum)) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if current >= maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(maximum),
+        maximum: Some(maximum),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => log::debug!("open files limit raised from {current} to {maximum}"),
+        Err(error) => log::warn!("cannot raise the open files limit from {current}: {error}"),
+    }
+}
+
 fn main() -> ExitCode {
     let mut args: Args = argh::from_env();
     if args.version {
@@ -407,6 +430,7 @@ fn main() -> ExitCode {
         }
     };
     signalbox::logging::init(level);
+    raise_open_files_limit();
     let config = match config(args) {
         Ok(config) => config,
         Err(error) => {

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { delay, once, signalboxBin, startServer } from './helpers.mjs';
 import { freePort } from './redis.mjs';
 
@@ -115,5 +116,32 @@ test('a bad setting is a clear error at start, not a running server', async () =
     const [code] = await once(proc, 'exit', 5000);
     assert.notEqual(code, 0, `${args} ${JSON.stringify(env)}`);
     assert.match(stderr, expected);
+  }
+});
+
+test('the open files limit is raised to the hard limit at start', async () => {
+  // Started with a soft limit of 256 under a hard one of 4096, as a shell
+  // often gives 1024 under a higher hard limit. prlimit execs the server.
+  const proc = spawn('prlimit', ['--nofile=256:4096', signalboxBin(), '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  try {
+    await new Promise((resolve, reject) => {
+      let seen = '';
+      const timer = setTimeout(() => reject(new Error(`not listening: ${seen}`)), 10_000);
+      proc.stderr.on('data', (chunk) => {
+        seen += chunk;
+        if (seen.includes('listening on')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    const limits = readFileSync(`/proc/${proc.pid}/limits`, 'utf8');
+    const line = limits.split('\n').find((l) => l.startsWith('Max open files'));
+    assert.match(line, /^Max open files\s+4096\s+4096\s/, line);
+  } finally {
+    proc.kill('SIGTERM');
+    await once(proc, 'exit', 5000).catch(() => proc.kill('SIGKILL'));
   }
 });
