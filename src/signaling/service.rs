@@ -520,15 +520,6 @@ impl Signaling {
                 }
                 self.execute(effects);
             }
-            Inbound::Displaced { user, conn } => {
-                if self.hub.borrow().conn_of(&user) != Some(&conn) {
-                    return;
-                }
-                log::info!("{user} is registered on another node; disconnecting this device");
-                let kick = super::peer::PeerMessage::Kick { user, conn: None };
-                let effects = self.hub.borrow_mut().peer(kick, now);
-                self.execute(effects);
-            }
             Inbound::Reconnected => {
                 if let Some(cluster) = &self.cluster {
                     self.restore_until.set(Some(now + cluster.ttl()));

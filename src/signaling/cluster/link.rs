@@ -715,10 +715,14 @@ impl Writer {
                             ..
                         }) = entry
                         {
-                            self.back(Inbound::Displaced {
+                            // Redis names another node: a registration
+                            // elsewhere whose word was lost (Redis was
+                            // down). This device goes, as if kicked, unless
+                            // the user has since registered here again.
+                            self.back(Inbound::Message(PeerMessage::Kick {
                                 user: user.clone(),
-                                conn: conn.clone(),
-                            });
+                                conn: Some(conn.clone()),
+                            }));
                         }
                     }
                 }

@@ -92,7 +92,8 @@ pub enum Claim {
 /// What the cluster brings back to the signaling service.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A message from another node for one of our users.
+    /// A message for one of our users: from another node, or a kick when
+    /// a refresh finds that Redis names another node for them.
     Message(PeerMessage),
     /// The answer to [`Cluster::claim`].
     Claimed {
@@ -109,15 +110,6 @@ pub enum Inbound {
     /// user is no longer there (their node died, or the call ended
     /// without word reaching us).
     Lost(Rc<str>),
-    /// Redis says `user` is on another node, though they are registered
-    /// here on `conn`: a registration elsewhere whose word was lost (Redis
-    /// was down). This device must go, as if kicked.
-    Displaced {
-        /// The user.
-        user: Rc<str>,
-        /// Their connection here when the refresh was asked for.
-        conn: Rc<str>,
-    },
     /// The connection to Redis came back: publish everything again now.
     Reconnected,
 }
