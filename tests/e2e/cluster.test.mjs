@@ -84,6 +84,13 @@ async function ring(caller, callee, to) {
   return call;
 }
 
+/** `caller` (`from`) calls `callee` (`to`), who answers; resolves once the caller hears it. */
+async function answered(caller, callee, to, from) {
+  await ring(caller, callee, to);
+  callee.emit('answer_call', { to: from, answer });
+  await once(caller, 'call_answered', EVENT_MS);
+}
+
 test('presence and GET / are cluster-wide', async () => {
   const [a, b, c] = nodes;
   await user(a, 'p-one');
@@ -216,9 +223,7 @@ test('logout mid-call across nodes ends it for the peer and frees both', async (
   const [a, b] = nodes;
   const door = await user(a, 'door-11');
   const flat = await user(b, 'flat-11');
-  await ring(door, flat, 'flat-11');
-  flat.emit('answer_call', { to: 'door-11', answer });
-  await once(door, 'call_answered', EVENT_MS);
+  await answered(door, flat, 'flat-11', 'door-11');
   const ended = once(door, 'call_ended', EVENT_MS);
   flat.emit('logout_user', { userId: 'flat-11' });
   assert.deepEqual((await ended)[0], { from: 'flat-11', reason: 'logged_out' });
@@ -236,9 +241,7 @@ test('a node stopped with SIGTERM mid-call: the peer hears server_shutdown', asy
   const [a] = nodes;
   const door = await user(a, 'door-12');
   const flat = await user(leaving, 'flat-12');
-  await ring(door, flat, 'flat-12');
-  flat.emit('answer_call', { to: 'door-12', answer });
-  await once(door, 'call_answered', EVENT_MS);
+  await answered(door, flat, 'flat-12', 'door-12');
   const ended = once(door, 'call_ended', EVENT_MS);
   await leaving.stop();
   assert.deepEqual((await ended)[0], { from: 'flat-12', reason: 'server_shutdown' });
@@ -287,9 +290,7 @@ test('one device per user across nodes', async () => {
   const [a, b, c] = nodes;
   const peer = await user(c, 'peer-5');
   const first = await user(a, 'multi-5');
-  await ring(peer, first, 'multi-5');
-  first.emit('answer_call', { to: 'peer-5', answer });
-  await once(peer, 'call_answered', EVENT_MS);
+  await answered(peer, first, 'multi-5', 'peer-5');
 
   const kicked = once(first, 'force_disconnect', EVENT_MS);
   const gone = once(first, 'disconnect', EVENT_MS);
@@ -344,9 +345,7 @@ test('a disconnect mid-call ends it for the peer on another node', async () => {
   const [a, b, c] = nodes;
   const door = await user(a, 'door-6');
   const flat = await user(b, 'flat-6', { polling: true });
-  await ring(door, flat, 'flat-6');
-  flat.emit('answer_call', { to: 'door-6', answer });
-  await once(door, 'call_answered', EVENT_MS);
+  await answered(door, flat, 'flat-6', 'door-6');
   const ended = once(door, 'call_ended', EVENT_MS);
   flat.disconnect();
   assert.deepEqual((await ended)[0], { from: 'flat-6', reason: 'disconnected' });
@@ -361,9 +360,7 @@ test('a node killed with SIGKILL mid-call: the peer hears within the presence TT
   const door = await user(a, 'door-7');
   const flat = await user(doomed, 'flat-7');
   await user(doomed, 'gone-7');
-  await ring(door, flat, 'flat-7');
-  flat.emit('answer_call', { to: 'door-7', answer });
-  await once(door, 'call_answered', EVENT_MS);
+  await answered(door, flat, 'flat-7', 'door-7');
 
   const ended = once(door, 'call_ended', (TTL_S + 2) * 1000);
   const killedAt = Date.now();
@@ -389,9 +386,7 @@ test('Redis restarted: nodes reconnect, publish again, and live calls keep relay
   const [a, b, c] = nodes;
   const door = await user(a, 'door-8');
   const flat = await user(b, 'flat-8');
-  await ring(door, flat, 'flat-8');
-  flat.emit('answer_call', { to: 'door-8', answer });
-  await once(door, 'call_answered', EVENT_MS);
+  await answered(door, flat, 'flat-8', 'door-8');
 
   await redis.stop();
   await delay(500);

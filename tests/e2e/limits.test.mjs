@@ -18,17 +18,23 @@ async function registered(url, name) {
   return socket;
 }
 
+/** alice and bob, registered, in an answered call. */
+async function inCall(url) {
+  const alice = await registered(url, 'alice');
+  const bob = await registered(url, 'bob');
+  const ringing = first(bob, 'incoming_call');
+  alice.emit('make_call', { to: 'bob', from: 'alice', offer: { sdp: 'o' } });
+  await ringing;
+  const answered = first(alice, 'call_answered');
+  bob.emit('answer_call', { to: 'alice', from: 'bob', answer: { sdp: 'a' } });
+  await answered;
+  return [alice, bob];
+}
+
 test('a flooding socket is refused, then disconnected; a call beside it relays on', async () => {
   const server = await startServer('signalbox', ['--event-rate', '20', '--event-burst', '40'], { resolve: signalboxBin });
   try {
-    const alice = await registered(server.url, 'alice');
-    const bob = await registered(server.url, 'bob');
-    const ringing = first(bob, 'incoming_call');
-    alice.emit('make_call', { to: 'bob', from: 'alice', offer: { sdp: 'o' } });
-    await ringing;
-    const answered = first(alice, 'call_answered');
-    bob.emit('answer_call', { to: 'alice', from: 'bob', answer: { sdp: 'a' } });
-    await answered;
+    const [alice, bob] = await inCall(server.url);
 
     const flooder = await registered(server.url, 'mallory');
     const replies = [];
@@ -54,14 +60,7 @@ test('a flooding socket is refused, then disconnected; a call beside it relays o
 test('an unknown event is refused, and a flood of them ends like any flood; a call beside it relays on', async () => {
   const server = await startServer('signalbox', ['--event-rate', '20', '--event-burst', '40'], { resolve: signalboxBin });
   try {
-    const alice = await registered(server.url, 'alice');
-    const bob = await registered(server.url, 'bob');
-    const ringing = first(bob, 'incoming_call');
-    alice.emit('make_call', { to: 'bob', from: 'alice', offer: { sdp: 'o' } });
-    await ringing;
-    const answered = first(alice, 'call_answered');
-    bob.emit('answer_call', { to: 'alice', from: 'bob', answer: { sdp: 'a' } });
-    await answered;
+    const [alice, bob] = await inCall(server.url);
 
     // Not registered, and not even a known event: still counted.
     const flooder = io(server.url, { transports: ['websocket'], forceNew: true, reconnection: false });
