@@ -27,12 +27,23 @@ impl fmt::Display for ChunkedError {
 
 impl std::error::Error for ChunkedError {}
 
+/// Where a chunk-size line is: `chunk-size [BWS] *( ";" chunk-ext )`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SizeLine {
+    /// In the hex digits.
+    Digits,
+    /// In whitespace after them: only more of it, `;` or the line's end may follow.
+    Space,
+    /// After a `;`: extensions, which are ignored.
+    Extensions,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// In the chunk-size line; `digits` seen so far, `ext` after a `;`.
+    /// In the chunk-size line; `digits` seen so far, `len` bytes of it read.
     Size {
         digits: usize,
-        ext: bool,
+        part: SizeLine,
         len: usize,
     },
     SizeLf,
@@ -75,7 +86,7 @@ impl Chunked {
         Chunked {
             state: State::Size {
                 digits: 0,
-                ext: false,
+                part: SizeLine::Digits,
                 len: 0,
             },
             size: 0,
@@ -102,23 +113,29 @@ impl Chunked {
         while i < input.len() && self.state != State::Done {
             let b = input[i];
             self.state = match self.state {
-                State::Size { digits, ext, len } => {
+                State::Size { digits, part, len } => {
                     if len >= MAX_LINE {
                         return Err(ChunkedError::Malformed);
                     }
                     let len = len + 1;
-                    match b {
-                        b'\r' if digits > 0 => State::SizeLf,
-                        b';' | b' ' | b'\t' if digits > 0 => State::Size {
-                            digits,
-                            ext: true,
-                            len,
-                        },
+                    let next = |part| State::Size { digits, part, len };
+                    match (part, b) {
+                        (_, b'\r') if digits > 0 => State::SizeLf,
                         // A bare LF ends a line for some parsers and not for
                         // others: refuse it rather than disagree.
-                        b'\n' => return Err(ChunkedError::Malformed),
-                        _ if ext => State::Size { digits, ext, len },
-                        _ => {
+                        (_, b'\n') => return Err(ChunkedError::Malformed),
+                        (SizeLine::Digits | SizeLine::Space, b' ' | b'\t') if digits > 0 => {
+                            next(SizeLine::Space)
+                        }
+                        (SizeLine::Digits | SizeLine::Space, b';') if digits > 0 => {
+                            next(SizeLine::Extensions)
+                        }
+                        // Names, values, quoted strings: any visible byte or
+                        // blank, no other control character.
+                        (SizeLine::Extensions, b' ' | b'\t' | 0x21..=0x7e | 0x80..) => {
+                            next(SizeLine::Extensions)
+                        }
+                        (SizeLine::Digits, _) => {
                             let value = (b as char).to_digit(16).ok_or(ChunkedError::Malformed)?;
                             if digits >= 15 {
                                 return Err(ChunkedError::TooLarge);
@@ -126,10 +143,11 @@ impl Chunked {
                             self.size = self.size * 16 + u64::from(value);
                             State::Size {
                                 digits: digits + 1,
-                                ext,
+                                part,
                                 len,
                             }
                         }
+                        _ => return Err(ChunkedError::Malformed),
                     }
                 }
                 State::SizeLf => {
@@ -160,7 +178,7 @@ impl Chunked {
                 State::DataCr if b == b'\r' => State::DataLf,
                 State::DataLf if b == b'\n' => State::Size {
                     digits: 0,
-                    ext: false,
+                    part: SizeLine::Digits,
                     len: 0,
                 },
                 State::DataCr | State::DataLf => return Err(ChunkedError::Malformed),
@@ -245,6 +263,43 @@ mod tests {
             decode(b"ffffffffffffffff\r\n", 5),
             Err(ChunkedError::TooLarge)
         );
+    }
+
+    #[test]
+    fn the_chunk_size_line_follows_rfc_9112() {
+        let good = [
+            &b"3\r\nabc\r\n0\r\n\r\n"[..],
+            b"3 \r\nabc\r\n0\r\n\r\n",
+            b"3\t \r\nabc\r\n0\r\n\r\n",
+            b"3;name\r\nabc\r\n0\r\n\r\n",
+            b"3 ; name = value\r\nabc\r\n0\r\n\r\n",
+            b"3;a=\"quoted; \\\"x\";b\r\nabc\r\n0;last\r\n\r\n",
+            b"0003\r\nabc\r\n0\r\n\r\n",
+        ];
+        for input in good {
+            assert_eq!(
+                decode(input, 100).map(|(body, _)| body),
+                Ok(b"abc".to_vec()),
+                "{input:?}"
+            );
+        }
+        let bad = [
+            &b"3 x\r\n"[..],
+            b"3 3\r\n",
+            b"3x\r\n",
+            b"3\x00\r\n",
+            b"3 ;\x01\r\n",
+            b"3;a\x7f\r\n",
+            b"3\x0b\r\n",
+            b" 3\r\n",
+            b"-3\r\n",
+            b"0x3\r\n",
+            b"3;a\rb\n",
+        ];
+        for input in bad {
+            let mut c = Chunked::new(100);
+            assert_eq!(c.feed(input), Err(ChunkedError::Malformed), "{input:?}");
+        }
     }
 
     #[test]
