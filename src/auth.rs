@@ -78,16 +78,73 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<String, TokenError
     String::from_utf8(user).map_err(|_| TokenError::Malformed)
 }
 
-/// Reads a secret file: its content without surrounding whitespace, which
-/// must not be empty.
-pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    let secret = std::fs::read_to_string(path)
-        .map_err(|error| format!("cannot read the secret {}: {error}", path.display()))?;
-    let secret = secret.trim();
-    if secret.is_empty() {
-        return Err(format!("the secret file {} is empty", path.display()));
+/// Why a secret file could not be used.
+#[derive(Debug)]
+pub enum SecretError {
+    /// The file could not be read.
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// The file holds nothing but whitespace.
+    Empty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A secret that must be text (it is also written in another program's
+    /// configuration) is not UTF-8.
+    NotText {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+impl fmt::Display for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretError::Unreadable { path, error } => {
+                write!(f, "cannot read the secret {}: {error}", path.display())
+            }
+            SecretError::Empty { path } => write!(f, "the secret file {} is empty", path.display()),
+            SecretError::NotText { path } => write!(
+                f,
+                "the secret file {} is not text: this secret is also written in the TURN \
+                 server's configuration, so it must be; make one with \
+                 `openssl rand -hex 32 > {}`",
+                path.display(),
+                path.display()
+            ),
+        }
     }
-    Ok(secret.to_owned())
+}
+
+impl std::error::Error for SecretError {}
+
+/// Reads a secret file: its bytes without surrounding ASCII whitespace
+/// (a trailing newline, typically), which must not be empty. Any bytes
+/// will do, text or not: `head -c 32 /dev/urandom > secret` is a fine key.
+pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, SecretError> {
+    let bytes = std::fs::read(path).map_err(|error| SecretError::Unreadable {
+        path: path.to_owned(),
+        error,
+    })?;
+    let secret = bytes.trim_ascii();
+    if secret.is_empty() {
+        return Err(SecretError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(secret.to_vec())
+}
+
+/// Reads a secret file that must be text, such as the secret shared with
+/// coturn, whose configuration holds it as text too.
+pub fn read_text_secret(path: &std::path::Path) -> Result<String, SecretError> {
+    String::from_utf8(read_secret(path)?).map_err(|_| SecretError::NotText {
+        path: path.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -144,6 +201,40 @@ mod tests {
             verify(b"another secret", &token, 0),
             Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn secret_files_may_hold_any_bytes() {
+        let dir = std::env::temp_dir().join(format!("signalbox-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("binary");
+        let random: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(97) ^ 0xa5).collect();
+        std::fs::write(&binary, &random).unwrap();
+        let key = read_secret(&binary).unwrap();
+        assert_eq!(key, random.trim_ascii());
+        let token = mint(&key, "alice", 2_000_000_000);
+        assert_eq!(verify(&key, &token, 0).as_deref(), Ok("alice"));
+        let message = read_text_secret(&binary).unwrap_err().to_string();
+        assert!(
+            message.contains("must be") && message.contains("openssl rand"),
+            "{message}"
+        );
+
+        let text = dir.join("text");
+        std::fs::write(&text, "  s3cret\n").unwrap();
+        assert_eq!(read_secret(&text).unwrap(), b"s3cret");
+        assert_eq!(read_text_secret(&text).unwrap(), "s3cret");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        assert!(matches!(
+            read_secret(&empty),
+            Err(SecretError::Empty { .. })
+        ));
+        assert!(matches!(
+            read_secret(&dir.join("missing")),
+            Err(SecretError::Unreadable { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct Config {
     /// STUN and TURN servers for clients, and TURN credentials.
     pub ice: IceConfig,
     /// When set, clients must connect with a token signed with this secret.
-    pub auth_secret: Option<String>,
+    pub auth_secret: Option<Vec<u8>>,
     /// Payload sizes and event and call rates.
     pub signaling: SignalingLimits,
     /// Certificate chain and private key (PEM) to serve HTTPS and WSS with.

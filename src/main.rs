@@ -170,10 +170,7 @@ fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let expiry = now.saturating_add(args.ttl.as_secs());
-    println!(
-        "{}",
-        signalbox::auth::mint(secret.as_bytes(), &args.user, expiry)
-    );
+    println!("{}", signalbox::auth::mint(&secret, &args.user, expiry));
     Ok(())
 }
 
@@ -199,9 +196,16 @@ fn or_env<T>(
 }
 
 /// The secret in the file the flag or variable names.
-fn secret(flag: Option<PathBuf>, variable: &str) -> Result<Option<String>, String> {
+fn secret(flag: Option<PathBuf>, variable: &str) -> Result<Option<Vec<u8>>, String> {
     or_env(flag, variable, |v| Ok(PathBuf::from(v)))?
-        .map(|path| signalbox::auth::read_secret(&path))
+        .map(|path| signalbox::auth::read_secret(&path).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// The secret in the file the flag or variable names, which must be text.
+fn text_secret(flag: Option<PathBuf>, variable: &str) -> Result<Option<String>, String> {
+    or_env(flag, variable, |v| Ok(PathBuf::from(v)))?
+        .map(|path| signalbox::auth::read_text_secret(&path).map_err(|e| e.to_string()))
         .transpose()
 }
 
@@ -350,7 +354,7 @@ fn config(args: Args) -> Result<Config, String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    config.ice.turn_secret = secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
+    config.ice.turn_secret = text_secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
     config.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
     if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {
         config.ice.turn_ttl = d;

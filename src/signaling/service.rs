@@ -553,7 +553,7 @@ fn shown(name: &str) -> &str {
 }
 
 /// Checks the token in a CONNECT auth payload; the user it names.
-fn authenticate(secret: &str, auth: Option<&RawValue>) -> Result<String, ConnectError> {
+fn authenticate(secret: &[u8], auth: Option<&RawValue>) -> Result<String, ConnectError> {
     #[derive(serde::Deserialize)]
     struct Auth {
         token: String,
@@ -564,7 +564,7 @@ fn authenticate(secret: &str, auth: Option<&RawValue>) -> Result<String, Connect
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    crate::auth::verify(secret.as_bytes(), &token.token, now)
+    crate::auth::verify(secret, &token.token, now)
         .map_err(|error| ConnectError::new(format!("authentication failed: {error}")))
 }
 
