@@ -64,6 +64,38 @@ impl Default for Config {
     }
 }
 
+/// The longest delay a JavaScript timer can wait (2^31 − 1 ms): clients
+/// arm one for the ping interval plus the ping timeout, and a longer one
+/// fires at once, so every browser would drop its connection.
+pub const MAX_CLIENT_TIMER: Duration = Duration::from_millis((1 << 31) - 1);
+
+impl Config {
+    /// Checks settings that are fine one by one but not together.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut config = signalbox::Config::default();
+    /// assert!(config.check().is_ok());
+    /// config.engine.ping_interval = Duration::from_secs(30 * 86_400);
+    /// assert!(config.check().unwrap_err().contains("2147483647 ms"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        let heartbeat = self
+            .engine
+            .ping_interval
+            .saturating_add(self.engine.ping_timeout);
+        if heartbeat > MAX_CLIENT_TIMER {
+            return Err(format!(
+                "--ping-interval plus --ping-timeout is {} ms, more than the {} ms a \
+                 JavaScript timer can wait: browsers would drop every connection at once",
+                heartbeat.as_millis(),
+                MAX_CLIENT_TIMER.as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Parses a duration: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`.
 ///
 /// ```

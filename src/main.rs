@@ -378,6 +378,7 @@ fn config(args: Args) -> Result<Config, String> {
         }
         config.cluster = Some(cluster);
     }
+    config.check()?;
     Ok(config)
 }
 
