@@ -16,6 +16,7 @@ pub mod http;
 pub mod id;
 pub mod logging;
 pub mod metrics;
+pub mod rate;
 pub mod rt;
 pub mod server;
 pub mod signaling;

@@ -12,22 +12,19 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::calls::{Call, CallState, Calls};
-use super::limits::{Bucket, Limits};
+use super::limits::Limits;
 use super::peer::{PeerMessage, known_reason};
 use super::protocol::{ClientEvent, ServerEvent, SignalError, reason, valid_user_name};
+use crate::logging::untrusted;
+use crate::rate::Bucket;
 
 /// What the I/O side must do after the hub handled something. `C`
 /// identifies a connection (a socket).
 #[derive(Debug, Clone)]
 pub enum Effect<C> {
-    /// Send `event` to whichever connection `user` is registered on.
-    ToUser {
-        /// The user.
-        user: Rc<str>,
-        /// The event.
-        event: ServerEvent,
-    },
-    /// Send `event` to this connection.
+    /// Send `event` to this connection: the one its user was registered
+    /// on when the hub decided, whoever is registered there by the time
+    /// it is carried out.
     ToConn {
         /// The connection.
         conn: C,
@@ -110,8 +107,17 @@ pub struct Hub<C> {
     call_timeout: Duration,
     totals: CallTotals,
     call_rate: (f64, f64),
+    /// Call-rate buckets of users who called lately, online or not: kept
+    /// until full again, so that leaving does not reset a limit, then
+    /// swept, so that the map follows the callers of the last minute, not
+    /// every name ever seen.
     call_buckets: HashMap<Rc<str>, Bucket>,
+    /// When the buckets are next swept; `None` while there are none.
+    next_sweep: Option<Instant>,
 }
+
+/// How often full call-rate buckets are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl<C: Clone + Eq + Hash> Hub<C> {
     /// An empty hub whose calls ring for `call_timeout`, with users' call
@@ -126,6 +132,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             totals: CallTotals::default(),
             call_rate: (limits.calls_per_minute / 60.0, limits.call_burst),
             call_buckets: HashMap::new(),
+            next_sweep: None,
         }
     }
 
@@ -176,15 +183,26 @@ impl<C: Clone + Eq + Hash> Hub<C> {
 
     /// When the hub next needs [`Hub::expire`] called.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.calls.next_deadline()
+        match (self.calls.next_deadline(), self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Ends the calls whose ringing time is up (deadline at or before `now`).
+    /// Ends the calls whose ringing time is up (deadline at or before
+    /// `now`), and sweeps the call-rate buckets when that is due.
     pub fn expire(&mut self, now: Instant) -> Vec<Effect<C>> {
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.sweep(now);
+        }
         let mut effects = Vec::new();
         for call in self.calls.expire(now) {
             self.totals.timeout += 1;
-            log::info!("call {} -> {}: timed out", call.caller, call.callee);
+            log::info!(
+                "call {} -> {}: timed out",
+                untrusted(&call.caller),
+                untrusted(&call.callee)
+            );
             self.over(&call, &mut effects);
             for (to, other) in [(&call.caller, &call.callee), (&call.callee, &call.caller)] {
                 let event = ServerEvent::CallTimeout {
@@ -196,15 +214,28 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         effects
     }
 
+    /// Forgets the call-rate buckets that are full again (a fresh one is
+    /// the same), and gives the map's room back once it emptied out.
+    fn sweep(&mut self, now: Instant) {
+        self.call_buckets.retain(|_, bucket| !bucket.is_full(now));
+        if self.call_buckets.capacity() > 2 * self.call_buckets.len() + 16 {
+            self.call_buckets.shrink_to_fit();
+        }
+        self.next_sweep = (!self.call_buckets.is_empty()).then(|| now + SWEEP_EVERY);
+    }
+
+    /// How many call-rate buckets the hub keeps (for tests and benchmarks).
+    pub fn call_bucket_count(&self) -> usize {
+        self.call_buckets.len()
+    }
+
     /// Handles one client event from `conn` at `now`.
     pub fn handle(&mut self, conn: &C, event: ClientEvent, now: Instant) -> Outcome<C> {
         // Anything due first: an answer at the very deadline finds the call gone.
         let mut effects = self.expire(now);
         let result = match event {
-            ClientEvent::RegisterUser { user_id } => {
-                self.register(conn, user_id, now, &mut effects)
-            }
-            ClientEvent::LogoutUser { user_id } => self.logout(conn, user_id, now, &mut effects),
+            ClientEvent::RegisterUser { user_id } => self.register(conn, user_id, &mut effects),
+            ClientEvent::LogoutUser { user_id } => self.logout(conn, user_id, &mut effects),
             event => match self.names.get(conn).cloned() {
                 None => Err(SignalError::NotRegistered),
                 Some(me) => self.call_event(me, event, now, &mut effects),
@@ -224,8 +255,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let mut effects = self.expire(now);
         if let Some(user) = self.names.remove(conn) {
             self.users.remove(&user);
-            self.forget_rested_buckets(&user, now);
-            log::info!("{user} disconnected");
+            log::info!("{} disconnected", untrusted(&user));
             self.end_call_of(&user, reason::DISCONNECTED, &mut effects);
             effects.push(Effect::Left { user });
         }
@@ -236,7 +266,11 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     pub fn end_all_calls(&mut self, reason: &'static str) -> Vec<Effect<C>> {
         let mut effects = Vec::new();
         for call in self.calls.end_all() {
-            log::info!("call {} -> {}: ended ({reason})", call.caller, call.callee);
+            log::info!(
+                "call {} -> {}: ended ({reason})",
+                untrusted(&call.caller),
+                untrusted(&call.callee)
+            );
             self.over(&call, &mut effects);
             for (to, from) in [(&call.caller, &call.callee), (&call.callee, &call.caller)] {
                 let event = ServerEvent::CallEnded {
@@ -252,9 +286,9 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
     fn tell(&self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<C>>) {
-        if self.users.contains_key(user) {
-            effects.push(Effect::ToUser {
-                user: user.clone(),
+        if let Some(conn) = self.users.get(user) {
+            effects.push(Effect::ToConn {
+                conn: conn.clone(),
                 event,
             });
         } else if let Some(message) = PeerMessage::for_event(user, event) {
@@ -277,7 +311,6 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         &mut self,
         conn: &C,
         name: String,
-        now: Instant,
         effects: &mut Vec<Effect<C>>,
     ) -> Result<(), SignalError> {
         let reply = |success: bool, error: Option<String>| Effect::ToConn {
@@ -311,15 +344,18 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             Some(current) => {
                 // The socket takes another name: the old one logs out.
                 let current = current.clone();
-                self.leave(&current, reason::LOGGED_OUT, now, effects);
+                self.leave(&current, reason::LOGGED_OUT, effects);
             }
             None => {}
         }
         let user: Rc<str> = name.as_str().into();
         if let Some(old) = self.users.get(&user).cloned() {
             // One device per user: the newest registration wins.
-            log::info!("{user} registered on another device; disconnecting the old one");
-            self.leave(&user, reason::NEW_LOGIN, now, effects);
+            log::info!(
+                "{} registered on another device; disconnecting the old one",
+                untrusted(&user)
+            );
+            self.leave(&user, reason::NEW_LOGIN, effects);
             effects.push(Effect::ToConn {
                 conn: old.clone(),
                 event: ServerEvent::ForceDisconnect {
@@ -330,7 +366,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         }
         self.users.insert(user.clone(), conn.clone());
         self.names.insert(conn.clone(), user.clone());
-        log::info!("{user} registered");
+        log::info!("{} registered", untrusted(&user));
         effects.push(Effect::Joined {
             user,
             conn: conn.clone(),
@@ -343,7 +379,6 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         &mut self,
         conn: &C,
         name: Option<String>,
-        now: Instant,
         effects: &mut Vec<Effect<C>>,
     ) -> Result<(), SignalError> {
         let me = self
@@ -354,33 +389,16 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         if name.is_some_and(|n| *n != *me) {
             return Err(SignalError::NotYourName);
         }
-        self.leave(&me, reason::LOGGED_OUT, now, effects);
+        self.leave(&me, reason::LOGGED_OUT, effects);
         Ok(())
     }
 
-    /// Forgets a leaving user's call-rate bucket, unless it still holds
-    /// back calls (leaving must not reset a limit).
-    fn forget_rested_buckets(&mut self, user: &Rc<str>, now: Instant) {
-        if let Some(bucket) = self.call_buckets.get_mut(user)
-            && bucket.is_full(now)
-        {
-            self.call_buckets.remove(user);
-        }
-    }
-
     /// `user` stops being registered; their call ends for the peer.
-    fn leave(
-        &mut self,
-        user: &Rc<str>,
-        why: &'static str,
-        now: Instant,
-        effects: &mut Vec<Effect<C>>,
-    ) {
+    fn leave(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<C>>) {
         let present = self.users.remove(user).inspect(|conn| {
             self.names.remove(conn);
         });
-        self.forget_rested_buckets(user, now);
-        log::info!("{user} left ({why})");
+        log::info!("{} left ({why})", untrusted(user));
         self.end_call_of(user, why, effects);
         // Withdrawn after the call's end went out: a message from the peer
         // meanwhile still finds the user, and the peer hears `why`.
@@ -397,9 +415,10 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             return;
         };
         log::info!(
-            "call {} -> {}: ended, {user} {why}",
-            call.caller,
-            call.callee
+            "call {} -> {}: ended, {} {why}",
+            untrusted(&call.caller),
+            untrusted(&call.callee),
+            untrusted(user)
         );
         self.over(&call, effects);
         if let Some(peer) = call.peer_of(user) {
@@ -444,7 +463,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 let id = self.ringing_from(&me, &to)?;
                 self.calls.answer(id, now);
                 self.totals.answered += 1;
-                log::info!("call {to} -> {me}: answered");
+                log::info!("call {} -> {}: answered", untrusted(&to), untrusted(&me));
                 let event = ServerEvent::CallAnswered {
                     from: me.clone(),
                     answer,
@@ -458,7 +477,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                     self.over(&call, effects);
                 }
                 self.totals.declined += 1;
-                log::info!("call {to} -> {me}: declined");
+                log::info!("call {} -> {}: declined", untrusted(&to), untrusted(&me));
                 let event = ServerEvent::CallDeclined { from: me.clone() };
                 self.tell(&to.into(), event, effects);
                 Ok(())
@@ -466,7 +485,12 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             ClientEvent::EndCall { to } => {
                 let id = self.call_with(&me, &to)?;
                 if let Some(call) = self.calls.end(id) {
-                    log::info!("call {} -> {}: ended by {me}", call.caller, call.callee);
+                    log::info!(
+                        "call {} -> {}: ended by {}",
+                        untrusted(&call.caller),
+                        untrusted(&call.callee),
+                        untrusted(&me)
+                    );
                     self.over(&call, effects);
                 }
                 let event = ServerEvent::CallEnded {
@@ -498,6 +522,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             .entry(me.clone())
             .or_insert_with(|| Bucket::new(rate, burst, now))
             .take(now);
+        self.next_sweep.get_or_insert(now + SWEEP_EVERY);
         if !allowed {
             Some(SignalError::TooManyCalls)
         } else if !valid_user_name(to) {
@@ -523,11 +548,15 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         let here = self.users.contains_key(me);
         let event = if *error == SignalError::UserBusy {
             self.totals.busy += u64::from(here);
-            log::info!("call {me} -> {to}: busy");
+            log::info!("call {} -> {}: busy", untrusted(me), untrusted(&to));
             ServerEvent::CallBusy { target_user: to }
         } else {
             self.totals.failed += u64::from(here);
-            log::info!("call {me} -> {to}: failed ({error})");
+            log::info!(
+                "call {} -> {}: failed ({error})",
+                untrusted(me),
+                untrusted(&to)
+            );
             ServerEvent::CallFailed {
                 error: error.to_string(),
                 target_user: to,
@@ -547,7 +576,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     ) {
         self.calls
             .ring(me.clone(), callee.clone(), now + self.call_timeout);
-        log::info!("call {me} -> {callee}: ringing");
+        log::info!("call {} -> {}: ringing", untrusted(&me), untrusted(&callee));
         let event = ServerEvent::IncomingCall { from: me, offer };
         self.tell(&callee, event, effects);
     }
@@ -658,7 +687,11 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                     // cleans up should its word never come.
                     let deadline = now + self.call_timeout + PEER_GRACE;
                     self.calls.ring(from.clone(), to.clone(), deadline);
-                    log::info!("call {from} -> {to}: ringing (caller on another node)");
+                    log::info!(
+                        "call {} -> {}: ringing (caller on another node)",
+                        untrusted(&from),
+                        untrusted(&to)
+                    );
                     let event = ServerEvent::IncomingCall { from, offer };
                     self.tell(&to, event, &mut effects);
                 }
@@ -678,7 +711,11 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             PeerMessage::Answered { from, to, answer } => {
                 if let Ok(id) = self.ringing_to(&to, &from) {
                     self.calls.answer(id, now);
-                    log::info!("call {to} -> {from}: answered (on another node)");
+                    log::info!(
+                        "call {} -> {}: answered (on another node)",
+                        untrusted(&to),
+                        untrusted(&from)
+                    );
                     let event = ServerEvent::CallAnswered { from, answer };
                     self.tell(&to, event, &mut effects);
                 }
@@ -686,7 +723,11 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             PeerMessage::Declined { from, to } => {
                 if let Ok(id) = self.ringing_to(&to, &from) {
                     self.calls.end(id);
-                    log::info!("call {to} -> {from}: declined (on another node)");
+                    log::info!(
+                        "call {} -> {}: declined (on another node)",
+                        untrusted(&to),
+                        untrusted(&from)
+                    );
                     self.tell(&to, ServerEvent::CallDeclined { from }, &mut effects);
                 }
             }
@@ -708,14 +749,21 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 if let Ok(id) = self.call_with(&to, &from) {
                     // Counted by the caller's node, which owns the timeout.
                     self.calls.end(id);
-                    log::info!("call {from} -> {to}: timed out (on another node)");
+                    log::info!(
+                        "call {} -> {}: timed out (on another node)",
+                        untrusted(&from),
+                        untrusted(&to)
+                    );
                     self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
                 }
             }
             PeerMessage::Kick { user, .. } => {
                 if let Some(conn) = self.users.get(&user).cloned() {
-                    log::info!("{user} registered on another node; disconnecting this device");
-                    self.leave(&user, reason::NEW_LOGIN, now, &mut effects);
+                    log::info!(
+                        "{} registered on another node; disconnecting this device",
+                        untrusted(&user)
+                    );
+                    self.leave(&user, reason::NEW_LOGIN, &mut effects);
                     effects.push(Effect::ToConn {
                         conn: conn.clone(),
                         event: ServerEvent::ForceDisconnect {
@@ -794,9 +842,10 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         };
         if let Some(call) = self.calls.end(id) {
             log::info!(
-                "call {} -> {}: ended by {peer} (on another node)",
-                call.caller,
-                call.callee
+                "call {} -> {}: ended by {} (on another node)",
+                untrusted(&call.caller),
+                untrusted(&call.callee),
+                untrusted(&peer)
             );
             if release {
                 self.over(&call, effects);

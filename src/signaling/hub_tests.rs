@@ -35,11 +35,6 @@ fn render_all(effects: &[Effect<&'static str>]) -> Vec<String> {
 
 fn line(effect: &Effect<&'static str>) -> String {
     match effect {
-        Effect::ToUser { user, event } => format!(
-            "{user} <- {} {}",
-            event.name(),
-            serde_json::to_string(event).unwrap()
-        ),
         Effect::ToConn { conn, event } => format!(
             "[{conn}] <- {} {}",
             event.name(),
@@ -182,7 +177,7 @@ fn one_device_per_user() {
     assert_eq!(
         effects,
         [
-            r#"alice <- call_ended {"from":"bob","reason":"new_login"}"#,
+            r#"[c1] <- call_ended {"from":"bob","reason":"new_login"}"#,
             r#"[c2] <- force_disconnect {"reason":"new_login"}"#,
             "disconnect [c2]",
             r#"[c9] <- user_registered {"success":true,"userId":"bob"}"#,
@@ -198,8 +193,30 @@ fn one_device_per_user() {
     let effects = w.call("c3", "bob");
     assert_eq!(
         effects,
-        [r#"bob <- incoming_call {"from":"carol","offer":{"sdp":"o"}}"#]
+        [r#"[c9] <- incoming_call {"from":"carol","offer":{"sdp":"o"}}"#]
     );
+}
+
+#[test]
+fn a_socket_that_takes_its_peers_name_mid_call() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.answer("c2", "alice");
+    // alice's socket registers as bob: the call's end reaches bob's old
+    // device, not alice's own socket, which is bob's now.
+    let effects = w.ok("c1", "register_user", r#"{"userId":"bob"}"#);
+    assert_eq!(
+        effects,
+        [
+            r#"[c2] <- call_ended {"from":"alice","reason":"logged_out"}"#,
+            r#"[c2] <- force_disconnect {"reason":"new_login"}"#,
+            "disconnect [c2]",
+            r#"[c1] <- user_registered {"success":true,"userId":"bob"}"#,
+        ]
+    );
+    assert_eq!(w.hub.conn_of("bob"), Some(&"c1"));
+    assert_eq!(w.hub.conn_of("alice"), None);
+    assert_eq!(w.hub.call_count(), 0);
 }
 
 #[test]
@@ -215,7 +232,7 @@ fn re_registration_mid_call() {
     assert_eq!(
         effects,
         [
-            r#"alice <- call_ended {"from":"bob","reason":"logged_out"}"#,
+            r#"[c1] <- call_ended {"from":"bob","reason":"logged_out"}"#,
             r#"[c2] <- user_registered {"success":true,"userId":"bobby"}"#,
         ]
     );
@@ -229,10 +246,10 @@ fn a_complete_call() {
     let effects = w.call("c1", "bob");
     assert_eq!(
         effects,
-        [r#"bob <- incoming_call {"from":"alice","offer":{"sdp":"o"}}"#]
+        [r#"[c2] <- incoming_call {"from":"alice","offer":{"sdp":"o"}}"#]
     );
     assert_eq!((w.hub.call_count(), w.hub.ringing_count()), (1, 1));
-    assert_eq!(w.hub.next_deadline(), Some(w.t0 + TIMEOUT));
+    assert_eq!(w.hub.calls.next_deadline(), Some(w.t0 + TIMEOUT));
 
     // Trickle ICE starts before the answer, both ways.
     let effects = w.ok(
@@ -242,7 +259,7 @@ fn a_complete_call() {
     );
     assert_eq!(
         effects,
-        [r#"bob <- ice_candidate {"from":"alice","candidate":{"candidate":"1"}}"#]
+        [r#"[c2] <- ice_candidate {"from":"alice","candidate":{"candidate":"1"}}"#]
     );
     let effects = w.ok(
         "c2",
@@ -251,18 +268,18 @@ fn a_complete_call() {
     );
     assert_eq!(
         effects,
-        [r#"alice <- ice_candidate {"from":"bob","candidate":{"candidate":"2"}}"#]
+        [r#"[c1] <- ice_candidate {"from":"bob","candidate":{"candidate":"2"}}"#]
     );
 
     w.at(Duration::from_secs(5));
     let effects = w.answer("c2", "alice");
     assert_eq!(
         effects,
-        [r#"alice <- call_answered {"from":"bob","answer":{"sdp":"a"}}"#]
+        [r#"[c1] <- call_answered {"from":"bob","answer":{"sdp":"a"}}"#]
     );
     assert!(w.hub.in_active_call("alice") && w.hub.in_active_call("bob"));
     assert_eq!(
-        w.hub.next_deadline(),
+        w.hub.calls.next_deadline(),
         None,
         "an answered call never times out"
     );
@@ -276,7 +293,7 @@ fn a_complete_call() {
     );
     assert_eq!(effects.len(), 1);
     let effects = w.ok("c2", "end_call", r#"{"to":"alice","from":"bob"}"#);
-    assert_eq!(effects, [r#"alice <- call_ended {"from":"bob"}"#]);
+    assert_eq!(effects, [r#"[c1] <- call_ended {"from":"bob"}"#]);
     assert_eq!(w.hub.call_count(), 0);
 }
 
@@ -285,8 +302,8 @@ fn the_caller_can_cancel_while_ringing() {
     let mut w = World::three();
     w.call("c1", "bob");
     let effects = w.ok("c1", "end_call", r#"{"to":"bob"}"#);
-    assert_eq!(effects, [r#"bob <- call_ended {"from":"alice"}"#]);
-    assert_eq!((w.hub.call_count(), w.hub.next_deadline()), (0, None));
+    assert_eq!(effects, [r#"[c2] <- call_ended {"from":"alice"}"#]);
+    assert_eq!((w.hub.call_count(), w.hub.calls.next_deadline()), (0, None));
 }
 
 #[test]
@@ -294,8 +311,8 @@ fn the_callee_can_hang_up_while_ringing() {
     let mut w = World::three();
     w.call("c1", "bob");
     let effects = w.ok("c2", "end_call", r#"{"to":"alice"}"#);
-    assert_eq!(effects, [r#"alice <- call_ended {"from":"bob"}"#]);
-    assert_eq!((w.hub.call_count(), w.hub.next_deadline()), (0, None));
+    assert_eq!(effects, [r#"[c1] <- call_ended {"from":"bob"}"#]);
+    assert_eq!((w.hub.call_count(), w.hub.calls.next_deadline()), (0, None));
     // Both are free again.
     w.call("c2", "alice");
 }
@@ -305,7 +322,7 @@ fn decline() {
     let mut w = World::three();
     w.call("c1", "bob");
     let effects = w.ok("c2", "decline_call", r#"{"to":"alice","from":"bob"}"#);
-    assert_eq!(effects, [r#"alice <- call_declined {"from":"bob"}"#]);
+    assert_eq!(effects, [r#"[c1] <- call_declined {"from":"bob"}"#]);
     assert_eq!(w.hub.call_count(), 0);
     // Both are free again.
     w.call("c2", "alice");
@@ -383,7 +400,7 @@ fn forged_from_cannot_end_or_start_others_calls() {
         r#"{"to":"bob","from":"alice","offer":{}}"#,
     );
     assert_eq!(error, SignalError::UserBusy);
-    assert_eq!(effects, [r#"carol <- call_busy {"targetUser":"bob"}"#]);
+    assert_eq!(effects, [r#"[c3] <- call_busy {"targetUser":"bob"}"#]);
     // An outgoing event always carries the registered name.
     w.ok("c1", "end_call", r#"{"to":"bob"}"#);
     let effects = w.ok(
@@ -393,7 +410,7 @@ fn forged_from_cannot_end_or_start_others_calls() {
     );
     assert_eq!(
         effects,
-        [r#"bob <- incoming_call {"from":"carol","offer":{}}"#]
+        [r#"[c2] <- incoming_call {"from":"carol","offer":{}}"#]
     );
 }
 
@@ -404,22 +421,19 @@ fn make_call_refusals() {
     assert_eq!(error, SignalError::UserOffline);
     assert_eq!(
         effects,
-        [r#"alice <- call_failed {"error":"user is offline","targetUser":"dave"}"#]
+        [r#"[c1] <- call_failed {"error":"user is offline","targetUser":"dave"}"#]
     );
 
     let (error, effects) = w.refused("c1", "make_call", r#"{"to":"alice","offer":{}}"#);
     assert_eq!(error, SignalError::CallingYourself);
     assert_eq!(
         effects,
-        [r#"alice <- call_failed {"error":"cannot call yourself","targetUser":"alice"}"#]
+        [r#"[c1] <- call_failed {"error":"cannot call yourself","targetUser":"alice"}"#]
     );
 
     let (error, effects) = w.refused("c1", "make_call", r#"{"to":"no such user!","offer":{}}"#);
     assert_eq!(error, SignalError::InvalidUserName);
-    assert!(
-        effects[0].starts_with("alice <- call_failed"),
-        "{effects:?}"
-    );
+    assert!(effects[0].starts_with("[c1] <- call_failed"), "{effects:?}");
 
     // Ringing: the caller cannot call again, the callee cannot call out.
     w.call("c1", "bob");
@@ -427,7 +441,7 @@ fn make_call_refusals() {
     assert_eq!(error, SignalError::AlreadyInCall);
     assert_eq!(
         effects,
-        [r#"alice <- call_failed {"error":"you are already in a call","targetUser":"carol"}"#]
+        [r#"[c1] <- call_failed {"error":"you are already in a call","targetUser":"carol"}"#]
     );
     let (error, _) = w.refused("c2", "make_call", r#"{"to":"carol","offer":{}}"#);
     assert_eq!(error, SignalError::AlreadyInCall);
@@ -467,7 +481,7 @@ fn busy_while_ringing_and_active_both_directions() {
         assert_eq!(error, SignalError::UserBusy);
         assert_eq!(
             effects,
-            [format!(r#"carol <- call_busy {{"targetUser":"{target}"}}"#)]
+            [format!(r#"[c3] <- call_busy {{"targetUser":"{target}"}}"#)]
         );
     }
     w.answer("c2", "alice");
@@ -494,11 +508,11 @@ fn timeout_exactly_at_the_deadline() {
     assert_eq!(
         effects,
         [
-            r#"alice <- call_timeout {"user":"bob"}"#,
-            r#"bob <- call_timeout {"user":"alice"}"#,
+            r#"[c1] <- call_timeout {"user":"bob"}"#,
+            r#"[c2] <- call_timeout {"user":"alice"}"#,
         ]
     );
-    assert_eq!((w.hub.call_count(), w.hub.next_deadline()), (0, None));
+    assert_eq!((w.hub.call_count(), w.hub.calls.next_deadline()), (0, None));
     // Both are free again.
     w.call("c2", "alice");
 }
@@ -534,14 +548,14 @@ fn disconnect_mid_call_and_while_ringing() {
     let effects = render(&w.hub.disconnected(&"c2", w.now));
     assert_eq!(
         effects,
-        [r#"alice <- call_ended {"from":"bob","reason":"disconnected"}"#]
+        [r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#]
     );
     assert_eq!(w.hub.conn_of("bob"), None);
     // The ringing callee hears the caller leave.
     let effects = render(&w.hub.disconnected(&"c3", w.now));
     assert_eq!(
         effects,
-        [r#"dave <- call_ended {"from":"carol","reason":"disconnected"}"#]
+        [r#"[c4] <- call_ended {"from":"carol","reason":"disconnected"}"#]
     );
     assert_eq!((w.hub.call_count(), w.hub.user_count()), (0, 2));
     // Unknown and repeated disconnects are harmless.
@@ -558,7 +572,7 @@ fn logout() {
     let effects = w.ok("c2", "logout_user", r#"{"userId":"bob"}"#);
     assert_eq!(
         effects,
-        [r#"alice <- call_ended {"from":"bob","reason":"logged_out"}"#]
+        [r#"[c1] <- call_ended {"from":"bob","reason":"logged_out"}"#]
     );
     assert_eq!(w.hub.conn_of("bob"), None);
     // Without a userId, the socket's own name logs out.
@@ -582,10 +596,10 @@ fn server_shutdown_ends_every_call() {
     assert_eq!(
         effects,
         [
-            r#"alice <- call_ended {"from":"bob","reason":"server_shutdown"}"#,
-            r#"bob <- call_ended {"from":"alice","reason":"server_shutdown"}"#,
-            r#"carol <- call_ended {"from":"dave","reason":"server_shutdown"}"#,
-            r#"dave <- call_ended {"from":"carol","reason":"server_shutdown"}"#,
+            r#"[c1] <- call_ended {"from":"bob","reason":"server_shutdown"}"#,
+            r#"[c2] <- call_ended {"from":"alice","reason":"server_shutdown"}"#,
+            r#"[c3] <- call_ended {"from":"dave","reason":"server_shutdown"}"#,
+            r#"[c4] <- call_ended {"from":"carol","reason":"server_shutdown"}"#,
         ]
     );
     assert_eq!(w.hub.call_count(), 0);
@@ -654,7 +668,7 @@ fn a_user_cannot_start_calls_faster_than_the_limit() {
     assert_eq!(error, SignalError::TooManyCalls);
     assert_eq!(
         effects,
-        [r#"alice <- call_failed {"error":"too many calls: try again later","targetUser":"bob"}"#]
+        [r#"[c1] <- call_failed {"error":"too many calls: try again later","targetUser":"bob"}"#]
     );
     // Logging out and back in does not reset the limit.
     w.ok("c1", "logout_user", "{}");
@@ -666,6 +680,40 @@ fn a_user_cannot_start_calls_faster_than_the_limit() {
     w.call("c1", "bob");
     w.ok("c1", "end_call", r#"{"to":"bob"}"#);
     w.call("c2", "alice");
+}
+
+#[test]
+fn call_rate_buckets_follow_recent_callers_not_every_name_seen() {
+    let mut w = World::new();
+    w.register("callee", "bob");
+    let names: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    for name in &names {
+        w.register("churn", name);
+        w.call("churn", "bob");
+        w.ok("churn", "end_call", r#"{"to":"bob"}"#);
+        w.ok("churn", "logout_user", "{}");
+        w.hub.disconnected(&"churn", w.now);
+    }
+    assert_eq!(w.hub.user_count(), 1);
+    assert_eq!(w.hub.call_bucket_count(), 1000);
+    // Each bucket lost one of its ten calls, which comes back in six
+    // seconds at ten a minute; the sweep after that forgets them all.
+    assert_eq!(w.hub.next_deadline(), Some(w.t0 + SWEEP_EVERY));
+    w.at(Duration::from_secs(5));
+    w.hub.expire(w.now);
+    assert_eq!(w.hub.call_bucket_count(), 1000, "not due yet");
+    w.at(SWEEP_EVERY);
+    assert!(w.hub.expire(w.now).is_empty());
+    assert_eq!(w.hub.call_bucket_count(), 0);
+    assert!(
+        w.hub.call_buckets.capacity() < 100,
+        "the map gave its room back"
+    );
+    assert_eq!(
+        w.hub.next_deadline(),
+        None,
+        "no sweep while there is nothing to sweep"
+    );
 }
 
 /// Two hubs, as on two nodes: messages for users of the other node go
@@ -761,7 +809,7 @@ mod two_nodes {
             p.take(),
             [
                 r#"a: peer flat <- {"Ring":{"from":"door","to":"flat","offer":{"sdp":"o"}}}"#,
-                r#"b: flat <- incoming_call {"from":"door","offer":{"sdp":"o"}}"#,
+                r#"b: [f] <- incoming_call {"from":"door","offer":{"sdp":"o"}}"#,
             ]
         );
         p.send(
@@ -784,15 +832,13 @@ mod two_nodes {
         );
         let log = p.take();
         assert!(
-            log.contains(&r#"a: door <- ice_candidate {"from":"flat","candidate":{"c":1}}"#.into())
+            log.contains(&r#"a: [d] <- ice_candidate {"from":"flat","candidate":{"c":1}}"#.into())
         );
         assert!(
-            log.contains(
-                &r#"a: door <- call_answered {"from":"flat","answer":{"sdp":"a"}}"#.into()
-            )
+            log.contains(&r#"a: [d] <- call_answered {"from":"flat","answer":{"sdp":"a"}}"#.into())
         );
         assert!(
-            log.contains(&r#"b: flat <- ice_candidate {"from":"door","candidate":{"c":2}}"#.into())
+            log.contains(&r#"b: [f] <- ice_candidate {"from":"door","candidate":{"c":2}}"#.into())
         );
         assert!(p.a.in_active_call("door") && p.b.in_active_call("flat"));
         p.send(true, "end_call", r#"{"to":"flat"}"#, 4);
@@ -802,7 +848,7 @@ mod two_nodes {
             [
                 "a: over door -> flat",
                 r#"a: peer flat <- {"Ended":{"from":"door","to":"flat","reason":null}}"#,
-                r#"b: flat <- call_ended {"from":"door"}"#,
+                r#"b: [f] <- call_ended {"from":"door"}"#,
             ]
         );
         assert_eq!((p.a.call_count(), p.b.call_count()), (0, 0));
@@ -816,7 +862,7 @@ mod two_nodes {
         p.send(false, "decline_call", r#"{"to":"door"}"#, 1);
         let log = p.take();
         assert!(
-            log.contains(&r#"a: door <- call_declined {"from":"flat"}"#.into()),
+            log.contains(&r#"a: [d] <- call_declined {"from":"flat"}"#.into()),
             "{log:?}"
         );
         let released: Vec<&String> = log.iter().filter(|l| l.contains("over")).collect();
@@ -841,8 +887,8 @@ mod two_nodes {
         assert_eq!(
             timeouts,
             [
-                r#"a: door <- call_timeout {"user":"flat"}"#,
-                r#"b: flat <- call_timeout {"user":"door"}"#,
+                r#"a: [d] <- call_timeout {"user":"flat"}"#,
+                r#"b: [f] <- call_timeout {"user":"door"}"#,
             ]
         );
         // Nothing is left to fire later on either node.
@@ -858,7 +904,7 @@ mod two_nodes {
         let effects = p.b.expire(late);
         let log: Vec<String> = effects.iter().map(line).collect();
         assert!(
-            log.contains(&r#"flat <- call_timeout {"user":"door"}"#.into()),
+            log.contains(&r#"[f] <- call_timeout {"user":"door"}"#.into()),
             "{log:?}"
         );
         assert!(log.contains(&"over door -> flat".into()));
@@ -883,7 +929,7 @@ mod two_nodes {
             "b: left flat",
             r#"b: [f] <- force_disconnect {"reason":"new_login"}"#,
             "b: disconnect [f]",
-            r#"a: door <- call_ended {"from":"flat","reason":"new_login"}"#,
+            r#"a: [d] <- call_ended {"from":"flat","reason":"new_login"}"#,
         ] {
             assert!(log.contains(&expected.into()), "{expected} not in {log:?}");
         }
@@ -910,7 +956,7 @@ mod two_nodes {
                 "over door -> flat",
                 // In case flat's node lives after all: its side ends too.
                 r#"peer flat <- {"Ended":{"from":"door","to":"flat","reason":"disconnected"}}"#,
-                r#"door <- call_ended {"from":"flat","reason":"disconnected"}"#,
+                r#"[d] <- call_ended {"from":"flat","reason":"disconnected"}"#,
             ]
         );
         // A user connected here is never "lost".
@@ -928,7 +974,7 @@ mod two_nodes {
         let released: Vec<&String> = log.iter().filter(|l| l.contains("over")).collect();
         assert_eq!(released, ["b: over door -> flat"]);
         assert!(
-            log.iter().any(|l| l.starts_with("a: door <- call_failed")),
+            log.iter().any(|l| l.starts_with("a: [d] <- call_failed")),
             "{log:?}"
         );
         assert_eq!((p.a.call_count(), p.b.call_count()), (0, 0));
@@ -970,7 +1016,7 @@ mod two_nodes {
             render_all(&outcome.effects),
             [
                 "over guard -> door",
-                r#"guard <- call_busy {"targetUser":"door"}"#
+                r#"[g] <- call_busy {"targetUser":"door"}"#
             ]
         );
         // door's call with flat is untouched, and ends when the word comes.
@@ -982,7 +1028,7 @@ mod two_nodes {
         let effects = p.a.peer(ended, now);
         assert_eq!(
             render_all(&effects),
-            [r#"door <- call_ended {"from":"flat"}"#]
+            [r#"[d] <- call_ended {"from":"flat"}"#]
         );
         assert_eq!(p.a.call_count(), 0);
     }

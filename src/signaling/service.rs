@@ -15,9 +15,11 @@ use smol::channel::{Receiver, Sender, bounded};
 use super::cluster::{Claim, Cluster, Inbound};
 use super::hub::{Effect, Hub, Outcome};
 use super::ice::IceConfig;
-use super::limits::{Bucket, Limits};
+use super::limits::Limits;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use crate::config::Config;
+use crate::logging::untrusted;
+use crate::rate::Bucket;
 use crate::rt;
 use crate::socketio::{self, Ack, ConnectError, Incoming, Message, Socket, to_arg};
 use serde_json::value::RawValue;
@@ -222,7 +224,11 @@ impl Signaling {
     fn unknown_event(&self, socket: &Socket, name: &str, ack: Option<Ack>) {
         const UNKNOWN: &str = "unknown event";
         let name = shown(name);
-        log::debug!("socket {}: {name} refused: {UNKNOWN}", socket.id());
+        log::debug!(
+            "socket {}: {} refused: {UNKNOWN}",
+            socket.id(),
+            untrusted(name)
+        );
         match ack {
             Some(ack) => ack.send(&[to_arg(&json!({ "ok": false, "error": UNKNOWN }))]),
             None => {
@@ -279,8 +285,9 @@ impl Signaling {
                     .hub
                     .borrow_mut()
                     .handle(&socket.id_rc(), event, Instant::now());
-                if rings && outcome.result.is_ok() {
-                    // A new deadline: let the timer look again.
+                if rings {
+                    // A ring timeout, or a call-rate bucket to sweep: let
+                    // the timer look again.
                     let _ = self.wake.try_send(());
                 }
                 outcome
@@ -367,7 +374,11 @@ impl Signaling {
         if error.reported_by_seed_event() {
             return;
         }
-        log::debug!("socket {}: {name} refused: {error}", socket.id());
+        log::debug!(
+            "socket {}: {} refused: {error}",
+            socket.id(),
+            untrusted(name)
+        );
         let event = ServerEvent::SignalingError {
             event: name.to_owned(),
             error: error.to_string(),
@@ -380,12 +391,6 @@ impl Signaling {
     fn execute(&self, effects: Vec<Effect<Conn>>) {
         for effect in effects {
             match effect {
-                Effect::ToUser { user, event } => {
-                    let conn = self.hub.borrow().conn_of(&user).cloned();
-                    if let Some(socket) = conn.and_then(|c| self.socket(&c)) {
-                        socket.emit_value(event.name(), &event);
-                    }
-                }
                 Effect::ToConn { conn, event } => {
                     if let Some(socket) = self.socket(&conn) {
                         socket.emit_value(event.name(), &event);
@@ -426,6 +431,8 @@ impl Signaling {
     fn begin_call(&self, socket: &Socket, to: String, offer: Box<RawValue>, ack: Option<Ack>) {
         let conn = socket.id_rc();
         let begun = self.hub.borrow_mut().begin_call(&conn, &to, Instant::now());
+        // A call-rate bucket to sweep: let the timer look again.
+        let _ = self.wake.try_send(());
         match (begun, &self.cluster) {
             (Ok(caller), Some(cluster)) => {
                 let wait = Waiting {
@@ -497,7 +504,7 @@ impl Signaling {
                 conn: Some(conn),
             }) if self.hub.borrow().conn_of(&user) != Some(&conn) => {
                 // For a device this user has since replaced here: stale.
-                log::debug!("ignored a stale kick for {user}");
+                log::debug!("ignored a stale kick for {}", untrusted(&user));
             }
             Inbound::Message(message) => {
                 let rings = matches!(message, super::peer::PeerMessage::Ring { .. });
@@ -516,7 +523,7 @@ impl Signaling {
             Inbound::Lost(user) => {
                 let effects = self.hub.borrow_mut().peer_lost(&user, now);
                 if !effects.is_empty() {
-                    log::info!("{user} is gone from the cluster");
+                    log::info!("{} is gone from the cluster", untrusted(&user));
                 }
                 self.execute(effects);
             }

@@ -11,6 +11,7 @@ use smol::Timer;
 use smol::channel::{Receiver, Sender, TryRecvError, unbounded};
 
 use super::{Claim, ClusterConfig, ClusterStats, Inbound, Overview, RedisTarget, redact};
+use crate::logging::untrusted;
 use crate::rt;
 use crate::signaling::peer::PeerMessage;
 
@@ -741,7 +742,7 @@ impl Writer {
                 if let Ok(Value::Int(receivers)) = reply
                     && receivers < 1
                 {
-                    log::debug!("a message for {to} found no node");
+                    log::debug!("a message for {} found no node", untrusted(&to));
                 }
             }
             Op::Claim {
