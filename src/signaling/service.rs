@@ -273,7 +273,16 @@ impl Signaling {
         ack: Option<Ack>,
     ) {
         let mut registered = false;
-        let outcome = match ClientEvent::parse(name, message.arg(0), &self.limits) {
+        let parsed = if message.attachments.is_empty() {
+            ClientEvent::parse(name, message.arg(0), &self.limits)
+        } else {
+            // A payload whose SDP or candidate is a placeholder would be
+            // relayed with the binary part left behind.
+            Err(SignalError::InvalidPayload(
+                "binary attachments are not accepted".into(),
+            ))
+        };
+        let outcome = match parsed {
             Ok(Some(ClientEvent::MakeCall { to, offer })) if self.cluster.is_some() => {
                 self.begin_call(socket, to, offer, ack);
                 return;
