@@ -402,6 +402,28 @@ fn accept_websocket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt::Turn;
+
+    #[test]
+    fn a_connection_that_is_always_ready_lets_others_run() {
+        rt::block_on(async {
+            let site = Rc::new(
+                Site::new(Cors::default(), Limits::default())
+                    .pages(|_| Some(Response::text(200, "ok\n"))),
+            );
+            let flood = rt::Endless::new(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 10 << 20);
+            let read = flood.read.clone();
+            let admitted = site.admit("192.168.1.20".parse().unwrap()).unwrap();
+            let _flooding = rt::spawn(serve_connection(site, flood, admitted));
+            // Queued behind the flood: it runs once the flood yields.
+            let read_by_then = rt::spawn(async move { read.get() }).await;
+            assert!(read_by_then > 0, "the flood never ran");
+            assert!(
+                read_by_then <= Turn::BYTES + 4096,
+                "the flood held the thread for {read_by_then} bytes"
+            );
+        });
+    }
 
     #[test]
     fn admission_limits_total_and_per_ip_but_not_loopback() {

@@ -12,6 +12,7 @@ use smol::Timer;
 
 use super::body::{Chunked, ChunkedError};
 use super::head::{BodyLength, HeadError, Request, parse_head};
+use crate::rt::Turn;
 
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 2048;
@@ -84,6 +85,8 @@ pub struct Conn<S> {
     buf: Vec<u8>,
     limits: Limits,
     body_read: bool,
+    /// Requests and bytes of this connection since it last let others run.
+    turn: Turn,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -94,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             buf: Vec::new(),
             limits,
             body_read: false,
+            turn: Turn::new(),
         }
     }
 
@@ -112,9 +116,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         (self.stream, rest)
     }
 
+    /// Charges `units` pieces of work (packets of a polling body, say) to
+    /// this connection's turn, letting other tasks run when it is used up.
+    pub async fn spend(&mut self, units: u32) {
+        self.turn.take(units, 0).await;
+    }
+
     /// Reads more bytes into the buffer; 0 means end of stream. Safe to
-    /// cancel: the buffer is whole after every poll.
+    /// cancel: the buffer is whole after every poll. The bytes are charged
+    /// to the connection's turn.
     async fn read_more(&mut self) -> io::Result<usize> {
+        let read = self.read_ready().await?;
+        self.turn.take(0, read).await;
+        Ok(read)
+    }
+
+    async fn read_ready(&mut self) -> io::Result<usize> {
         future::poll_fn(|cx| {
             let old = self.buf.len();
             self.buf.resize(old + READ_CHUNK, 0);
@@ -142,6 +159,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// begin, and up to the request timeout for it to end.
     pub async fn read_request(&mut self) -> Result<Request, ReadError> {
         self.body_read = false;
+        // Pipelined requests are in the buffer already and need no read:
+        // each is charged, so that a flood of them cannot hold the thread.
+        self.turn.take(1, 0).await;
         let mut deadline = None;
         loop {
             if !self.buf.is_empty() {
