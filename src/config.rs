@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::forwarded::Network;
 use crate::signaling::cluster::ClusterConfig;
 use crate::signaling::ice::IceConfig;
 use crate::signaling::limits::Limits as SignalingLimits;
@@ -39,6 +40,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Several nodes as one, through Redis; `None`: a single node.
     pub cluster: Option<ClusterConfig>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Network>,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             signaling: SignalingLimits::default(),
             tls: None,
             cluster: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

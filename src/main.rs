@@ -9,6 +9,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use signalbox::Config;
 use signalbox::config::{parse_count, parse_duration, parse_path, parse_rate, parse_size};
+use signalbox::http::forwarded::Network;
 use signalbox::signaling::cluster::{ClusterConfig, parse_prefix};
 use signalbox::signaling::ice::parse_ice_url;
 
@@ -74,7 +75,7 @@ struct Args {
     /// the most connections open at once (default 25000)
     #[argh(option, from_str_fn(parse_count))]
     max_connections: Option<usize>,
-    /// the most connections from one IP address; loopback is exempt (default 500)
+    /// the most connections from one IP address; loopback and trusted proxies are exempt (default 500)
     #[argh(option, from_str_fn(parse_count))]
     max_connections_per_ip: Option<usize>,
     /// time allowed for a request head or body once it started (default 10s)
@@ -83,6 +84,25 @@ struct Args {
     /// time an idle kept-alive HTTP connection stays open (default 60s)
     #[argh(option, from_str_fn(parse_duration))]
     idle_timeout: Option<Duration>,
+    /// a reverse proxy (address or network, such as 127.0.0.1 or
+    /// 10.0.0.0/8) whose X-Forwarded-For names the client for every
+    /// per-address limit and the logs; repeat for several (default: none,
+    /// the header is ignored; the variable takes a comma-separated list)
+    #[argh(option, from_str_fn(parse_network))]
+    trusted_proxy: Vec<Network>,
+    /// handshakes (new Engine.IO sessions) one client address may make per second on
+    /// average (default 100)
+    #[argh(option, from_str_fn(parse_rate))]
+    handshake_rate: Option<f64>,
+    /// handshakes one client address may make in a burst (default 1000)
+    #[argh(option, from_str_fn(parse_rate))]
+    handshake_burst: Option<f64>,
+    /// sessions that joined no namespace one client address may hold (default 1000)
+    #[argh(option, from_str_fn(parse_count))]
+    max_unjoined_per_ip: Option<usize>,
+    /// sessions that joined no namespace one TCP connection may hold (default 8)
+    #[argh(option, from_str_fn(parse_count))]
+    max_unjoined_per_connection: Option<usize>,
     /// the most sessions on long-polling at once (default 5000)
     #[argh(option, from_str_fn(parse_count))]
     max_polling_sessions: Option<usize>,
@@ -90,6 +110,11 @@ struct Args {
     /// slow (default twice --max-payload)
     #[argh(option, from_str_fn(parse_size))]
     max_buffered: Option<usize>,
+    /// the most bytes all sessions together may have queued or waiting for
+    /// the rest of a message; past it, the session that adds more is
+    /// dropped as too slow (default 64m)
+    #[argh(option, from_str_fn(parse_size))]
+    max_pending_bytes: Option<usize>,
     /// largest SDP offer or answer, in bytes of JSON (default 64k)
     #[argh(option, from_str_fn(parse_size))]
     max_sdp_bytes: Option<usize>,
@@ -172,6 +197,10 @@ fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
     let expiry = now.saturating_add(args.ttl.as_secs());
     println!("{}", signalbox::auth::mint(&secret, &args.user, expiry));
     Ok(())
+}
+
+fn parse_network(text: &str) -> Result<Network, String> {
+    text.parse()
 }
 
 fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
@@ -320,6 +349,47 @@ fn config(args: Args) -> Result<Config, String> {
         config.engine.max_polling_sessions = n;
     }
     config.engine.buffer_limit = or_env(args.max_buffered, "SIGNALBOX_MAX_BUFFERED", parse_size)?;
+    if let Some(n) = or_env(
+        args.max_pending_bytes,
+        "SIGNALBOX_MAX_PENDING_BYTES",
+        parse_size,
+    )? {
+        config.engine.max_pending_bytes = n;
+    }
+    config.trusted_proxies = if args.trusted_proxy.is_empty() {
+        list_env("SIGNALBOX_TRUSTED_PROXY")
+            .iter()
+            .map(|proxy| parse_network(proxy))
+            .collect::<Result<_, _>>()
+            .map_err(|error| format!("SIGNALBOX_TRUSTED_PROXY: {error}"))?
+    } else {
+        args.trusted_proxy
+    };
+    let handshakes = &mut config.engine.handshakes;
+    if let Some(r) = or_env(args.handshake_rate, "SIGNALBOX_HANDSHAKE_RATE", parse_rate)? {
+        handshakes.rate = r;
+    }
+    if let Some(r) = or_env(
+        args.handshake_burst,
+        "SIGNALBOX_HANDSHAKE_BURST",
+        parse_rate,
+    )? {
+        handshakes.burst = r;
+    }
+    if let Some(n) = or_env(
+        args.max_unjoined_per_ip,
+        "SIGNALBOX_MAX_UNJOINED_PER_IP",
+        parse_count,
+    )? {
+        handshakes.max_unjoined_per_ip = n;
+    }
+    if let Some(n) = or_env(
+        args.max_unjoined_per_connection,
+        "SIGNALBOX_MAX_UNJOINED_PER_CONNECTION",
+        parse_count,
+    )? {
+        handshakes.max_unjoined_per_connection = n;
+    }
     let limits = &mut config.signaling;
     if let Some(n) = or_env(args.max_sdp_bytes, "SIGNALBOX_MAX_SDP_BYTES", parse_size)? {
         limits.max_sdp_bytes = n;

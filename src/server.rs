@@ -12,13 +12,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::Role;
 use futures_lite::{AsyncRead, AsyncWrite, future};
 use smol::{Async, Timer};
 
-use crate::engineio::{Engine, RequestError};
+use crate::engineio::{Admission, Engine, RequestError, Source};
+use crate::http::forwarded::Proxies;
 use crate::http::head::BodyLength;
 use crate::http::{Conn, Cors, Limits, Method, Request, Response};
 use crate::rt;
@@ -51,6 +50,7 @@ pub struct Site {
     activity: Activity,
     connections: RefCell<Connections>,
     tls: Option<Rc<Tls>>,
+    proxies: Proxies,
 }
 
 /// Open connections, in all and per IP address.
@@ -131,7 +131,15 @@ impl Site {
             activity: Activity::default(),
             connections: RefCell::new(Connections::default()),
             tls: None,
+            proxies: Proxies::default(),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from `proxies`: the address it names is
+    /// the client's for every per-address limit and in the logs.
+    pub fn trust(mut self, proxies: Proxies) -> Site {
+        self.proxies = proxies;
+        self
     }
 
     /// Serves every connection over TLS with `tls`'s certificate.
@@ -160,14 +168,18 @@ impl Site {
         }
     }
 
-    /// Takes a place for a connection from `ip`, if the limits allow.
+    /// Takes a place for a connection from `ip`, if the limits allow. A
+    /// reverse proxy carries many clients' connections: the per-IP limit
+    /// spares loopback and trusted proxies (per-address session limits
+    /// still apply to the clients they forward).
     fn admit(self: &Rc<Site>, ip: IpAddr) -> Option<Admitted> {
         let mut connections = self.connections.borrow_mut();
         if connections.total >= self.limits.max_connections {
             return None;
         }
         let from_ip = connections.per_ip.entry(ip).or_default();
-        if *from_ip >= self.limits.max_connections_per_ip && !ip.is_loopback() {
+        let proxy = ip.is_loopback() || self.proxies.trusts(ip);
+        if *from_ip >= self.limits.max_connections_per_ip && !proxy {
             return None;
         }
         *from_ip += 1;
@@ -272,6 +284,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     admitted: Admitted,
 ) {
     let mut conn = Conn::new(stream, site.limits.clone());
+    // The sessions opened on this connection that joined nothing yet.
+    let unjoined = Rc::new(Cell::new(0));
     loop {
         let request = match conn.read_request().await {
             Ok(request) => request,
@@ -295,6 +309,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
             }
         };
         let engine = site.endpoint(&request.path);
+        let source = Source {
+            address: site.proxies.client(&request, admitted.ip),
+            unjoined: unjoined.clone(),
+        };
         let response = if request.method == Method::Options {
             site.cors.preflight(&request)
         } else if let Some(engine) = engine {
@@ -312,9 +330,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
             }
             if request.is_websocket_upgrade() {
                 let engine = engine.clone();
-                return upgrade(&site, &engine, request, conn, admitted).await;
+                return upgrade(&site, &engine, request, &source, conn, admitted).await;
             }
-            match engine.serve_polling(&request, &mut conn).await {
+            match engine.serve_polling(&request, &source, &mut conn).await {
                 Some(response) => response,
                 None => return,
             }
@@ -343,14 +361,15 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     site: &Site,
     engine: &Engine,
     request: Request,
+    source: &Source,
     mut conn: Conn<S>,
     admitted: Admitted,
 ) {
-    let accepted = accept_websocket(engine, &request)
+    let accepted = accept_websocket(engine, &request, source)
         .map_err(|refusal| site.cors.apply(&request, refusal).closing());
     // The request head is not needed for the life of the socket.
     drop(request);
-    let (head, sid) = match accepted {
+    let (head, admission) = match accepted {
         Ok(accepted) => accepted,
         Err(refusal) => {
             let _ = conn.write_all(&refusal.serialize(false, false)).await;
@@ -361,24 +380,22 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         return;
     }
     let (stream, leftover) = conn.into_parts();
-    let config = engine.config().websocket();
-    let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     // A task of its own, sized for the socket's life rather than for the
     // HTTP handling that led to it, which ends here.
     rt::spawn(Holding {
-        future: engine.serve_websocket(ws, sid),
+        future: engine.serve_websocket(stream, leftover, admission),
         _place: admitted,
     })
     .detach();
 }
 
-/// Checks an upgrade request: the 101 answer and the sid it upgrades, or
-/// the refusal.
+/// Checks an upgrade request: the 101 answer and what the engine admitted,
+/// or the refusal.
 fn accept_websocket(
     engine: &Engine,
     request: &Request,
-) -> Result<(String, Option<Rc<str>>), Response> {
+    source: &Source,
+) -> Result<(String, Admission), Response> {
     let key = request
         .header("sec-websocket-key")
         .map(str::trim)
@@ -389,14 +406,14 @@ fn accept_websocket(
     if request.header("sec-websocket-version").map(str::trim) != Some("13") {
         return Err(Response::error(426).header("Sec-WebSocket-Version", "13"));
     }
-    let sid = engine
-        .check_websocket(request)
+    let admission = engine
+        .check_websocket(request, source)
         .map_err(|error| error.response())?;
     let accept = derive_accept_key(key.as_bytes());
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    Ok((head, sid))
+    Ok((head, admission))
 }
 
 #[cfg(test)]

@@ -167,6 +167,46 @@ fn an_abandoned_upgrade_is_freed() {
 }
 
 #[test]
+fn sessions_in_no_namespace_end_at_the_connect_timeout() {
+    // A slow heartbeat: only the connect timeout can end these.
+    let mut options = Options {
+        connect_timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    options.engine.ping_interval = Duration::from_secs(20);
+    options.engine.ping_timeout = Duration::from_secs(20);
+    let addr = start(options);
+    let sio = |sid: &str| format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    // Never joined, with a packet queued that it never collects.
+    let refused = polling_handshake(addr, "/socket.io/");
+    assert_eq!(post(addr, &sio(&refused), "40/nowhere,").status, 200);
+    // Joined, then left its last namespace.
+    let left = polling_handshake(addr, "/socket.io/");
+    assert_eq!(post(addr, &sio(&left), "40").status, 200);
+    assert!(get(addr, &sio(&left)).body.starts_with("40{"));
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        post(addr, &sio(&left), "41").status,
+        200,
+        "a joined session stays"
+    );
+    // Probed for an upgrade, then abandoned.
+    let probed = polling_handshake(addr, "/socket.io/");
+    let mut ws = ws_connect(
+        addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={probed}"),
+    )
+    .unwrap();
+    ws_send(&mut ws, "2probe");
+    assert_eq!(ws_next(&mut ws).as_deref(), Some("3probe"));
+    assert!(
+        eventually(Duration::from_secs(2), || session_count(addr) == 0),
+        "{} sessions outlived their connect timeout",
+        session_count(addr)
+    );
+}
+
+#[test]
 fn a_failed_probe_leaves_the_session_on_polling() {
     let addr = start(Options::default());
     let sid = polling_handshake(addr, "/engine.io/");
@@ -354,9 +394,9 @@ fn max_payload_holds_on_both_transports() {
     assert_eq!(ws_next_data(&mut ws).as_deref(), Some(fits.as_str()));
     ws_send(&mut ws, &big);
     assert_eq!(
-        ws_next_data(&mut ws),
-        None,
-        "an oversized frame closes the socket"
+        ws_close_code(&mut ws),
+        Some(1009),
+        "an oversized message closes the socket with 1009, message too big"
     );
 }
 

@@ -4,6 +4,8 @@
 //! An [`Engine`] serves one path. It knows nothing of Socket.IO: it hands
 //! whole messages to a [`Handler`] and sends what the handler queues.
 
+mod frames;
+mod handshakes;
 mod heartbeat;
 pub mod packet;
 mod polling;
@@ -13,13 +15,14 @@ mod websocket;
 use crate::id::IdMap;
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::{AsyncRead, AsyncWrite};
 
+pub use handshakes::{HandshakeLimits, HandshakeRefusal};
 pub use packet::Data;
 pub use session::{CloseReason, Session, Transport};
 
@@ -42,6 +45,13 @@ pub struct Config {
     pub buffer_limit: Option<usize>,
     /// The most sessions on long-polling at once; more handshakes get 503.
     pub max_polling_sessions: usize,
+    /// How many sessions one client may open.
+    pub handshakes: HandshakeLimits,
+    /// The most bytes all sessions together may have queued, or held by
+    /// the application (parts of messages waiting for the rest); past it,
+    /// the session that adds more is dropped as too slow, or its message
+    /// refused.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for Config {
@@ -53,6 +63,9 @@ impl Default for Config {
             upgrade_timeout: Duration::from_secs(10),
             buffer_limit: None,
             max_polling_sessions: 5000,
+            handshakes: HandshakeLimits::default(),
+            // An eighth of a 512 MB box.
+            max_pending_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -96,7 +109,8 @@ pub trait Handler {
 }
 
 /// The Engine.IO errors a request can get, as the reference server numbers
-/// them.
+/// them, and the refusals of a server at one of its limits (code 4, as the
+/// reference server's `allowRequest` refusals, with a message that says why).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
     /// `transport` is missing or not `polling`/`websocket`.
@@ -111,6 +125,12 @@ pub enum RequestError {
     Forbidden,
     /// `EIO` is missing or not `4`.
     UnsupportedProtocolVersion,
+    /// A client past one of its own limits on sessions (429).
+    Limited(HandshakeRefusal),
+    /// Every place for a long-polling session is taken (503).
+    PollingFull,
+    /// No new sessions now: the endpoint is shutting down (503).
+    ShuttingDown,
 }
 
 impl RequestError {
@@ -121,32 +141,42 @@ impl RequestError {
             RequestError::UnknownSid => 1,
             RequestError::BadHandshakeMethod => 2,
             RequestError::BadRequest => 3,
-            RequestError::Forbidden => 4,
+            RequestError::Forbidden
+            | RequestError::Limited(_)
+            | RequestError::PollingFull
+            | RequestError::ShuttingDown => 4,
             RequestError::UnsupportedProtocolVersion => 5,
         }
     }
 
     /// The HTTP status.
     pub fn status(self) -> u16 {
-        if self == RequestError::Forbidden {
-            403
-        } else {
-            400
+        match self {
+            RequestError::Forbidden => 403,
+            RequestError::Limited(_) => 429,
+            RequestError::PollingFull | RequestError::ShuttingDown => 503,
+            _ => 400,
         }
     }
 
-    /// The JSON error response: `{"code":N,"message":"…"}`.
+    /// The JSON error response: `{"code":N,"message":"…"}`; refusals for now
+    /// say when to try again.
     ///
     /// ```
     /// use signalbox::engineio::RequestError;
     /// let resp = RequestError::UnknownSid.response();
     /// assert_eq!((resp.status, resp.body.as_slice()), (400, &br#"{"code":1,"message":"Session ID unknown"}"#[..]));
+    /// assert_eq!(RequestError::ShuttingDown.response().status, 503);
     /// ```
     pub fn response(self) -> Response {
-        Response::json(
+        let response = Response::json(
             self.status(),
             format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self),
-        )
+        );
+        match self.status() {
+            429 | 503 => response.header("Retry-After", "1"),
+            _ => response,
+        }
     }
 }
 
@@ -159,47 +189,61 @@ impl fmt::Display for RequestError {
             RequestError::BadRequest => "Bad request",
             RequestError::Forbidden => "Forbidden",
             RequestError::UnsupportedProtocolVersion => "Unsupported protocol version",
+            RequestError::Limited(refusal) => return refusal.fmt(f),
+            RequestError::PollingFull => "Too many long-polling sessions: try again later",
+            RequestError::ShuttingDown => "The server is shutting down",
         })
     }
 }
 
 impl std::error::Error for RequestError {}
 
-/// Why a WebSocket handshake is refused before the upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The request breaks the protocol.
-    Invalid(RequestError),
-    /// No new sessions now: the endpoint is shutting down.
-    Unavailable,
+/// Where a request comes from: the client's address (behind a trusted
+/// proxy, the one it forwarded) and the count of sessions that joined no
+/// namespace yet among those opened on its TCP connection.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The client's address.
+    pub address: IpAddr,
+    /// Shared by every request of one connection.
+    pub unjoined: Rc<Cell<usize>>,
 }
 
-impl Refusal {
-    /// The answer: the Engine.IO error, or the same 503 a polling
-    /// handshake gets.
-    ///
-    /// ```
-    /// use signalbox::engineio::{Refusal, RequestError};
-    /// assert_eq!(Refusal::Unavailable.response().status, 503);
-    /// assert_eq!(Refusal::Invalid(RequestError::BadRequest).response().status, 400);
-    /// ```
-    pub fn response(self) -> Response {
-        match self {
-            Refusal::Invalid(error) => error.response(),
-            Refusal::Unavailable => unavailable(),
+impl Source {
+    /// A source for a connection of its own, from `address`.
+    pub fn new(address: IpAddr) -> Source {
+        Source {
+            address,
+            unjoined: Rc::default(),
         }
     }
 }
 
-impl From<RequestError> for Refusal {
-    fn from(error: RequestError) -> Refusal {
-        Refusal::Invalid(error)
+/// A session's place among those that joined no namespace: given back
+/// when it joins one, or ends.
+pub(crate) struct Unjoined {
+    address: IpAddr,
+    connection: std::rc::Weak<Cell<usize>>,
+    engine: std::rc::Weak<Shared>,
+}
+
+impl Drop for Unjoined {
+    fn drop(&mut self) {
+        if let Some(count) = self.connection.upgrade() {
+            count.set(count.get().saturating_sub(1));
+        }
+        if let Some(engine) = self.engine.upgrade() {
+            engine.handshakes.borrow_mut().joined(self.address);
+        }
     }
 }
 
-/// The answer to a handshake refused for now: shutting down, or at a limit.
-fn unavailable() -> Response {
-    Response::error(503)
+/// An accepted WebSocket request: the session it upgrades, or the place of
+/// the session it opens.
+pub struct Admission {
+    sid: Option<Rc<str>>,
+    place: Option<Unjoined>,
+    address: IpAddr,
 }
 
 pub(crate) struct Shared {
@@ -210,6 +254,9 @@ pub(crate) struct Shared {
     bytes_sent: Cell<u64>,
     closed: Cell<bool>,
     pub heartbeats: Rc<heartbeat::Scheduler<session::Inner>>,
+    handshakes: RefCell<handshakes::Handshakes>,
+    /// Bytes queued in or held for every session.
+    pending: Cell<usize>,
 }
 
 impl Shared {
@@ -234,6 +281,8 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Bytes of packets sent.
     pub bytes_sent: u64,
+    /// Bytes queued for, or held for, all sessions now.
+    pub bytes_pending: usize,
 }
 
 /// An Engine.IO endpoint and its sessions.
@@ -244,13 +293,18 @@ impl Engine {
     /// An endpoint with `config` that reports to `handler`.
     pub fn new(config: Config, handler: Rc<dyn Handler>) -> Engine {
         Engine(Rc::new(Shared {
-            config,
             handler,
             sessions: RefCell::new(IdMap::default()),
             bytes_received: Cell::new(0),
             bytes_sent: Cell::new(0),
             closed: Cell::new(false),
             heartbeats: heartbeat::Scheduler::new(),
+            handshakes: RefCell::new(handshakes::Handshakes::new(
+                config.handshakes.clone(),
+                Instant::now(),
+            )),
+            pending: Cell::new(0),
+            config,
         }))
     }
 
@@ -279,6 +333,7 @@ impl Engine {
             websocket,
             bytes_received: self.0.bytes_received.get(),
             bytes_sent: self.0.bytes_sent.get(),
+            bytes_pending: self.0.pending.get(),
         }
     }
 
@@ -302,9 +357,30 @@ impl Engine {
         self.0.sessions.borrow().get(sid).cloned()
     }
 
-    fn open(&self, transport: Transport) -> Session {
+    /// Takes a place for a new session from `source`, if its limits allow.
+    fn admit(&self, source: &Source) -> Result<Unjoined, RequestError> {
+        if self.0.closed.get() {
+            return Err(RequestError::ShuttingDown);
+        }
+        self.0
+            .handshakes
+            .borrow_mut()
+            .admit(source.address, source.unjoined.get(), Instant::now())
+            .map_err(|refusal| {
+                log::debug!("handshake from {} refused: {refusal}", source.address);
+                RequestError::Limited(refusal)
+            })?;
+        source.unjoined.set(source.unjoined.get() + 1);
+        Ok(Unjoined {
+            address: source.address,
+            connection: Rc::downgrade(&source.unjoined),
+            engine: Rc::downgrade(&self.0),
+        })
+    }
+
+    fn open(&self, transport: Transport, address: IpAddr, place: Option<Unjoined>) -> Session {
         let sid: Rc<str> = crate::id::random().into();
-        let session = Session::new(sid.clone(), &self.0, transport);
+        let session = Session::new(sid.clone(), &self.0, transport, address, place);
         self.0.sessions.borrow_mut().insert(sid, session.clone());
         let config = &self.0.config;
         let upgrades = match transport {
@@ -351,11 +427,12 @@ impl Engine {
         }
     }
 
-    /// Serves a long-polling request. `None` means the connection must be
-    /// closed without an answer (the client went away).
+    /// Serves a long-polling request from `source`. `None` means the
+    /// connection must be closed without an answer (the client went away).
     pub async fn serve_polling<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         request: &Request,
+        source: &Source,
         conn: &mut Conn<S>,
     ) -> Option<Response> {
         let session = match self.verify(request, false) {
@@ -363,8 +440,13 @@ impl Engine {
             Err(error) => return Some(error.response()),
         };
         match (session, &request.method) {
-            (None, _) if self.0.closed.get() || self.polling_full() => Some(unavailable()),
-            (None, _) => Some(polling::handshake(self)),
+            (None, _) if self.polling_full() && !self.0.closed.get() => {
+                Some(RequestError::PollingFull.response())
+            }
+            (None, _) => Some(match self.admit(source) {
+                Ok(place) => polling::handshake(self, source.address, place),
+                Err(error) => error.response(),
+            }),
             (Some(session), Method::Get) => polling::get(self, &session, conn).await,
             (Some(session), Method::Post) => polling::post(self, &session, request, conn).await,
             (Some(_), _) => Some(RequestError::BadRequest.response()),
@@ -384,26 +466,38 @@ impl Engine {
                 >= max
     }
 
-    /// Checks a WebSocket upgrade request before it is accepted; returns the
-    /// sid of the polling session it upgrades, if any. A new session while
-    /// shutting down gets 503, as a polling handshake does. A second
-    /// WebSocket for a session that already has one passes here and is
-    /// closed right after the handshake, as the reference server does.
-    pub fn check_websocket(&self, request: &Request) -> Result<Option<Rc<str>>, Refusal> {
+    /// Checks a WebSocket upgrade request from `source` before it is
+    /// accepted: the polling session it upgrades, or a place for the new
+    /// session it opens. A new session while shutting down gets 503, as a
+    /// polling handshake does. A second WebSocket for a session that
+    /// already has one passes here and is closed right after the
+    /// handshake, as the reference server does.
+    pub fn check_websocket(
+        &self,
+        request: &Request,
+        source: &Source,
+    ) -> Result<Admission, RequestError> {
         let session = self.verify(request, true)?;
-        if session.is_none() && self.0.closed.get() {
-            return Err(Refusal::Unavailable);
-        }
-        Ok(session.map(|session| session.sid_rc()))
+        let place = match &session {
+            Some(_) => None,
+            None => Some(self.admit(source)?),
+        };
+        Ok(Admission {
+            sid: session.map(|session| session.sid_rc()),
+            place,
+            address: source.address,
+        })
     }
 
-    /// Serves an accepted WebSocket until it closes: a new session, or the
-    /// upgrade of the polling session `sid`.
+    /// Serves an accepted WebSocket over `stream` until it closes: a new
+    /// session, or the upgrade of a polling session. `read` is what was read
+    /// from the stream past the upgrade request.
     pub fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         &self,
-        ws: WebSocketStream<S>,
-        sid: Option<Rc<str>>,
+        stream: S,
+        read: Vec<u8>,
+        admission: Admission,
     ) -> impl std::future::Future<Output = ()> + Unpin + use<S> {
-        websocket::run(self, ws, sid)
+        websocket::run(self, stream, read, admission)
     }
 }

@@ -3,19 +3,20 @@
 
 use futures_lite::{AsyncRead, AsyncWrite, future};
 
-use super::packet::{Packet, decode_payload, encode_payload};
+use super::packet::{Packet, SEPARATOR, decode_text, encode_payload};
 use super::session::{Phase, Upgrade};
-use super::{CloseReason, Engine, RequestError, Session, Transport};
+use super::{CloseReason, Engine, RequestError, Session, Transport, Unjoined};
 use crate::http::conn::ReadError;
 use crate::http::{Conn, Request, Response};
+use std::net::IpAddr;
 
 fn payload_response(body: String) -> Response {
     Response::text(200, body).header("Cache-Control", "no-store")
 }
 
-/// Opens a session; the answer carries the open packet.
-pub(crate) fn handshake(engine: &Engine) -> Response {
-    let session = engine.open(Transport::Polling);
+/// Opens a session in `place`; the answer carries the open packet.
+pub(crate) fn handshake(engine: &Engine, address: IpAddr, place: Unjoined) -> Response {
+    let session = engine.open(Transport::Polling, address, Some(place));
     let response = collect(&session);
     engine.0.sent(response.body.len());
     response
@@ -124,15 +125,21 @@ pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     engine.0.received(body.len());
-    let packets = String::from_utf8(body)
-        .ok()
-        .and_then(|text| decode_payload(&text).ok());
-    let Some(packets) = packets else {
+    let Ok(text) = String::from_utf8(body) else {
         session.terminate(CloseReason::ParseError);
         return Some(RequestError::BadRequest.response());
     };
-    for packet in packets {
-        session.receive(packet);
+    // Packet by packet, each charged to the connection's turn: a body may
+    // hold a hundred thousand of them.
+    for packet in text.split(SEPARATOR) {
+        match decode_text(packet) {
+            Ok(packet) => session.receive(packet),
+            Err(_) => {
+                session.terminate(CloseReason::ParseError);
+                return Some(RequestError::BadRequest.response());
+            }
+        }
+        conn.spend(1).await;
     }
     Some(
         Response::new(200)

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
-use super::Shared;
 use super::heartbeat::{Deadlines, Due};
 use super::packet::{Data, Packet};
+use super::{Shared, Unjoined};
 use crate::rt;
+use std::net::IpAddr;
 
 /// The transport a session currently uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,19 +89,27 @@ pub(crate) struct State {
     pub upgrade: Upgrade,
     pub outbox: VecDeque<Packet>,
     outbox_bytes: usize,
+    /// Bytes the application keeps for the session, besides its outbox.
+    held: usize,
     /// A long-polling GET is waiting for packets.
     pub polling_get: bool,
     /// A long-polling POST is being read.
     pub polling_post: bool,
     waiters: Vec<Waker>,
-    last_pong: Option<Instant>,
+    /// The last sign of life: the open, then each pong. The session is
+    /// dead a ping interval and a ping timeout after it.
+    last_pong: Instant,
     /// The session's one deadline: its next ping, its pong check, or the end
     /// of its closing linger.
     due: Option<(Instant, Due)>,
+    /// Its place among the sessions that joined no namespace, until the
+    /// application says it joined one.
+    unjoined: Option<Unjoined>,
 }
 
 pub(crate) struct Inner {
     sid: Rc<str>,
+    address: IpAddr,
     engine: Weak<Shared>,
     state: RefCell<State>,
 }
@@ -124,9 +133,16 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(sid: Rc<str>, engine: &Rc<Shared>, transport: Transport) -> Session {
+    pub(crate) fn new(
+        sid: Rc<str>,
+        engine: &Rc<Shared>,
+        transport: Transport,
+        address: IpAddr,
+        unjoined: Option<Unjoined>,
+    ) -> Session {
         Session(Rc::new(Inner {
             sid,
+            address,
             engine: Rc::downgrade(engine),
             state: RefCell::new(State {
                 transport,
@@ -135,11 +151,13 @@ impl Session {
                 upgrade: Upgrade::None,
                 outbox: VecDeque::new(),
                 outbox_bytes: 0,
+                held: 0,
                 polling_get: false,
                 polling_post: false,
                 waiters: Vec::new(),
-                last_pong: None,
+                last_pong: Instant::now(),
                 due: None,
+                unjoined,
             }),
         }))
     }
@@ -151,6 +169,38 @@ impl Session {
 
     pub(crate) fn sid_rc(&self) -> Rc<str> {
         self.0.sid.clone()
+    }
+
+    /// The client's address (behind a trusted proxy, the one it forwarded).
+    pub fn address(&self) -> IpAddr {
+        self.0.address
+    }
+
+    /// The application tells whether the session is in use (joined a
+    /// namespace, for Socket.IO): until it is, it counts against its
+    /// client's limit on such sessions.
+    pub fn set_joined(&self, joined: bool) {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return;
+        };
+        let mut st = self.0.state.borrow_mut();
+        if st.phase == Phase::Closed {
+            return;
+        }
+        if joined {
+            // Dropping the place gives it back.
+            st.unjoined = None;
+        } else if st.unjoined.is_none() {
+            engine
+                .handshakes
+                .borrow_mut()
+                .unjoined(self.0.address, Instant::now());
+            st.unjoined = Some(Unjoined {
+                address: self.0.address,
+                connection: Weak::new(),
+                engine: Rc::downgrade(&engine),
+            });
+        }
     }
 
     /// The transport in use now.
@@ -183,7 +233,8 @@ impl Session {
         let Some(engine) = self.0.engine.upgrade() else {
             return;
         };
-        {
+        let config = &engine.config;
+        let last_pong = {
             let mut st = self.0.state.borrow_mut();
             if st.phase != Phase::Open {
                 return;
@@ -191,8 +242,13 @@ impl Session {
             st.phase = Phase::Closing;
             st.reason = Some(CloseReason::ForcedClose);
             wake_all(&mut st);
-        }
-        self.schedule(Instant::now() + linger, Due::Linger);
+            st.last_pong
+        };
+        // Lingers for the client to collect its close packet (a polling
+        // client that is told nothing reports an error, not a close), but
+        // never past the moment the heartbeat would have ended it.
+        let dead = last_pong + config.ping_interval + config.ping_timeout;
+        self.schedule((Instant::now() + linger).min(dead), Due::Linger);
         engine.handler.on_close(self, CloseReason::ForcedClose);
     }
 
@@ -219,8 +275,9 @@ impl Session {
         self.0.state.borrow_mut()
     }
 
-    /// Queues a packet and wakes the transport. A queue past its bound ends
-    /// the session (later, outside the caller's stack).
+    /// Queues a packet and wakes the transport. A queue past its bound, or
+    /// one that takes the endpoint past its bound on all that sessions hold,
+    /// ends the session (later, outside the caller's stack).
     pub(crate) fn push(&self, packet: Packet) {
         let Some(engine) = self.0.engine.upgrade() else {
             return;
@@ -229,12 +286,15 @@ impl Session {
         if st.phase != Phase::Open {
             return;
         }
-        st.outbox_bytes += packet.queued_size();
+        let size = packet.queued_size();
+        st.outbox_bytes += size;
+        engine.pending.set(engine.pending.get() + size);
         st.outbox.push_back(packet);
-        if st.outbox_bytes > engine.config.max_buffered() {
+        if st.outbox_bytes > engine.config.max_buffered()
+            || engine.pending.get() > engine.config.max_pending_bytes
+        {
             st.phase = Phase::Closed;
-            st.outbox.clear();
-            st.outbox_bytes = 0;
+            forget_outbox(&engine, &mut st);
             wake_all(&mut st);
             drop(st);
             let session = self.clone();
@@ -247,6 +307,9 @@ impl Session {
     /// Takes every queued packet.
     pub(crate) fn drain(&self) -> Vec<Packet> {
         let mut st = self.0.state.borrow_mut();
+        if let Some(engine) = self.0.engine.upgrade() {
+            engine.pending.set(engine.pending.get() - st.outbox_bytes);
+        }
         st.outbox_bytes = 0;
         st.outbox.drain(..).collect()
     }
@@ -255,8 +318,40 @@ impl Session {
     pub(crate) fn pop(&self) -> Option<Packet> {
         let mut st = self.0.state.borrow_mut();
         let packet = st.outbox.pop_front()?;
-        st.outbox_bytes -= packet.queued_size();
+        let size = packet.queued_size();
+        st.outbox_bytes -= size;
+        if let Some(engine) = self.0.engine.upgrade() {
+            engine.pending.set(engine.pending.get() - size);
+        }
         Some(packet)
+    }
+
+    /// Counts `bytes` the application keeps for this session (the parts of
+    /// a message still waiting for the rest) against the endpoint's bound
+    /// on what all sessions hold. False, and nothing counted, past it.
+    pub fn hold(&self, bytes: usize) -> bool {
+        let Some(engine) = self.0.engine.upgrade() else {
+            return false;
+        };
+        let mut st = self.0.state.borrow_mut();
+        if st.phase == Phase::Closed
+            || engine.pending.get() + bytes > engine.config.max_pending_bytes
+        {
+            return false;
+        }
+        st.held += bytes;
+        engine.pending.set(engine.pending.get() + bytes);
+        true
+    }
+
+    /// The application no longer keeps `bytes` it [held](Session::hold).
+    pub fn release(&self, bytes: usize) {
+        let mut st = self.0.state.borrow_mut();
+        let bytes = bytes.min(st.held);
+        st.held -= bytes;
+        if let Some(engine) = self.0.engine.upgrade() {
+            engine.pending.set(engine.pending.get() - bytes);
+        }
     }
 
     /// Resolves once `ready` holds for the state; re-checked on every change.
@@ -302,7 +397,7 @@ impl Session {
         }
         match packet {
             Packet::Message(data) => engine.handler.on_message(self, data),
-            Packet::Pong(_) => self.0.state.borrow_mut().last_pong = Some(Instant::now()),
+            Packet::Pong(_) => self.0.state.borrow_mut().last_pong = Instant::now(),
             Packet::Close => self.terminate(CloseReason::TransportClose),
             // Protocol 4 pings only go from server to client.
             Packet::Ping(_) => self.terminate(CloseReason::TransportError),
@@ -327,6 +422,10 @@ impl Session {
                 st.reason = Some(reason);
             }
             st.due = None;
+            st.unjoined = None;
+            if let Some(engine) = self.0.engine.upgrade() {
+                forget_outbox(&engine, &mut st);
+            }
             wake_all(&mut st);
             was_open
         };
@@ -348,6 +447,10 @@ impl Session {
             }
             st.phase = Phase::Closed;
             st.due = None;
+            st.unjoined = None;
+            if let Some(engine) = self.0.engine.upgrade() {
+                forget_outbox(&engine, &mut st);
+            }
             wake_all(&mut st);
         }
         if let Some(engine) = self.0.engine.upgrade() {
@@ -375,7 +478,7 @@ impl Deadlines for Inner {
                 session.schedule(now + config.ping_timeout, Due::PongCheck(now));
             }
             Due::PongCheck(sent) => {
-                let pong = session.borrow().last_pong.filter(|&p| p >= sent);
+                let pong = Some(session.borrow().last_pong).filter(|&p| p >= sent);
                 match pong {
                     Some(pong) => {
                         session.schedule((pong + config.ping_interval).max(now), Due::Ping)
@@ -386,6 +489,17 @@ impl Deadlines for Inner {
             Due::Linger => session.finish(),
         }
     }
+}
+
+/// Drops what a closed session still had queued or held, and stops
+/// counting it against the endpoint.
+fn forget_outbox(engine: &Shared, st: &mut State) {
+    engine
+        .pending
+        .set(engine.pending.get() - st.outbox_bytes - st.held);
+    st.outbox.clear();
+    st.outbox_bytes = 0;
+    st.held = 0;
 }
 
 fn wake_all(st: &mut State) {

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod conn;
 pub mod cors;
+pub mod forwarded;
 pub mod head;
 
 use std::fmt;

@@ -21,6 +21,7 @@ use smol::Timer;
 
 use crate::config::Config;
 use crate::engineio::Engine;
+use crate::http::forwarded::Proxies;
 use crate::http::{Cors, Method, Request, Response};
 use crate::metrics;
 use crate::server::{Activity, Answer, Site};
@@ -65,6 +66,7 @@ impl Intercom {
             Cors::new(self.config.cors_origins.clone()),
             self.config.http.clone(),
         )
+        .trust(Proxies::new(self.config.trusted_proxies.iter().copied()))
         .mount(&self.config.path, self.engine.clone())
         .pages(move |request| intercom.page(request))
     }
@@ -234,6 +236,12 @@ impl Intercom {
             "counter",
             "Engine.IO payload bytes sent.",
             engine.bytes_sent,
+        )
+        .single(
+            "signalbox_bytes_pending",
+            "gauge",
+            "Bytes queued for clients, or waiting for the rest of their message, now.",
+            engine.bytes_pending,
         );
         if let Some(cluster) = self.signaling.cluster() {
             let stats = cluster.stats();

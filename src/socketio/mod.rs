@@ -269,7 +269,6 @@ struct SocketInner {
     nsp: Rc<Namespace>,
     session: Session,
     server: Weak<ServerInner>,
-    auth: Option<Box<RawValue>>,
     state: Cell<SocketState>,
     held: RefCell<Vec<(String, Vec<Vec<u8>>)>>,
     acks: RefCell<HashMap<u64, PendingAck>>,
@@ -316,11 +315,6 @@ impl Socket {
     /// The Engine.IO session underneath (shared by the client's namespaces).
     pub fn conn(&self) -> &Session {
         &self.0.session
-    }
-
-    /// The auth payload the client connected with.
-    pub fn auth(&self) -> Option<&RawValue> {
-        self.0.auth.as_deref()
     }
 
     /// Whether the socket is still in its namespace.
@@ -438,10 +432,7 @@ impl Socket {
         }
         self.send_packet(packet::encode_disconnect(self.namespace()), Vec::new());
         if let Some(server) = self.0.server.upgrade() {
-            let mut clients = server.clients.borrow_mut();
-            if let Some(client) = clients.get_mut(self.0.session.sid()) {
-                client.sockets.retain(|s| s != self);
-            }
+            Server(server).remove_socket(&self.0.session, |s| s == self);
         }
         self.left(DisconnectReason::ServerNamespaceDisconnect);
     }
@@ -590,6 +581,10 @@ struct Client {
     connects: u32,
 }
 
+/// How long a session closed at its connect timeout may take to collect
+/// what is queued for it.
+const CONNECT_TIMEOUT_LINGER: Duration = Duration::from_secs(1);
+
 /// The most CONNECT packets one Engine.IO session may send. A client joins
 /// each namespace once (again after leaving it, rarely); leaving and
 /// joining over and over would also start a fresh socket, and whatever the
@@ -676,18 +671,50 @@ impl Server {
             .cloned()
     }
 
+    /// Takes the session's socket that `which` picks out of its client; a
+    /// client left in no namespace has the connect timeout again.
+    fn remove_socket(&self, session: &Session, which: impl Fn(&Socket) -> bool) -> Option<Socket> {
+        let mut clients = self.0.clients.borrow_mut();
+        let client = clients.get_mut(session.sid())?;
+        let index = client.sockets.iter().position(which)?;
+        let socket = client.sockets.remove(index);
+        if client.sockets.is_empty() {
+            client.connect_timer = Some(self.connect_timer(session));
+            session.set_joined(false);
+        }
+        Some(socket)
+    }
+
+    /// Closes `session` if it is in no namespace when the connect timeout
+    /// runs out.
+    fn connect_timer(&self, session: &Session) -> Task<()> {
+        let weak = Rc::downgrade(&self.0);
+        let sid: Rc<str> = session.sid().into();
+        let timeout = self.0.config.connect_timeout;
+        rt::spawn(async move {
+            Timer::after(timeout).await;
+            let Some(server) = weak.upgrade() else { return };
+            let idle = {
+                let clients = server.clients.borrow();
+                clients
+                    .get(&sid)
+                    .filter(|c| c.sockets.is_empty())
+                    .map(|c| c.session.clone())
+            };
+            if let Some(session) = idle {
+                log::debug!("session {sid}: in no namespace in time; closing");
+                // Nothing it waits for is queued: it ends now, or within a
+                // second if a packet is on its way.
+                session.close_within(CONNECT_TIMEOUT_LINGER);
+            }
+        })
+    }
+
     fn dispatch(&self, session: &Session, packet: Packet, attachments: Vec<Vec<u8>>) {
         match packet {
             Packet::Connect { nsp, auth } => self.connect(session, &nsp, auth),
             Packet::Disconnect { nsp } => {
-                let socket = {
-                    let mut clients = self.0.clients.borrow_mut();
-                    let Some(client) = clients.get_mut(session.sid()) else {
-                        return;
-                    };
-                    let index = client.sockets.iter().position(|s| s.namespace() == nsp);
-                    index.map(|i| client.sockets.remove(i))
-                };
+                let socket = self.remove_socket(session, |s| s.namespace() == nsp);
                 if let Some(socket) = socket {
                     socket.left(DisconnectReason::ClientNamespaceDisconnect);
                 }
@@ -769,17 +796,18 @@ impl Server {
             nsp: namespace.clone(),
             session: session.clone(),
             server: Rc::downgrade(&self.0),
-            auth,
             state: Cell::new(SocketState::Handshaking),
             held: RefCell::new(Vec::new()),
             acks: RefCell::new(HashMap::new()),
             next_ack: Cell::new(0),
         }));
         let hook = namespace.on_connect.borrow().clone();
+        // The auth payload is the hook's to read, not the socket's to keep.
         let verdict = match hook {
-            Some(hook) => hook(&socket, socket.auth()),
+            Some(hook) => hook(&socket, auth.as_deref()),
             None => Ok(()),
         };
+        drop(auth);
         if let Err(refusal) = verdict {
             socket.0.state.set(SocketState::Disconnected);
             socket.0.held.borrow_mut().clear();
@@ -798,6 +826,7 @@ impl Server {
             client.sockets.push(socket.clone());
             client.connect_timer = None;
         }
+        session.set_joined(true);
         session.send(Data::Text(packet::encode_connect(nsp, socket.id())));
         socket.0.state.set(SocketState::Connected);
         let held = std::mem::take(&mut *socket.0.held.borrow_mut());
@@ -814,24 +843,7 @@ impl Server {
 
 impl Handler for Server {
     fn on_open(&self, session: &Session) {
-        let weak = Rc::downgrade(&self.0);
-        let sid: Rc<str> = session.sid().into();
-        let timeout = self.0.config.connect_timeout;
-        let timer = rt::spawn(async move {
-            Timer::after(timeout).await;
-            let Some(server) = weak.upgrade() else { return };
-            let idle = {
-                let clients = server.clients.borrow();
-                clients
-                    .get(&sid)
-                    .filter(|c| c.sockets.is_empty())
-                    .map(|c| c.session.clone())
-            };
-            if let Some(session) = idle {
-                log::debug!("session {sid}: no namespace joined in time; closing");
-                session.close();
-            }
-        });
+        let timer = self.connect_timer(session);
         self.0.clients.borrow_mut().insert(
             session.sid().into(),
             Client {
@@ -850,11 +862,22 @@ impl Handler for Server {
             let Some(client) = clients.get_mut(session.sid()) else {
                 return;
             };
-            assemble(
+            let waiting = |partial: &Option<Box<Partial>>| partial.as_ref().map_or(0, |p| p.bytes);
+            let before = waiting(&client.partial);
+            let outcome = assemble(
                 &mut client.partial,
                 data,
                 self.0.config.max_attachment_bytes,
-            )
+            );
+            // What waits for the rest of its packet counts against the
+            // endpoint's bound on what all sessions hold.
+            let after = waiting(&client.partial);
+            if after > before && !session.hold(after - before) {
+                Err(AssemblyError::TooLarge)
+            } else {
+                session.release(before.saturating_sub(after));
+                outcome
+            }
         };
         match outcome {
             Ok(Some((packet, attachments))) => self.dispatch(session, packet, attachments),

@@ -30,6 +30,8 @@ pub struct Options {
     pub engine: engineio::Config,
     pub limits: Limits,
     pub cors: Vec<String>,
+    /// The Socket.IO connect timeout.
+    pub connect_timeout: Duration,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             },
             limits: Limits::default(),
             cors: Vec::new(),
+            connect_timeout: socketio::Config::default().connect_timeout,
         }
     }
 }
@@ -53,7 +56,10 @@ impl Default for Options {
 pub fn start(options: Options) -> SocketAddr {
     start_site(move || {
         let echo = Engine::new(options.engine.clone(), Rc::new(Echo));
-        let io = socketio::Server::new(socketio::Config::default());
+        let io = socketio::Server::new(socketio::Config {
+            connect_timeout: options.connect_timeout,
+            ..socketio::Config::default()
+        });
         io.of("/")
             .on("message", |socket, message, _| {
                 socket.emit_binary("message-back", &message.args, message.attachments)
@@ -151,9 +157,24 @@ pub struct Client {
     pub reader: BufReader<TcpStream>,
 }
 
+/// A connection to `addr` from the loopback address `from` (127.0.0.2 and
+/// the like), so that a test can be several clients to the server's
+/// per-address limits.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    bind(&fd, &SocketAddr::from((from, 0))).expect("bind to a loopback address");
+    connect(&fd, &addr).expect("connect");
+    TcpStream::from(fd)
+}
+
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A client over a connection made already.
+    pub fn over(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -253,6 +274,18 @@ pub fn ws_next(ws: &mut Ws) -> Option<String> {
             }
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
+        }
+    }
+}
+
+/// The close code the server ends the socket with, reading past
+/// whatever else comes first; None when the connection just ends.
+pub fn ws_close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(_) => return None,
         }
     }
 }

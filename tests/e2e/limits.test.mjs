@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
-import { once, signalboxBin, startServer, waitUntil } from './helpers.mjs';
+import net from 'node:net';
+import { delay, once, signalboxBin, startServer, waitUntil } from './helpers.mjs';
 
 const first = async (emitter, event, ms) => (await once(emitter, event, ms))[0];
 
@@ -118,6 +119,60 @@ test('a user cannot start calls faster than --calls-per-minute', async () => {
     flat.emit('make_call', { to: 'door', from: 'flat', offer: {} });
     await ringing;
     for (const s of [door, flat]) s.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a connection that pipelines thousands of handshakes leaves a default client able to connect', async () => {
+  const server = await startServer('signalbox', ['--max-polling-sessions', '200'], { resolve: signalboxBin });
+  try {
+    const { hostname, port } = new URL(server.url);
+    const statuses = await new Promise((resolve, reject) => {
+      const head = `GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`;
+      const socket = net.connect(Number(port), hostname, () => socket.end(head.repeat(5000)));
+      let text = '';
+      socket.setEncoding('latin1');
+      socket.on('data', (chunk) => { text += chunk; });
+      socket.on('error', reject);
+      socket.on('close', () => resolve([...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))));
+    });
+    assert.equal(statuses.length, 5000, 'every pipelined handshake was answered');
+    const opened = statuses.filter((s) => s === 200).length;
+    assert.ok(opened <= 8, `${opened} sessions for one connection`);
+    assert.equal(statuses.filter((s) => s === 429).length, 5000 - opened);
+
+    // socket.io-client with its defaults starts on polling.
+    const client = io(server.url, { forceNew: true, reconnection: false });
+    await once(client, 'connect', 5000);
+    const reply = first(client, 'user_registered');
+    client.emit('register_user', { userId: 'neighbour' });
+    assert.equal((await reply).success, true);
+    client.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a signaling event with binary attachments is refused, not relayed half-empty', async () => {
+  const server = await startServer('signalbox', [], { resolve: signalboxBin });
+  try {
+    const [alice, bob] = await inCall(server.url);
+    let relayed = 0;
+    bob.on('ice_candidate', () => { relayed += 1; });
+    const reply = await new Promise((resolve) => {
+      alice.emit('ice_candidate', { to: 'bob', candidate: Buffer.from([1, 2, 3]) }, resolve);
+    });
+    assert.deepEqual(reply, { ok: false, error: 'invalid payload: binary attachments are not accepted' });
+    const refused = first(alice, 'signaling_error');
+    alice.emit('make_call', { to: 'bob', offer: { sdp: Buffer.from('v=0') } });
+    assert.deepEqual(await refused, {
+      event: 'make_call',
+      error: 'invalid payload: binary attachments are not accepted',
+    });
+    await delay(100);
+    assert.equal(relayed, 0);
+    for (const s of [alice, bob]) s.close();
   } finally {
     await server.stop();
   }
