@@ -44,7 +44,8 @@ pub enum Effect<C> {
         /// What their hub must know.
         message: PeerMessage,
     },
-    /// `user` registered here (several nodes: publish where they are).
+    /// `user` registered here: the I/O side logs it with the client's
+    /// address; several nodes publish where the user is.
     Joined {
         /// The user.
         user: Rc<str>,
@@ -366,7 +367,6 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         }
         self.users.insert(user.clone(), conn.clone());
         self.names.insert(conn.clone(), user.clone());
-        log::info!("{} registered", untrusted(&user));
         effects.push(Effect::Joined {
             user,
             conn: conn.clone(),

@@ -194,7 +194,11 @@ impl Signaling {
             client.strikes >= self.limits.event_strikes
         };
         if abusive {
-            log::warn!("socket {}: disconnected for flooding events", socket.id());
+            log::warn!(
+                "socket {} from {}: disconnected for flooding events",
+                socket.id(),
+                socket.conn().address()
+            );
             socket.disconnect_and_close();
         }
         false
@@ -417,6 +421,15 @@ impl Signaling {
                     }
                 }
                 Effect::Joined { user, conn } => {
+                    // Logged here, where the client's address is known.
+                    match self.socket(&conn) {
+                        Some(socket) => log::info!(
+                            "{} registered from {}",
+                            untrusted(&user),
+                            socket.conn().address()
+                        ),
+                        None => log::info!("{} registered", untrusted(&user)),
+                    }
                     if let Some(cluster) = &self.cluster {
                         cluster.joined(user, conn);
                     }
