@@ -253,7 +253,6 @@ pub(crate) struct Shared {
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
     closed: Cell<bool>,
-    pub heartbeats: Rc<heartbeat::Scheduler<session::Inner>>,
     handshakes: RefCell<handshakes::Handshakes>,
     /// Bytes queued in or held for every session.
     pending: Cell<usize>,
@@ -298,7 +297,6 @@ impl Engine {
             bytes_received: Cell::new(0),
             bytes_sent: Cell::new(0),
             closed: Cell::new(false),
-            heartbeats: heartbeat::Scheduler::new(),
             handshakes: RefCell::new(handshakes::Handshakes::new(
                 config.handshakes.clone(),
                 Instant::now(),

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
-use super::heartbeat::{Deadlines, Due};
+use super::heartbeat::Due;
 use super::packet::{Data, Packet};
 use super::{Shared, Unjoined};
 use crate::rt;
+use crate::rt::{Alarm, Wake};
 use std::net::IpAddr;
 
 /// The transport a session currently uses.
@@ -111,6 +112,8 @@ pub(crate) struct Inner {
     sid: Rc<str>,
     address: IpAddr,
     engine: Weak<Shared>,
+    /// Set to the session's one deadline.
+    alarm: Alarm,
     state: RefCell<State>,
 }
 
@@ -140,10 +143,11 @@ impl Session {
         address: IpAddr,
         unjoined: Option<Unjoined>,
     ) -> Session {
-        Session(Rc::new(Inner {
+        Session(Rc::new_cyclic(|me: &Weak<Inner>| Inner {
             sid,
             address,
             engine: Rc::downgrade(engine),
+            alarm: Alarm::new(me.clone()),
             state: RefCell::new(State {
                 transport,
                 phase: Phase::Open,
@@ -254,11 +258,8 @@ impl Session {
 
     /// Sets the session's one deadline.
     fn schedule(&self, at: Instant, due: Due) {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return;
-        };
         self.0.state.borrow_mut().due = Some((at, due));
-        engine.heartbeats.schedule(at, Rc::downgrade(&self.0));
+        self.0.alarm.set(Some(at));
     }
 
     /// Starts the heartbeat: a ping every interval after the last pong, and
@@ -429,6 +430,7 @@ impl Session {
             wake_all(&mut st);
             was_open
         };
+        self.0.alarm.set(None);
         let Some(engine) = self.0.engine.upgrade() else {
             return;
         };
@@ -453,25 +455,25 @@ impl Session {
             }
             wake_all(&mut st);
         }
+        self.0.alarm.set(None);
         if let Some(engine) = self.0.engine.upgrade() {
             engine.sessions.borrow_mut().remove(self.sid());
         }
     }
 }
 
-impl Deadlines for Inner {
-    fn due(self: Rc<Self>, at: Instant) {
+impl Wake for Inner {
+    fn wake(self: Rc<Self>, now: Instant) {
         let Some(engine) = self.engine.upgrade() else {
             return;
         };
         let due = match self.state.borrow().due {
-            Some((when, due)) if when == at => due,
-            // Rescheduled or ended since: a stale entry.
+            Some((when, due)) if when <= now => due,
+            // Rescheduled or ended since.
             _ => return,
         };
         let session = Session(self);
         let config = &engine.config;
-        let now = Instant::now();
         match due {
             Due::Ping => {
                 session.push(Packet::Ping(String::new()));

@@ -20,10 +20,10 @@ pub mod packet;
 use crate::id::IdMap;
 use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 use smol::{Task, Timer};
 
 use crate::engineio::{CloseReason, Data, Handler, Session};
-use crate::rt;
+use crate::rt::{self, Alarm, Wake};
 use packet::Packet;
 
 /// Socket.IO settings.
@@ -574,9 +574,9 @@ struct Client {
     sockets: Vec<Socket>,
     /// Boxed: rare, and inline it would widen every client's map slot.
     partial: Option<Box<Partial>>,
-    /// Closes the session if it joins no namespace in time; dropped (and
-    /// so cancelled) at the first join.
-    connect_timer: Option<Task<()>>,
+    /// When the session is closed unless it joins a namespace by then;
+    /// `None` while it is in one.
+    connect_by: Option<Instant>,
     /// CONNECT packets so far; past [`MAX_CONNECTS`] the session is closed.
     connects: u32,
 }
@@ -595,6 +595,10 @@ struct ServerInner {
     config: Config,
     namespaces: RefCell<HashMap<String, Rc<Namespace>>>,
     clients: RefCell<IdMap<Rc<str>, Client>>,
+    /// The clients in no namespace, by the time their connect timeout
+    /// runs out; the alarm is set to the first.
+    connect_deadlines: RefCell<BTreeSet<(Instant, Rc<str>)>>,
+    alarm: Alarm,
     events_received: Cell<u64>,
     events_sent: Cell<u64>,
 }
@@ -615,10 +619,12 @@ pub struct Server(Rc<ServerInner>);
 impl Server {
     /// A server with no namespaces.
     pub fn new(config: Config) -> Server {
-        Server(Rc::new(ServerInner {
+        Server(Rc::new_cyclic(|me: &Weak<ServerInner>| ServerInner {
             config,
             namespaces: RefCell::new(HashMap::new()),
             clients: RefCell::new(IdMap::default()),
+            connect_deadlines: RefCell::new(BTreeSet::new()),
+            alarm: Alarm::new(me.clone()),
             events_received: Cell::new(0),
             events_sent: Cell::new(0),
         }))
@@ -674,40 +680,21 @@ impl Server {
     /// Takes the session's socket that `which` picks out of its client; a
     /// client left in no namespace has the connect timeout again.
     fn remove_socket(&self, session: &Session, which: impl Fn(&Socket) -> bool) -> Option<Socket> {
-        let mut clients = self.0.clients.borrow_mut();
-        let client = clients.get_mut(session.sid())?;
-        let index = client.sockets.iter().position(which)?;
-        let socket = client.sockets.remove(index);
-        if client.sockets.is_empty() {
-            client.connect_timer = Some(self.connect_timer(session));
+        let (socket, emptied) = {
+            let mut clients = self.0.clients.borrow_mut();
+            let client = clients.get_mut(session.sid())?;
+            let index = client.sockets.iter().position(which)?;
+            let socket = client.sockets.remove(index);
+            let emptied = client.sockets.is_empty();
+            if emptied {
+                client.connect_by = Some(self.0.arm_connect_timeout(session.sid_rc()));
+            }
+            (socket, emptied)
+        };
+        if emptied {
             session.set_joined(false);
         }
         Some(socket)
-    }
-
-    /// Closes `session` if it is in no namespace when the connect timeout
-    /// runs out.
-    fn connect_timer(&self, session: &Session) -> Task<()> {
-        let weak = Rc::downgrade(&self.0);
-        let sid: Rc<str> = session.sid().into();
-        let timeout = self.0.config.connect_timeout;
-        rt::spawn(async move {
-            Timer::after(timeout).await;
-            let Some(server) = weak.upgrade() else { return };
-            let idle = {
-                let clients = server.clients.borrow();
-                clients
-                    .get(&sid)
-                    .filter(|c| c.sockets.is_empty())
-                    .map(|c| c.session.clone())
-            };
-            if let Some(session) = idle {
-                log::debug!("session {sid}: in no namespace in time; closing");
-                // Nothing it waits for is queued: it ends now, or within a
-                // second if a packet is on its way.
-                session.close_within(CONNECT_TIMEOUT_LINGER);
-            }
-        })
     }
 
     fn dispatch(&self, session: &Session, packet: Packet, attachments: Vec<Vec<u8>>) {
@@ -824,7 +811,9 @@ impl Server {
                 return;
             };
             client.sockets.push(socket.clone());
-            client.connect_timer = None;
+            if let Some(at) = client.connect_by.take() {
+                self.0.disarm_connect_timeout(at, session.sid());
+            }
         }
         session.set_joined(true);
         session.send(Data::Text(packet::encode_connect(nsp, socket.id())));
@@ -843,14 +832,14 @@ impl Server {
 
 impl Handler for Server {
     fn on_open(&self, session: &Session) {
-        let timer = self.connect_timer(session);
+        let connect_by = self.0.arm_connect_timeout(session.sid_rc());
         self.0.clients.borrow_mut().insert(
-            session.sid().into(),
+            session.sid_rc(),
             Client {
                 session: session.clone(),
                 sockets: Vec::new(),
                 partial: None,
-                connect_timer: Some(timer),
+                connect_by: Some(connect_by),
                 connects: 0,
             },
         );
@@ -889,8 +878,58 @@ impl Handler for Server {
     fn on_close(&self, session: &Session, reason: CloseReason) {
         let client = self.0.clients.borrow_mut().remove(session.sid());
         let Some(client) = client else { return };
+        if let Some(at) = client.connect_by {
+            self.0.disarm_connect_timeout(at, session.sid());
+        }
         for socket in client.sockets {
             socket.left(DisconnectReason::Connection(reason));
+        }
+    }
+}
+
+impl ServerInner {
+    /// Starts the connect timeout of session `sid`: when it runs out.
+    fn arm_connect_timeout(&self, sid: Rc<str>) -> Instant {
+        let at = Instant::now() + self.config.connect_timeout;
+        let mut deadlines = self.connect_deadlines.borrow_mut();
+        deadlines.insert((at, sid));
+        self.alarm.set(deadlines.first().map(|(at, _)| *at));
+        at
+    }
+
+    /// Stops the connect timeout of session `sid`, set for `at`.
+    fn disarm_connect_timeout(&self, at: Instant, sid: &str) {
+        let mut deadlines = self.connect_deadlines.borrow_mut();
+        deadlines.remove(&(at, Rc::from(sid)));
+        self.alarm.set(deadlines.first().map(|(at, _)| *at));
+    }
+}
+
+impl Wake for ServerInner {
+    /// Closes the sessions whose connect timeout ran out in no namespace.
+    fn wake(self: Rc<Self>, now: Instant) {
+        let due: Vec<Session> = {
+            let mut deadlines = self.connect_deadlines.borrow_mut();
+            let later = deadlines.split_off(&(now, Rc::from("\u{10ffff}")));
+            let due = std::mem::replace(&mut *deadlines, later);
+            self.alarm.set(deadlines.first().map(|(at, _)| *at));
+            let mut clients = self.clients.borrow_mut();
+            due.into_iter()
+                .filter_map(|(_, sid)| {
+                    let client = clients.get_mut(&sid)?;
+                    client.connect_by = None;
+                    Some(client.session.clone())
+                })
+                .collect()
+        };
+        for session in due {
+            log::debug!(
+                "session {}: in no namespace in time; closing",
+                session.sid()
+            );
+            // Nothing it waits for is queued: it ends now, or within a
+            // second if a packet is on its way.
+            session.close_within(CONNECT_TIMEOUT_LINGER);
         }
     }
 }
