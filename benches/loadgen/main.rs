@@ -30,12 +30,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
-use signalbox::config::{parse_duration, parse_size};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
 use futures_sink::Sink;
 use serde_json::{Value, json};
+use signalbox::config::{parse_duration, parse_size};
 use smol::lock::Mutex;
 use smol::{Async, LocalExecutor, Task, Timer, channel};
 
@@ -49,6 +49,12 @@ scenarios:
   reconnect-storm N    N registered clients drop their TCP and come back at once
   soak N               N clients churn (connect, register, call, leave, again) for
                        --duration, sampling the server every --sample (default 1000)
+  fairness             a probe's request and a canary call's candidate, every
+                       --probe-every, through phases of --duration: quiet, then
+                       one connection flooding pipelined HTTP, WebSocket pongs,
+                       events past their budget
+  churn N              N names connect, register, make one call and leave; the
+                       server's RSS before, after, and after --settle (default 100000)
 
 options (anywhere on the line):
   --url URL            server to load, loopback only (http://127.0.0.1:3000)
@@ -79,14 +85,19 @@ options (anywhere on the line):
   --drain D            soak: after the run, how long to wait for the server to
                        forget every session, user and call (60s)
   --seed N             soak: seed of the random choices (from the clock)
+  --probe-every D      fairness: the probe's and the canary's pace (25ms: within
+                       the default event budget of 50 a second)
+  --settle D           churn: how long the server may take to sweep (30s)
 
 Durations as the server takes them: 500ms, 30s, 5m; sizes: 2000, 64k.";
 
 const WS_READ_BUFFER: usize = 4096;
 
 mod calls;
+mod churn;
 mod client;
 mod ctx;
+mod fairness;
 mod hold;
 mod process;
 mod relay;
@@ -112,6 +123,8 @@ enum Scenario {
     Relay,
     ReconnectStorm,
     Soak,
+    Fairness,
+    Churn,
 }
 
 impl Scenario {
@@ -122,6 +135,8 @@ impl Scenario {
             Scenario::Relay => "relay",
             Scenario::ReconnectStorm => "reconnect-storm",
             Scenario::Soak => "soak",
+            Scenario::Fairness => "fairness",
+            Scenario::Churn => "churn",
         }
     }
 }
@@ -158,6 +173,8 @@ struct Opts {
     ring_timeout: Duration,
     drain: Duration,
     seed: u64,
+    probe_every: Duration,
+    settle: Duration,
 }
 
 fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
@@ -231,6 +248,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         Some("relay") => Scenario::Relay,
         Some("reconnect-storm" | "storm") => Scenario::ReconnectStorm,
         Some("soak") => Scenario::Soak,
+        Some("fairness") => Scenario::Fairness,
+        Some("churn") => Scenario::Churn,
         Some(other) => return Err(format!("unknown scenario {other:?}")),
         None => return Err("which scenario?".into()),
     };
@@ -242,6 +261,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         None => match scenario {
             Scenario::Calls | Scenario::Relay => 50,
             Scenario::Hold | Scenario::ReconnectStorm | Scenario::Soak => 1000,
+            Scenario::Fairness => 1,
+            Scenario::Churn => 100_000,
         },
     };
     if count == 0 || count > 1_000_000 {
@@ -271,7 +292,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         v.map_or(Ok(default), |v| parse_number(name, &v))
     };
     let soak = scenario == Scenario::Soak;
-    let run_for = duration(take("duration"), if soak { "10m" } else { "10s" })?;
+    let run_for = duration(
+        take("duration"),
+        match scenario {
+            Scenario::Soak => "10m",
+            Scenario::Fairness => "5s",
+            _ => "10s",
+        },
+    )?;
     let drain = duration(take("drain"), "60s")?;
     let ring_timeout = duration(take("ring-timeout"), "30s")?;
     let timeout = duration(take("timeout"), "10s")?;
@@ -326,6 +354,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         ring_timeout,
         drain,
         seed,
+        probe_every: duration(take("probe-every"), "25ms")?,
+        settle: duration(take("settle"), "30s")?,
     };
     if let Some(extra) = flags.keys().next() {
         return Err(format!("unknown option --{extra}"));
@@ -400,6 +430,8 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
         Scenario::Relay => relay::relay(ctx.clone()).await,
         Scenario::ReconnectStorm => storm::reconnect_storm(ctx.clone()).await,
         Scenario::Soak => soak::soak(ctx.clone()).await,
+        Scenario::Fairness => fairness::fairness(ctx.clone()).await,
+        Scenario::Churn => churn::churn(ctx.clone()).await,
     };
     let extra = json!({
         "url": ctx.opts.url,
@@ -457,6 +489,8 @@ fn main() {
         Scenario::Calls | Scenario::Relay => opts.count * 2,
         Scenario::Hold | Scenario::ReconnectStorm => opts.count,
         Scenario::Soak => soak_pairs(opts.count) * 2,
+        Scenario::Fairness => 8,
+        Scenario::Churn => opts.concurrency,
     };
     let keep_posts = matches!(
         opts.scenario,

@@ -115,6 +115,8 @@ pub struct Hub<C> {
     call_buckets: HashMap<Rc<str>, Bucket>,
     /// When the buckets are next swept; `None` while there are none.
     next_sweep: Option<Instant>,
+    /// Bucket places the sweeps gave back since [`Hub::take_swept`].
+    swept: usize,
 }
 
 /// How often full call-rate buckets are swept.
@@ -134,6 +136,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             call_rate: (limits.calls_per_minute / 60.0, limits.call_burst),
             call_buckets: HashMap::new(),
             next_sweep: None,
+            swept: 0,
         }
     }
 
@@ -219,10 +222,18 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     /// the same), and gives the map's room back once it emptied out.
     fn sweep(&mut self, now: Instant) {
         self.call_buckets.retain(|_, bucket| !bucket.is_full(now));
-        if self.call_buckets.capacity() > 2 * self.call_buckets.len() + 16 {
+        let capacity = self.call_buckets.capacity();
+        if capacity > 2 * self.call_buckets.len() + 16 {
             self.call_buckets.shrink_to_fit();
+            self.swept += capacity - self.call_buckets.capacity();
         }
         self.next_sweep = (!self.call_buckets.is_empty()).then(|| now + SWEEP_EVERY);
+    }
+
+    /// How many places for call-rate buckets the sweeps gave back since the
+    /// last call: the I/O side may hand the memory back to the system.
+    pub fn take_swept(&mut self) -> usize {
+        std::mem::take(&mut self.swept)
     }
 
     /// How many call-rate buckets the hub keeps (for tests and benchmarks).

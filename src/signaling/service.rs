@@ -55,6 +55,10 @@ struct Waiting {
 /// cluster (a few ICE candidates, typically).
 const MAX_WAITING_EVENTS: usize = 256;
 
+/// How many bucket places a sweep must free for the memory to be handed
+/// back to the system (a few hundred KiB).
+const SWEPT_ENOUGH_TO_GIVE_BACK: usize = 4096;
+
 /// The link to the other nodes, as [`Cluster::connect`] made it.
 pub type ClusterLink = (Cluster, Receiver<Inbound>);
 
@@ -622,8 +626,15 @@ async fn run_timer(service: Weak<Signaling>, woken: Receiver<()>) {
         let Some(service) = service.upgrade() else {
             return;
         };
-        let effects = service.hub.borrow_mut().expire(Instant::now());
+        let (effects, swept) = {
+            let mut hub = service.hub.borrow_mut();
+            (hub.expire(Instant::now()), hub.take_swept())
+        };
         service.execute(effects);
+        // Thousands of names gone at once: their memory goes back too.
+        if swept >= SWEPT_ENOUGH_TO_GIVE_BACK {
+            crate::rt::give_back_memory();
+        }
     }
 }
 
