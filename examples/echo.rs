@@ -132,7 +132,7 @@ fn main() -> std::io::Result<()> {
         echo_namespace(&io, "/custom");
         io.of("/")
             .on("call-me-back", call_me_back)
-            .on("drop", |socket, _, _| socket.conn().close());
+            .on("drop", |socket, _, _| socket.session().close());
 
         let site = Site::new(Cors::new(args.cors_origin), Limits::default())
             .mount(

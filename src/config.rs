@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use crate::http::forwarded::Network;
 use crate::signaling::cluster::ClusterConfig;
-use crate::signaling::ice::IceConfig;
-use crate::signaling::limits::Limits as SignalingLimits;
-use crate::{engineio, http, socketio};
+use crate::{engineio, http, signaling, socketio};
 
 /// Everything the server can be told.
 #[derive(Debug, Clone)]
@@ -26,16 +24,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// HTTP limits.
     pub http: http::Limits,
-    /// How long a call may ring before it times out.
-    pub call_timeout: Duration,
     /// How long a graceful shutdown may take to end calls and close sessions.
     pub shutdown_timeout: Duration,
-    /// STUN and TURN servers for clients, and TURN credentials.
-    pub ice: IceConfig,
-    /// When set, clients must connect with a token signed with this secret.
-    pub auth_secret: Option<Vec<u8>>,
-    /// Payload sizes and event and call rates.
-    pub signaling: SignalingLimits,
+    /// The signaling service: ring time, limits, ICE servers, tokens.
+    pub signaling: signaling::Settings,
     /// Certificate chain and private key (PEM) to serve HTTPS and WSS with.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Several nodes as one, through Redis; `None`: a single node.
@@ -53,14 +45,8 @@ impl Default for Config {
             socketio: socketio::Config::default(),
             cors_origins: Vec::new(),
             http: http::Limits::default(),
-            call_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
-            ice: IceConfig {
-                turn_ttl: Duration::from_secs(24 * 3600),
-                ..IceConfig::default()
-            },
-            auth_secret: None,
-            signaling: SignalingLimits::default(),
+            signaling: signaling::Settings::default(),
             tls: None,
             cluster: None,
             trusted_proxies: Vec::new(),

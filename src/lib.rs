@@ -3,9 +3,13 @@
 //! apps work with it.
 //!
 //! The layers, each knowing only the one below:
-//! [`http`] → [`engineio`] → [`socketio`] → [`signaling`]; [`server`] is the
-//! I/O that wires them to sockets on one thread ([`rt`]).
+//! [`http`] → [`engineio`] → [`socketio`] → [`signaling`] → [`app`].
+//! [`server`] serves a site (an app's Engine.IO endpoints and routes) on
+//! sockets; [`rt`] runs everything on one thread, with one queue of
+//! deadlines. The rest are small utilities any layer may use (ids, rates,
+//! tokens, logging). docs/ARCHITECTURE.md says which module owns what.
 
+pub mod app;
 pub mod auth;
 pub mod base64;
 pub mod config;
@@ -15,7 +19,6 @@ pub mod fuzzing;
 pub mod http;
 pub mod id;
 pub mod logging;
-pub mod metrics;
 pub mod rate;
 pub mod rt;
 pub mod server;
@@ -24,7 +27,6 @@ pub mod socketio;
 pub mod systemd;
 pub mod timestamp;
 pub mod tls;
-pub mod web;
 
 use std::io;
 use std::net::TcpListener;
@@ -35,8 +37,8 @@ use async_signal::{Signal, Signals};
 use futures_lite::{StreamExt, future};
 use smol::Timer;
 
+use app::Intercom;
 pub use config::Config;
-use signaling::Intercom;
 
 /// Serves signalbox on `listener` until SIGTERM or SIGINT, then shuts down
 /// gracefully: refuses new sessions, ends every call, closes every session

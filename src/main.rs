@@ -296,7 +296,7 @@ fn config(args: Args) -> Result<Config, String> {
         args.cors_origin
     };
     if let Some(d) = or_env(args.call_timeout, "SIGNALBOX_CALL_TIMEOUT", parse_duration)? {
-        config.call_timeout = d;
+        config.signaling.call_timeout = d;
     }
     if let Some(d) = or_env(
         args.shutdown_timeout,
@@ -305,7 +305,7 @@ fn config(args: Args) -> Result<Config, String> {
     )? {
         config.shutdown_timeout = d;
     }
-    config.ice.urls = if args.ice_server.is_empty() {
+    config.signaling.ice.urls = if args.ice_server.is_empty() {
         list_env("SIGNALBOX_ICE_SERVER")
             .iter()
             .map(|url| parse_ice_url(url))
@@ -390,7 +390,7 @@ fn config(args: Args) -> Result<Config, String> {
     )? {
         handshakes.max_unjoined_per_connection = n;
     }
-    let limits = &mut config.signaling;
+    let limits = &mut config.signaling.limits;
     if let Some(n) = or_env(args.max_sdp_bytes, "SIGNALBOX_MAX_SDP_BYTES", parse_size)? {
         limits.max_sdp_bytes = n;
     }
@@ -424,10 +424,11 @@ fn config(args: Args) -> Result<Config, String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    config.ice.turn_secret = text_secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
-    config.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
+    config.signaling.ice.turn_secret =
+        text_secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
+    config.signaling.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
     if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {
-        config.ice.turn_ttl = d;
+        config.signaling.ice.turn_ttl = d;
     }
     let redis = or_env(args.redis, "SIGNALBOX_REDIS", |v| Ok(v.to_owned()))?;
     let prefix = or_env(args.redis_prefix, "SIGNALBOX_REDIS_PREFIX", parse_prefix)?;

@@ -54,7 +54,7 @@ fn server() -> SocketAddr {
         idle_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
-    start_site(move || signalbox::signaling::site(&config))
+    start_site(move || signalbox::app::site(&config))
 }
 
 /// An attack's name and what it does to the server at an address.

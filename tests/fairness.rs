@@ -53,7 +53,7 @@ fn ponging(addr: SocketAddr, flooding: Arc<AtomicBool>) -> thread::JoinHandle<()
 #[test]
 fn floods_do_not_starve_a_request_or_a_call() {
     let config = Config::default();
-    let addr = start_site(move || signalbox::signaling::site(&config));
+    let addr = start_site(move || signalbox::app::site(&config));
     let mut alice = Sio::register(addr, "alice");
     let mut bob = Sio::register(addr, "bob");
     alice.emit("make_call", json!({ "to": "bob", "offer": { "sdp": "o" } }));

@@ -12,7 +12,7 @@ use signalbox::Config;
 use signalbox::http::Limits;
 
 fn signalbox_with(config: Config) -> std::net::SocketAddr {
-    start_site(move || signalbox::signaling::site(&config))
+    start_site(move || signalbox::app::site(&config))
 }
 
 fn signalbox() -> std::net::SocketAddr {

@@ -27,7 +27,7 @@ fn server(trusted: &[&str]) -> SocketAddr {
         .iter()
         .map(|t| t.parse::<Network>().unwrap())
         .collect();
-    start_site(move || signalbox::signaling::site(&config))
+    start_site(move || signalbox::app::site(&config))
 }
 
 const POLLING: &str = "/socket.io/?EIO=4&transport=polling";

@@ -23,10 +23,10 @@ fn server() -> SocketAddr {
     config.engine.ping_timeout = Duration::from_secs(60);
     // Big candidates, as fast as the peer sends them: the test is the
     // reader, not the sender's budget.
-    config.signaling.max_candidate_bytes = 32 * 1024;
-    config.signaling.event_rate = 1e6;
-    config.signaling.event_burst = 1e6;
-    start_site(move || signalbox::signaling::site(&config))
+    config.signaling.limits.max_candidate_bytes = 32 * 1024;
+    config.signaling.limits.event_rate = 1e6;
+    config.signaling.limits.event_burst = 1e6;
+    start_site(move || signalbox::app::site(&config))
 }
 
 /// A TCP connection whose receive buffer is as small as the kernel allows,

@@ -17,7 +17,6 @@ use super::hub::{Effect, Hub, Outcome};
 use super::ice::IceConfig;
 use super::limits::Limits;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
-use crate::config::Config;
 use crate::logging::untrusted;
 use crate::rate::Bucket;
 use crate::rt;
@@ -78,27 +77,27 @@ impl Signaling {
     /// other nodes through it.
     pub fn install(
         io: &socketio::Server,
-        config: &Config,
+        settings: &super::Settings,
         cluster: Option<ClusterLink>,
     ) -> Rc<Signaling> {
         let (wake, woken) = bounded(1);
-        let limits = config.signaling.clone();
+        let limits = settings.limits.clone();
         let (cluster, inbound) = match cluster {
             Some((cluster, inbound)) => (Some(Rc::new(cluster)), Some(inbound)),
             None => (None, None),
         };
         let service = Rc::new_cyclic(|me| Signaling {
             me: me.clone(),
-            hub: RefCell::new(Hub::new(config.call_timeout, &limits)),
+            hub: RefCell::new(Hub::new(settings.call_timeout, &limits)),
             sockets: RefCell::new(IdMap::default()),
             wake,
-            ice: config.ice.clone(),
+            ice: settings.ice.clone(),
             limits,
             cluster,
             waiting: RefCell::new(IdMap::default()),
             restore_until: Cell::new(None),
         });
-        let auth_secret = config.auth_secret.clone();
+        let auth_secret = settings.auth_secret.clone();
         let namespace = io.of("/");
         let weak = Rc::downgrade(&service);
         namespace.on_connect(move |socket, auth| {
@@ -201,7 +200,7 @@ impl Signaling {
             log::warn!(
                 "socket {} from {}: disconnected for flooding events",
                 socket.id(),
-                socket.conn().address()
+                socket.address()
             );
             socket.disconnect_and_close();
         }
@@ -427,11 +426,9 @@ impl Signaling {
                 Effect::Joined { user, conn } => {
                     // Logged here, where the client's address is known.
                     match self.socket(&conn) {
-                        Some(socket) => log::info!(
-                            "{} registered from {}",
-                            untrusted(&user),
-                            socket.conn().address()
-                        ),
+                        Some(socket) => {
+                            log::info!("{} registered from {}", untrusted(&user), socket.address())
+                        }
                         None => log::info!("{} registered", untrusted(&user)),
                     }
                     if let Some(cluster) = &self.cluster {

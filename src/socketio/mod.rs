@@ -313,8 +313,13 @@ impl Socket {
     }
 
     /// The Engine.IO session underneath (shared by the client's namespaces).
-    pub fn conn(&self) -> &Session {
+    pub fn session(&self) -> &Session {
         &self.0.session
+    }
+
+    /// The client's address (behind a trusted proxy, the one it forwarded).
+    pub fn address(&self) -> std::net::IpAddr {
+        self.0.session.address()
     }
 
     /// Whether the socket is still in its namespace.

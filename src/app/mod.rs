@@ -1,0 +1,110 @@
+//! The application: what a signalbox server is made of and what it
+//! answers. It composes the layers below (an Engine.IO endpoint, Socket.IO
+//! on it, the signaling service on that), mounts them on a [`Site`], and
+//! serves every other route from one table ([`routes`]): the health and
+//! users pages, the metrics, the intercom page.
+
+pub mod metrics;
+pub mod routes;
+pub mod web;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use smol::Timer;
+
+use crate::config::Config;
+use crate::engineio::Engine;
+use crate::http::Cors;
+use crate::http::forwarded::Proxies;
+use crate::server::{Activity, Site};
+use crate::signaling::cluster::Cluster;
+use crate::signaling::service::{ClusterLink, Signaling};
+use crate::socketio;
+
+/// The whole intercom: Socket.IO with signaling on it, and its pages.
+#[derive(Clone)]
+pub struct Intercom {
+    config: Config,
+    io: socketio::Server,
+    engine: Engine,
+    signaling: Rc<Signaling>,
+    page: web::Page,
+}
+
+impl Intercom {
+    /// Sets up the intercom for `config` on this thread, as a single node.
+    pub fn new(config: &Config) -> Intercom {
+        Intercom::with_cluster(config, None)
+    }
+
+    /// Sets up the intercom for `config` on this thread, as one node of a
+    /// cluster when given its link.
+    pub fn with_cluster(config: &Config, cluster: Option<ClusterLink>) -> Intercom {
+        let io = socketio::Server::new(config.socketio.clone());
+        let signaling = Signaling::install(&io, &config.signaling, cluster);
+        let engine = Engine::new(config.engine.clone(), io.handler());
+        Intercom {
+            config: config.clone(),
+            io,
+            engine,
+            signaling,
+            page: web::Page::new(&config.path),
+        }
+    }
+
+    /// The site that serves it: the Socket.IO endpoint and the routes.
+    pub fn site(&self) -> Site {
+        let intercom = self.clone();
+        Site::new(
+            Cors::new(self.config.cors_origins.clone()),
+            self.config.http.clone(),
+        )
+        .trust(Proxies::new(self.config.trusted_proxies.iter().copied()))
+        .mount(&self.config.path, self.engine.clone())
+        .pages(move |request| intercom.answer(request))
+    }
+
+    /// One line on what the server is doing, for `systemctl status`.
+    pub fn status(&self) -> String {
+        let hub = self.signaling.hub();
+        format!(
+            "{} users, {} calls, {} sessions",
+            hub.user_count(),
+            hub.call_count(),
+            self.engine.session_count()
+        )
+    }
+
+    /// Ends every call (reason `server_shutdown`), closes every session once
+    /// what is queued for it went out, and waits for them to go, up to the
+    /// shutdown timeout.
+    /// `activity` is the site's, whose last answers are waited for too.
+    pub async fn shutdown(&self, activity: &Activity) {
+        self.signaling.end_all_calls();
+        self.engine.close_all();
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        while (self.engine.session_count() > 0 || !activity.is_idle()) && Instant::now() < deadline
+        {
+            Timer::after(Duration::from_millis(20)).await;
+        }
+        let left = self.engine.session_count();
+        if left > 0 {
+            log::warn!("{left} sessions still open at the shutdown timeout");
+        }
+        if let Some(cluster) = self.signaling.cluster() {
+            // The other nodes must hear that our users and calls are gone.
+            cluster.flush(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// The link to the other nodes, when there are some.
+    fn cluster(&self) -> Option<&Cluster> {
+        self.signaling.cluster()
+    }
+}
+
+/// Builds the whole signalbox site for `config`, as a single node.
+pub fn site(config: &Config) -> Site {
+    Intercom::new(config).site()
+}
