@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use signalbox::config::{parse_duration, parse_size};
-use signalbox::engineio::{self, CloseReason, Data, Engine, Session};
+use signalbox::engineio::{self, CloseReason, Data, Engine, SessionRef};
 use signalbox::http::{Cors, Limits};
 use signalbox::server::Site;
 use signalbox::socketio::{self, Ack, Message, Socket};
@@ -53,13 +53,13 @@ struct Args {
 struct Echo;
 
 impl engineio::Handler for Echo {
-    fn on_open(&self, _: &Session) {}
+    fn on_open(&self, _: &SessionRef) {}
 
-    fn on_message(&self, session: &Session, data: Data) {
+    fn on_message(&self, session: &SessionRef, data: Data) {
         session.send(data);
     }
 
-    fn on_close(&self, _: &Session, _: CloseReason) {}
+    fn on_close(&self, _: &SessionRef, _: CloseReason) {}
 }
 
 fn echo_namespace(io: &socketio::Server, name: &str) {

@@ -1,4 +1,6 @@
-//! Engine.IO over real TCP: polling, WebSocket, upgrade, heartbeat, errors.
+//! Engine.IO over real TCP: the proof that the transports drive the
+//! session (engineio/session.rs, whose logic its unit tests check under a
+//! fake clock): polling, WebSocket, upgrade, heartbeat, errors.
 
 mod common;
 
@@ -99,21 +101,6 @@ fn upgrade_with_probe() {
     );
     ws_send(&mut ws, "4still here");
     assert_eq!(ws_next_data(&mut ws).as_deref(), Some("4still here"));
-}
-
-#[test]
-fn heartbeat_timeout_closes_a_silent_polling_client() {
-    let addr = start(Options::default());
-    let sid = polling_handshake(addr, "/engine.io/");
-    let url = format!("{EIO}&sid={sid}");
-    assert_eq!(
-        get(addr, &url).body,
-        "2",
-        "the server pings after the interval"
-    );
-    // No pong: the session ends after the timeout.
-    assert!(eventually(Duration::from_secs(2), || session_count(addr) == 0));
-    assert_eq!(get(addr, &url).status, 400);
 }
 
 #[test]
@@ -308,21 +295,6 @@ fn request_errors_are_engineio_json_with_cors() {
         other => panic!("{other:?}"),
     }
     assert!(ws_connect(addr, "/engine.io/?EIO=3&transport=websocket").is_err());
-}
-
-#[test]
-fn duplicate_get_closes_the_session() {
-    let addr = start(Options::default());
-    let sid = polling_handshake(addr, "/engine.io/");
-    let url = format!("{EIO}&sid={sid}");
-    let first = {
-        let url = url.clone();
-        thread::spawn(move || get(addr, &url))
-    };
-    thread::sleep(Duration::from_millis(50));
-    assert_eq!(get(addr, &url).status, 400);
-    assert_eq!(first.join().unwrap().body, "1");
-    assert_eq!(get(addr, &url).status, 400);
 }
 
 #[test]

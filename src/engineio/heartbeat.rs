@@ -1,19 +1,148 @@
-//! The heartbeat: the server pings every `pingInterval` after the last
-//! pong, and a session whose pong does not come within `pingTimeout` ends.
-//! Each session has exactly one deadline at a time (its next ping, its pong
-//! check, or the end of its closing linger), set on its alarm in the
-//! thread's one queue of deadlines ([`crate::rt::Alarm`]). A task and a
+//! The heartbeat, as a value: the server pings every `pingInterval` after
+//! the last pong, and a session whose pong does not come within
+//! `pingTimeout` of the ping is dead. No clock: the time is passed in, and
+//! the session reads [`Heartbeat::deadline`] after every call into it.
+//!
+//! One deadline at a time (the next ping, or the check for its pong) is all
+//! a session needs, so the endpoint keeps one alarm per session in the
+//! thread's one queue of deadlines ([`crate::rt::Alarm`]); a task and a
 //! reactor timer per session would cost several hundred bytes each.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// What a session's deadline is for.
+/// What the heartbeat waits for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
     /// Send a ping.
     Ping,
     /// The pong for the ping sent at this instant must have come.
     PongCheck(Instant),
-    /// A server-closed session's last packets were not collected in time.
-    Linger,
+}
+
+/// What the heartbeat asks for when its deadline comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Send a ping now.
+    Ping,
+    /// Nothing yet.
+    Wait,
+    /// No pong came: the session is dead.
+    Dead,
+}
+
+/// A session's heartbeat.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    /// The last sign of life: the open, then each pong.
+    last_pong: Instant,
+    due: Due,
+    at: Instant,
+}
+
+impl Heartbeat {
+    /// A heartbeat for a session opened at `now`: the first ping comes one
+    /// interval later.
+    pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
+        Heartbeat {
+            interval,
+            timeout,
+            last_pong: now,
+            due: Due::Ping,
+            at: now + interval,
+        }
+    }
+
+    /// When the heartbeat next needs [`Heartbeat::timeout`].
+    pub fn deadline(&self) -> Instant {
+        self.at
+    }
+
+    /// When the session is dead if nothing more is heard from the client:
+    /// an interval and a timeout after its last pong.
+    pub fn dead_at(&self) -> Instant {
+        self.last_pong + self.interval + self.timeout
+    }
+
+    /// A pong arrived.
+    pub fn pong(&mut self, now: Instant) {
+        self.last_pong = now;
+    }
+
+    /// The deadline came (or `now` is past it).
+    pub fn timeout(&mut self, now: Instant) -> Beat {
+        if now < self.at {
+            return Beat::Wait;
+        }
+        match self.due {
+            Due::Ping => {
+                self.due = Due::PongCheck(now);
+                self.at = now + self.timeout;
+                Beat::Ping
+            }
+            Due::PongCheck(sent) if self.last_pong >= sent => {
+                // The next ping an interval after the pong, not after the
+                // check: a client is pinged every interval, whatever the
+                // timeout.
+                self.due = Due::Ping;
+                self.at = (self.last_pong + self.interval).max(now);
+                self.timeout(now)
+            }
+            Due::PongCheck(_) => Beat::Dead,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(25);
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_client_that_answers_is_pinged_every_interval() {
+        let t0 = Instant::now();
+        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        assert_eq!(beat.deadline(), t0 + INTERVAL);
+        assert_eq!(
+            beat.timeout(t0 + INTERVAL - Duration::from_millis(1)),
+            Beat::Wait
+        );
+        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
+        assert_eq!(beat.deadline(), t0 + INTERVAL + TIMEOUT);
+        let pong = t0 + INTERVAL + Duration::from_millis(40);
+        beat.pong(pong);
+        // The check finds the pong and waits for the next ping time.
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT), Beat::Wait);
+        assert_eq!(beat.deadline(), pong + INTERVAL);
+        assert_eq!(beat.timeout(pong + INTERVAL), Beat::Ping);
+    }
+
+    #[test]
+    fn a_silent_client_is_dead_an_interval_and_a_timeout_after_its_last_pong() {
+        let t0 = Instant::now();
+        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        assert_eq!(beat.dead_at(), t0 + INTERVAL + TIMEOUT);
+        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT), Beat::Dead);
+        // A pong from before the ping does not count.
+        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        beat.pong(t0 + Duration::from_secs(1));
+        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT), Beat::Dead);
+    }
+
+    #[test]
+    fn a_late_timer_pings_at_once_when_the_pong_came_long_ago() {
+        let t0 = Instant::now();
+        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
+        beat.pong(t0 + INTERVAL + Duration::from_secs(1));
+        // The check runs an hour late: the next ping is due already.
+        let late = t0 + Duration::from_secs(3600);
+        assert_eq!(beat.timeout(late), Beat::Ping);
+        assert_eq!(beat.deadline(), late + TIMEOUT);
+    }
 }

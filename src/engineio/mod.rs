@@ -9,7 +9,8 @@ mod handshakes;
 mod heartbeat;
 pub mod packet;
 mod polling;
-mod session;
+pub mod session;
+mod session_ref;
 mod websocket;
 
 use crate::id::IdMap;
@@ -25,9 +26,9 @@ use futures_lite::{AsyncRead, AsyncWrite};
 pub use handshakes::{HandshakeLimits, HandshakeRefusal};
 pub use packet::Data;
 pub use session::{CloseReason, Session, Transport};
+pub use session_ref::SessionRef;
 
 use crate::http::{Conn, Method, Request, Response, query_param};
-use packet::Packet;
 
 /// Engine.IO settings, announced to clients in the handshake.
 #[derive(Debug, Clone)]
@@ -101,11 +102,11 @@ impl Config {
 /// to or close any session, including the one they are called for.
 pub trait Handler {
     /// A session opened.
-    fn on_open(&self, session: &Session);
+    fn on_open(&self, session: &SessionRef);
     /// A message arrived.
-    fn on_message(&self, session: &Session, data: Data);
+    fn on_message(&self, session: &SessionRef, data: Data);
     /// A session closed; called once per session.
-    fn on_close(&self, session: &Session, reason: CloseReason);
+    fn on_close(&self, session: &SessionRef, reason: CloseReason);
 }
 
 /// The Engine.IO errors a request can get, as the reference server numbers
@@ -249,7 +250,7 @@ pub struct Admission {
 pub(crate) struct Shared {
     pub config: Config,
     pub handler: Rc<dyn Handler>,
-    pub sessions: RefCell<IdMap<Rc<str>, Session>>,
+    pub sessions: RefCell<IdMap<Rc<str>, SessionRef>>,
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
     closed: Cell<bool>,
@@ -266,6 +267,27 @@ impl Shared {
 
     pub fn sent(&self, bytes: usize) {
         self.bytes_sent.set(self.bytes_sent.get() + bytes as u64);
+    }
+
+    /// A session ended: it leaves the table (unless another took its sid).
+    pub fn forget(&self, sid: &str, session: &SessionRef) {
+        let mut sessions = self.sessions.borrow_mut();
+        if sessions.get(sid) == Some(session) {
+            sessions.remove(sid);
+        }
+    }
+
+    /// A session from `address` left its last namespace: it joined nothing
+    /// again, and takes a place among such sessions.
+    pub fn unjoined_again(self: &Rc<Shared>, address: IpAddr) -> Unjoined {
+        self.handshakes
+            .borrow_mut()
+            .unjoined(address, Instant::now());
+        Unjoined {
+            address,
+            connection: std::rc::Weak::new(),
+            engine: Rc::downgrade(self),
+        }
     }
 }
 
@@ -341,7 +363,7 @@ impl Engine {
     }
 
     /// The open sessions.
-    pub fn sessions(&self) -> Vec<Session> {
+    pub fn sessions(&self) -> Vec<SessionRef> {
         self.0.sessions.borrow().values().cloned().collect()
     }
 
@@ -351,7 +373,7 @@ impl Engine {
     }
 
     /// The session with `sid`, if open.
-    pub fn session(&self, sid: &str) -> Option<Session> {
+    pub fn session(&self, sid: &str) -> Option<SessionRef> {
         self.0.sessions.borrow().get(sid).cloned()
     }
 
@@ -376,31 +398,20 @@ impl Engine {
         })
     }
 
-    fn open(&self, transport: Transport, address: IpAddr, place: Option<Unjoined>) -> Session {
+    fn open(&self, transport: Transport, address: IpAddr, place: Option<Unjoined>) -> SessionRef {
         let sid: Rc<str> = crate::id::random().into();
-        let session = Session::new(sid.clone(), &self.0, transport, address, place);
+        let state = Session::new(&sid, transport, &self.0.config, Instant::now());
+        let session = SessionRef::new(sid.clone(), address, &self.0, state, place);
         self.0.sessions.borrow_mut().insert(sid, session.clone());
-        let config = &self.0.config;
-        let upgrades = match transport {
-            Transport::Polling => r#"["websocket"]"#,
-            Transport::WebSocket => "[]",
-        };
-        session.push(Packet::Open(format!(
-            r#"{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
-            session.sid(),
-            upgrades,
-            config.ping_interval.as_millis(),
-            config.ping_timeout.as_millis(),
-            config.max_payload,
-        )));
-        session.start_heartbeat(config.ping_interval);
+        // Counts the open packet and sets the first alarm.
+        session.with(|_| ());
         self.0.handler.on_open(&session);
         session
     }
 
     /// Checks a request's query against the protocol; returns the session it
     /// names, or `None` for a handshake.
-    fn verify(&self, request: &Request, upgrade: bool) -> Result<Option<Session>, RequestError> {
+    fn verify(&self, request: &Request, upgrade: bool) -> Result<Option<SessionRef>, RequestError> {
         let transport = match query_param(&request.query, "transport") {
             Some("polling") => Transport::Polling,
             Some("websocket") => Transport::WebSocket,
@@ -415,7 +426,7 @@ impl Engine {
         match query_param(&request.query, "sid") {
             Some(sid) => {
                 let session = self.session(sid).ok_or(RequestError::UnknownSid)?;
-                if !upgrade && session.transport() != transport {
+                if !upgrade && !session.read(Session::accepts_polling) {
                     return Err(RequestError::BadRequest);
                 }
                 Ok(Some(session))

@@ -1,54 +1,43 @@
-//! The HTTP long-polling transport: GET collects queued packets, POST
-//! delivers the client's.
+//! The HTTP long-polling transport, a thin driver of the session: a GET
+//! waits until the session has something to answer and collects it, a POST
+//! hands the client's packets to it.
+
+use std::net::IpAddr;
+use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite, future};
 
 use super::packet::{Packet, SEPARATOR, decode_text, encode_payload};
-use super::session::{Phase, Upgrade};
-use super::{CloseReason, Engine, RequestError, Session, Transport, Unjoined};
+use super::{CloseReason, Engine, RequestError, SessionRef, Transport, Unjoined};
 use crate::http::conn::ReadError;
 use crate::http::{Conn, Request, Response};
-use std::net::IpAddr;
 
-fn payload_response(body: String) -> Response {
+fn payload_response(engine: &Engine, packets: &[Packet]) -> Response {
+    let body = encode_payload(packets);
+    engine.0.sent(body.len());
     Response::text(200, body).header("Cache-Control", "no-store")
 }
 
 /// Opens a session in `place`; the answer carries the open packet.
 pub(crate) fn handshake(engine: &Engine, address: IpAddr, place: Unjoined) -> Response {
     let session = engine.open(Transport::Polling, address, Some(place));
-    let response = collect(&session);
-    engine.0.sent(response.body.len());
-    response
+    let packets = session.with(|s| s.collect());
+    payload_response(engine, &packets)
 }
 
-/// A long-polling GET: waits for packets, or for the session to end or
+/// A long-polling GET: waits for packets, for the session to end or to
 /// upgrade, and answers with them.
 pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     engine: &Engine,
-    session: &Session,
+    session: &SessionRef,
     conn: &mut Conn<S>,
 ) -> Option<Response> {
-    {
-        let mut st = session.borrow_mut();
-        if st.polling_get {
-            // Two GETs at once break ordering: the protocol says to end the
-            // session; the waiting GET answers with a close packet.
-            drop(st);
-            session.terminate(CloseReason::TransportError);
-            return Some(RequestError::BadRequest.response());
-        }
-        st.polling_get = true;
+    if let Err(error) = session.with(|s| s.begin_get()) {
+        return Some(error.response());
     }
-    let ready = session.wait(|st| {
-        !st.outbox.is_empty()
-            || st.phase != Phase::Open
-            || st.upgrade == Upgrade::Probed
-            || st.transport != Transport::Polling
-    });
     let gone = future::or(
         async {
-            ready.await;
+            session.wait(|s| s.get_ready()).await;
             false
         },
         async {
@@ -57,65 +46,26 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         },
     )
     .await;
-    session.borrow_mut().polling_get = false;
+    session.with(|s| s.end_get(gone));
     if gone {
-        session.terminate(CloseReason::TransportClose);
         return None;
     }
-    let response = collect(session);
-    engine.0.sent(response.body.len());
-    Some(response)
-}
-
-/// Builds a GET answer from the session's state, emptying its queue.
-fn collect(session: &Session) -> Response {
-    let phase = {
-        let st = session.borrow();
-        match (st.transport, st.phase) {
-            // Upgraded while this GET waited: release it.
-            (Transport::WebSocket, _) => return payload_response("6".into()),
-            // The client closed the session itself: a noop ends its GET.
-            (_, Phase::Closed) if st.reason == Some(CloseReason::TransportClose) => {
-                return payload_response("6".into());
-            }
-            (_, phase) => phase,
-        }
-    };
-    let mut packets = session.drain();
-    match phase {
-        Phase::Open if packets.is_empty() => packets.push(Packet::Noop),
-        Phase::Open => {}
-        // Closed by the server: the last packets go out first, and the close
-        // packet with the next GET. In one body, socket.io-client would act
-        // on the close before the packets, as it handles them a tick later.
-        Phase::Closing if !packets.is_empty() => {}
-        Phase::Closing => {
-            packets.push(Packet::Close);
-            session.finish();
-        }
-        Phase::Closed => packets.push(Packet::Close),
-    }
-    payload_response(encode_payload(&packets))
+    let packets = session.with(|s| s.collect());
+    Some(payload_response(engine, &packets))
 }
 
 /// A long-polling POST: reads the body and hands its packets to the session.
 pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
     engine: &Engine,
-    session: &Session,
+    session: &SessionRef,
     request: &Request,
     conn: &mut Conn<S>,
 ) -> Option<Response> {
-    {
-        let mut st = session.borrow_mut();
-        if st.polling_post {
-            drop(st);
-            session.terminate(CloseReason::TransportError);
-            return Some(RequestError::BadRequest.response());
-        }
-        st.polling_post = true;
+    if let Err(error) = session.with(|s| s.begin_post()) {
+        return Some(error.response());
     }
     let body = conn.read_body(request, engine.config().max_payload).await;
-    session.borrow_mut().polling_post = false;
+    session.with(|s| s.end_post());
     let body = match body {
         Ok(body) => body,
         Err(ReadError::BodyTooLarge) => return Some(Response::error(413).closing()),
@@ -133,7 +83,7 @@ pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
     // hold a hundred thousand of them.
     for packet in text.split(SEPARATOR) {
         match decode_text(packet) {
-            Ok(packet) => session.receive(packet),
+            Ok(packet) => session.with(|s| s.handle_packet(packet, Instant::now())),
             Err(_) => {
                 session.terminate(CloseReason::ParseError);
                 return Some(RequestError::BadRequest.response());

@@ -1,21 +1,18 @@
-//! One Engine.IO session: its outbound queue, transport, upgrade and
-//! heartbeat state. Transports move bytes; the session decides.
+//! One Engine.IO session as a state machine, in the manner of quinn-proto:
+//! no I/O, no clock, no tasks. Packets from the client, the application's
+//! messages and the time go in (`handle_…`, `send`, `close`); what to send
+//! ([`Session::poll_transmit`], [`Session::collect`]), what the application
+//! must hear ([`Session::poll_event`]) and when to call again
+//! ([`Session::next_deadline`]) come out. The transports (polling.rs,
+//! websocket.rs) are thin drivers that move bytes between a socket and it.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-
-use super::heartbeat::Due;
+use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{Data, Packet};
-use super::{Shared, Unjoined};
-use crate::rt;
-use crate::rt::{Alarm, Wake};
-use std::net::IpAddr;
+use super::{Config, RequestError};
 
 /// The transport a session currently uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +63,22 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+pub enum Phase {
+    /// Open.
     Open,
-    /// Closed by the server: what is queued is still delivered, then `Closed`.
+    /// Closed by the server: what is queued is still delivered (until the
+    /// linger runs out), then `Closed`.
     Closing,
+    /// Gone.
     Closed,
 }
 
+/// Where an upgrade to WebSocket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Upgrade {
+pub enum Upgrade {
+    /// None under way.
     None,
     /// A WebSocket with this sid is open and waiting for `2probe`.
     Probing,
@@ -83,429 +86,710 @@ pub(crate) enum Upgrade {
     Probed,
 }
 
-pub(crate) struct State {
-    pub transport: Transport,
-    pub phase: Phase,
-    pub reason: Option<CloseReason>,
-    pub upgrade: Upgrade,
-    pub outbox: VecDeque<Packet>,
+/// What the application must hear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message arrived.
+    Message(Data),
+    /// The session ended (once per session; not after a server close,
+    /// which the application made itself).
+    Closed(CloseReason),
+}
+
+/// A step of the upgrade, as a packet on the new WebSocket makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeStep {
+    /// Send this on the WebSocket (`3probe`); the polling client's waiting
+    /// GET is released with a noop.
+    Reply(Packet),
+    /// The session is on the WebSocket now.
+    Upgraded,
+}
+
+/// Why an upgrade could not start or go on: the WebSocket is closed, the
+/// session stays as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradeRefused;
+
+/// The settings a session lives by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub upgrade_timeout: Duration,
+    pub max_buffered: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Limits {
+        Limits {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            upgrade_timeout: config.upgrade_timeout,
+            max_buffered: config.max_buffered(),
+        }
+    }
+}
+
+/// One Engine.IO session.
+#[derive(Debug)]
+pub struct Session {
+    limits: Limits,
+    transport: Transport,
+    phase: Phase,
+    reason: Option<CloseReason>,
+    upgrade: Upgrade,
+    upgrade_deadline: Option<Instant>,
+    outbox: VecDeque<Packet>,
     outbox_bytes: usize,
     /// Bytes the application keeps for the session, besides its outbox.
     held: usize,
+    heartbeat: Heartbeat,
+    /// When a closing session is let go, delivered or not.
+    linger_until: Option<Instant>,
     /// A long-polling GET is waiting for packets.
-    pub polling_get: bool,
+    get_waiting: bool,
     /// A long-polling POST is being read.
-    pub polling_post: bool,
-    waiters: Vec<Waker>,
-    /// The last sign of life: the open, then each pong. The session is
-    /// dead a ping interval and a ping timeout after it.
-    last_pong: Instant,
-    /// The session's one deadline: its next ping, its pong check, or the end
-    /// of its closing linger.
-    due: Option<(Instant, Due)>,
-    /// Its place among the sessions that joined no namespace, until the
-    /// application says it joined one.
-    unjoined: Option<Unjoined>,
-}
-
-pub(crate) struct Inner {
-    sid: Rc<str>,
-    address: IpAddr,
-    engine: Weak<Shared>,
-    /// Set to the session's one deadline.
-    alarm: Alarm,
-    state: RefCell<State>,
-}
-
-/// A handle to one Engine.IO session; clones refer to the same session.
-#[derive(Clone)]
-pub struct Session(Rc<Inner>);
-
-impl PartialEq for Session {
-    fn eq(&self, other: &Session) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for Session {}
-
-impl fmt::Debug for Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("sid", &self.sid()).finish()
-    }
+    post_reading: bool,
+    events: VecDeque<Event>,
 }
 
 impl Session {
-    pub(crate) fn new(
-        sid: Rc<str>,
-        engine: &Rc<Shared>,
-        transport: Transport,
-        address: IpAddr,
-        unjoined: Option<Unjoined>,
-    ) -> Session {
-        Session(Rc::new_cyclic(|me: &Weak<Inner>| Inner {
-            sid,
-            address,
-            engine: Rc::downgrade(engine),
-            alarm: Alarm::new(me.clone()),
-            state: RefCell::new(State {
-                transport,
-                phase: Phase::Open,
-                reason: None,
-                upgrade: Upgrade::None,
-                outbox: VecDeque::new(),
-                outbox_bytes: 0,
-                held: 0,
-                polling_get: false,
-                polling_post: false,
-                waiters: Vec::new(),
-                last_pong: Instant::now(),
-                due: None,
-                unjoined,
-            }),
-        }))
-    }
-
-    /// The session id.
-    pub fn sid(&self) -> &str {
-        &self.0.sid
-    }
-
-    pub(crate) fn sid_rc(&self) -> Rc<str> {
-        self.0.sid.clone()
-    }
-
-    /// The client's address (behind a trusted proxy, the one it forwarded).
-    pub fn address(&self) -> IpAddr {
-        self.0.address
-    }
-
-    /// The application tells whether the session is in use (joined a
-    /// namespace, for Socket.IO): until it is, it counts against its
-    /// client's limit on such sessions.
-    pub fn set_joined(&self, joined: bool) {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return;
+    /// A session opened at `now` on `transport`, its open packet (with
+    /// `sid` and the settings) queued.
+    pub(crate) fn new(sid: &str, transport: Transport, config: &Config, now: Instant) -> Session {
+        let limits = Limits::from(config);
+        let upgrades = match transport {
+            Transport::Polling => r#"["websocket"]"#,
+            Transport::WebSocket => "[]",
         };
-        let mut st = self.0.state.borrow_mut();
-        if st.phase == Phase::Closed {
-            return;
-        }
-        if joined {
-            // Dropping the place gives it back.
-            st.unjoined = None;
-        } else if st.unjoined.is_none() {
-            engine
-                .handshakes
-                .borrow_mut()
-                .unjoined(self.0.address, Instant::now());
-            st.unjoined = Some(Unjoined {
-                address: self.0.address,
-                connection: Weak::new(),
-                engine: Rc::downgrade(&engine),
-            });
-        }
+        let open = Packet::Open(format!(
+            r#"{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            limits.ping_interval.as_millis(),
+            limits.ping_timeout.as_millis(),
+            config.max_payload,
+        ));
+        let mut session = Session {
+            limits,
+            transport,
+            phase: Phase::Open,
+            reason: None,
+            upgrade: Upgrade::None,
+            upgrade_deadline: None,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            held: 0,
+            heartbeat: Heartbeat::new(limits.ping_interval, limits.ping_timeout, now),
+            linger_until: None,
+            get_waiting: false,
+            post_reading: false,
+            events: VecDeque::new(),
+        };
+        session.push(open);
+        session
     }
 
     /// The transport in use now.
     pub fn transport(&self) -> Transport {
-        self.0.state.borrow().transport
+        self.transport
     }
 
-    /// Whether the session is open (not closing or closed).
-    pub fn is_open(&self) -> bool {
-        self.0.state.borrow().phase == Phase::Open
+    /// Where the session is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
     }
 
-    /// Queues a message for the client. Ignored once the session is closing.
-    pub fn send(&self, data: Data) {
-        self.push(Packet::Message(data));
+    /// Where an upgrade is.
+    pub fn upgrade(&self) -> Upgrade {
+        self.upgrade
     }
 
-    /// Closes the session from the server side: what is queued is still
-    /// delivered, then the transport is closed.
-    pub fn close(&self) {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return;
+    /// Why it ended (or is ending), once it does.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason
+    }
+
+    /// Whether nothing is queued for the client.
+    pub fn outbox_is_empty(&self) -> bool {
+        self.outbox.is_empty()
+    }
+
+    /// Bytes queued for the client or held for it by the application, which
+    /// the endpoint bounds over all its sessions.
+    pub fn pending_bytes(&self) -> usize {
+        self.outbox_bytes + self.held
+    }
+
+    /// When the session next needs [`Session::handle_timeout`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let own = match self.phase {
+            Phase::Open => Some(self.heartbeat.deadline()),
+            Phase::Closing => self.linger_until,
+            Phase::Closed => None,
         };
-        self.close_within(engine.config.ping_timeout);
-    }
-
-    /// Closes the session from the server side, waiting at most `linger`
-    /// for its last packets to be collected.
-    pub(crate) fn close_within(&self, linger: Duration) {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return;
-        };
-        let config = &engine.config;
-        let last_pong = {
-            let mut st = self.0.state.borrow_mut();
-            if st.phase != Phase::Open {
-                return;
-            }
-            st.phase = Phase::Closing;
-            st.reason = Some(CloseReason::ForcedClose);
-            wake_all(&mut st);
-            st.last_pong
-        };
-        // Lingers for the client to collect its close packet (a polling
-        // client that is told nothing reports an error, not a close), but
-        // never past the moment the heartbeat would have ended it.
-        let dead = last_pong + config.ping_interval + config.ping_timeout;
-        self.schedule((Instant::now() + linger).min(dead), Due::Linger);
-        engine.handler.on_close(self, CloseReason::ForcedClose);
-    }
-
-    /// Sets the session's one deadline.
-    fn schedule(&self, at: Instant, due: Due) {
-        self.0.state.borrow_mut().due = Some((at, due));
-        self.0.alarm.set(Some(at));
-    }
-
-    /// Starts the heartbeat: a ping every interval after the last pong, and
-    /// the session ends when a pong is late.
-    pub(crate) fn start_heartbeat(&self, interval: Duration) {
-        self.schedule(Instant::now() + interval, Due::Ping);
-    }
-
-    pub(crate) fn borrow(&self) -> std::cell::Ref<'_, State> {
-        self.0.state.borrow()
-    }
-
-    pub(crate) fn borrow_mut(&self) -> std::cell::RefMut<'_, State> {
-        self.0.state.borrow_mut()
-    }
-
-    /// Queues a packet and wakes the transport. A queue past its bound, or
-    /// one that takes the endpoint past its bound on all that sessions hold,
-    /// ends the session (later, outside the caller's stack).
-    pub(crate) fn push(&self, packet: Packet) {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return;
-        };
-        let mut st = self.0.state.borrow_mut();
-        if st.phase != Phase::Open {
-            return;
+        match (own, self.upgrade_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        let size = packet.queued_size();
-        st.outbox_bytes += size;
-        engine.pending.set(engine.pending.get() + size);
-        st.outbox.push_back(packet);
-        if st.outbox_bytes > engine.config.max_buffered()
-            || engine.pending.get() > engine.config.max_pending_bytes
-        {
-            st.phase = Phase::Closed;
-            forget_outbox(&engine, &mut st);
-            wake_all(&mut st);
-            drop(st);
-            let session = self.clone();
-            rt::spawn(async move { session.end(CloseReason::SlowClient, true) }).detach();
-            return;
-        }
-        wake_all(&mut st);
     }
 
-    /// Takes every queued packet.
-    pub(crate) fn drain(&self) -> Vec<Packet> {
-        let mut st = self.0.state.borrow_mut();
-        if let Some(engine) = self.0.engine.upgrade() {
-            engine.pending.set(engine.pending.get() - st.outbox_bytes);
-        }
-        st.outbox_bytes = 0;
-        st.outbox.drain(..).collect()
+    /// Whether the application has something to hear.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
-    /// Takes the next queued packet.
-    pub(crate) fn pop(&self) -> Option<Packet> {
-        let mut st = self.0.state.borrow_mut();
-        let packet = st.outbox.pop_front()?;
-        let size = packet.queued_size();
-        st.outbox_bytes -= size;
-        if let Some(engine) = self.0.engine.upgrade() {
-            engine.pending.set(engine.pending.get() - size);
-        }
+    /// The next thing the application must hear.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next packet for a WebSocket.
+    pub fn poll_transmit(&mut self) -> Option<Packet> {
+        let packet = self.outbox.pop_front()?;
+        self.outbox_bytes -= packet.queued_size();
         Some(packet)
     }
 
-    /// Counts `bytes` the application keeps for this session (the parts of
-    /// a message still waiting for the rest) against the endpoint's bound
-    /// on what all sessions hold. False, and nothing counted, past it.
-    pub fn hold(&self, bytes: usize) -> bool {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return false;
-        };
-        let mut st = self.0.state.borrow_mut();
-        if st.phase == Phase::Closed
-            || engine.pending.get() + bytes > engine.config.max_pending_bytes
-        {
-            return false;
+    /// The deadline came, or `now` is past it: ping, end a session whose
+    /// pong is late, let a closing one go, give up a stalled upgrade.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.upgrade_deadline.is_some_and(|at| now >= at) {
+            self.abandon_upgrade();
         }
-        st.held += bytes;
-        engine.pending.set(engine.pending.get() + bytes);
-        true
-    }
-
-    /// The application no longer keeps `bytes` it [held](Session::hold).
-    pub fn release(&self, bytes: usize) {
-        let mut st = self.0.state.borrow_mut();
-        let bytes = bytes.min(st.held);
-        st.held -= bytes;
-        if let Some(engine) = self.0.engine.upgrade() {
-            engine.pending.set(engine.pending.get() - bytes);
+        match self.phase {
+            Phase::Open => match self.heartbeat.timeout(now) {
+                Beat::Ping => self.push(Packet::Ping(String::new())),
+                Beat::Wait => {}
+                Beat::Dead => self.end(CloseReason::PingTimeout),
+            },
+            Phase::Closing if self.linger_until.is_some_and(|at| now >= at) => self.finish(),
+            Phase::Closing | Phase::Closed => {}
         }
     }
 
-    /// Resolves once `ready` holds for the state; re-checked on every change.
-    pub(crate) async fn wait(&self, ready: impl Fn(&State) -> bool) {
-        future::poll_fn(|cx| {
-            let mut st = self.0.state.borrow_mut();
-            if ready(&st) {
-                return Poll::Ready(());
-            }
-            if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                st.waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// Wakes `waker` at the session's next change.
-    pub(crate) fn register(&self, waker: &Waker) {
-        let mut st = self.0.state.borrow_mut();
-        if !st.waiters.iter().any(|w| w.will_wake(waker)) {
-            st.waiters.push(waker.clone());
-        }
-    }
-
-    /// Wakes everything waiting on the session.
-    pub(crate) fn notify(&self) {
-        wake_all(&mut self.0.state.borrow_mut());
-    }
-
-    /// Handles a packet from the client.
-    pub(crate) fn receive(&self, packet: Packet) {
-        let Some(engine) = self.0.engine.upgrade() else {
-            return;
-        };
-        let phase = self.0.state.borrow().phase;
-        if phase != Phase::Open {
+    /// A packet from the client, on whichever transport.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        if self.phase != Phase::Open {
             // A client that closes while the server is closing: done.
-            if phase == Phase::Closing && packet == Packet::Close {
+            if self.phase == Phase::Closing && packet == Packet::Close {
                 self.finish();
             }
             return;
         }
         match packet {
-            Packet::Message(data) => engine.handler.on_message(self, data),
-            Packet::Pong(_) => self.0.state.borrow_mut().last_pong = Instant::now(),
-            Packet::Close => self.terminate(CloseReason::TransportClose),
+            Packet::Message(data) => self.events.push_back(Event::Message(data)),
+            Packet::Pong(_) => self.heartbeat.pong(now),
+            Packet::Close => self.end(CloseReason::TransportClose),
             // Protocol 4 pings only go from server to client.
-            Packet::Ping(_) => self.terminate(CloseReason::TransportError),
+            Packet::Ping(_) => self.end(CloseReason::TransportError),
             Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
         }
     }
 
-    /// Ends the session now, dropping whatever is queued.
-    pub(crate) fn terminate(&self, reason: CloseReason) {
-        self.end(reason, false);
+    /// Queues a message for the client; past the session's bound on what
+    /// it may have queued, it is too slow and ends. Ignored once closing.
+    pub fn send(&mut self, data: Data) {
+        self.push(Packet::Message(data));
     }
 
-    fn end(&self, reason: CloseReason, already_closed: bool) {
-        let was_open = {
-            let mut st = self.0.state.borrow_mut();
-            let was_open = st.phase == Phase::Open || already_closed;
-            if st.phase == Phase::Closed && !already_closed {
-                return;
-            }
-            st.phase = Phase::Closed;
-            if st.reason.is_none() {
-                st.reason = Some(reason);
-            }
-            st.due = None;
-            st.unjoined = None;
-            if let Some(engine) = self.0.engine.upgrade() {
-                forget_outbox(&engine, &mut st);
-            }
-            wake_all(&mut st);
-            was_open
-        };
-        self.0.alarm.set(None);
-        let Some(engine) = self.0.engine.upgrade() else {
+    fn push(&mut self, packet: Packet) {
+        if self.phase != Phase::Open {
             return;
-        };
-        engine.sessions.borrow_mut().remove(self.sid());
-        if was_open {
-            engine.handler.on_close(self, reason);
+        }
+        self.outbox_bytes += packet.queued_size();
+        self.outbox.push_back(packet);
+        if self.outbox_bytes > self.limits.max_buffered {
+            self.end(CloseReason::SlowClient);
         }
     }
 
-    /// A server-closed session whose last packets went out: forget it.
-    pub(crate) fn finish(&self) {
+    /// Counts `bytes` the application keeps for the session.
+    pub fn hold(&mut self, bytes: usize) {
+        self.held += bytes;
+    }
+
+    /// The application no longer keeps `bytes` it held.
+    pub fn release(&mut self, bytes: usize) {
+        self.held -= bytes.min(self.held);
+    }
+
+    /// Closes the session from the server side at `now`: what is queued is
+    /// still delivered, for at most `linger`, and never past the moment
+    /// the heartbeat would have ended the session (a polling client that
+    /// is told nothing reports an error, not a close, so a close packet is
+    /// worth the wait).
+    pub fn close(&mut self, now: Instant, linger: Duration) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.phase = Phase::Closing;
+        self.reason = Some(CloseReason::ForcedClose);
+        self.linger_until = Some((now + linger).min(self.heartbeat.dead_at()));
+    }
+
+    /// Ends the session now, dropping whatever is queued. The application
+    /// hears it, unless the server had closed it already.
+    pub fn end(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.phase == Phase::Open {
+            self.events.push_back(Event::Closed(reason));
+        }
+        self.reason.get_or_insert(reason);
+        self.phase = Phase::Closed;
+        self.forget();
+    }
+
+    /// A closing session's WebSocket sent its last packet: gone.
+    pub fn delivered(&mut self) {
+        if self.phase == Phase::Closing && self.outbox.is_empty() {
+            self.finish();
+        }
+    }
+
+    /// A server-closed session whose last packets went out, or whose
+    /// linger ran out: gone.
+    fn finish(&mut self) {
+        self.phase = Phase::Closed;
+        self.forget();
+    }
+
+    fn forget(&mut self) {
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        self.held = 0;
+        self.linger_until = None;
+        self.upgrade = Upgrade::None;
+        self.upgrade_deadline = None;
+    }
+
+    /// Whether a long-polling request may use the session: it is on
+    /// polling (after an upgrade, polling is refused).
+    pub fn accepts_polling(&self) -> bool {
+        self.transport == Transport::Polling
+    }
+
+    /// A long-polling GET arrived. Two at once break the order of packets:
+    /// the protocol ends the session, and the second GET gets an error.
+    pub fn begin_get(&mut self) -> Result<(), RequestError> {
+        if self.get_waiting {
+            self.end(CloseReason::TransportError);
+            return Err(RequestError::BadRequest);
+        }
+        self.get_waiting = true;
+        Ok(())
+    }
+
+    /// Whether the waiting GET has something to answer: packets, the end,
+    /// or an upgrade that releases it.
+    pub fn get_ready(&self) -> bool {
+        !self.outbox.is_empty()
+            || self.phase != Phase::Open
+            || self.upgrade == Upgrade::Probed
+            || self.transport != Transport::Polling
+    }
+
+    /// The GET is done: answered, or its connection gone (which ends the
+    /// session).
+    pub fn end_get(&mut self, gone: bool) {
+        self.get_waiting = false;
+        if gone {
+            self.end(CloseReason::TransportClose);
+        }
+    }
+
+    /// The packets a GET answers with, emptying the queue.
+    pub fn collect(&mut self) -> Vec<Packet> {
+        match (self.transport, self.phase) {
+            // Upgraded while the GET waited: release it.
+            (Transport::WebSocket, _) => return vec![Packet::Noop],
+            // The client closed the session itself: a noop ends its GET.
+            (_, Phase::Closed) if self.reason == Some(CloseReason::TransportClose) => {
+                return vec![Packet::Noop];
+            }
+            _ => {}
+        }
+        let mut packets: Vec<Packet> = self.outbox.drain(..).collect();
+        self.outbox_bytes = 0;
+        match self.phase {
+            Phase::Open if packets.is_empty() => packets.push(Packet::Noop),
+            Phase::Open => {}
+            // Closed by the server: the last packets go out first, and the
+            // close packet with the next GET. In one body,
+            // socket.io-client would act on the close before the packets,
+            // as it handles them a tick later.
+            Phase::Closing if !packets.is_empty() => {}
+            Phase::Closing => {
+                packets.push(Packet::Close);
+                self.finish();
+            }
+            Phase::Closed => packets.push(Packet::Close),
+        }
+        packets
+    }
+
+    /// A long-polling POST arrived; two at once end the session.
+    pub fn begin_post(&mut self) -> Result<(), RequestError> {
+        if self.post_reading {
+            self.end(CloseReason::TransportError);
+            return Err(RequestError::BadRequest);
+        }
+        self.post_reading = true;
+        Ok(())
+    }
+
+    /// The POST's body was read (or could not be).
+    pub fn end_post(&mut self) {
+        self.post_reading = false;
+    }
+
+    /// A WebSocket for this session opened at `now`: the upgrade starts,
+    /// and must end within the upgrade timeout. Refused when the session
+    /// is not on polling, closing, or upgrading already (a second
+    /// WebSocket for the same sid).
+    pub fn begin_upgrade(&mut self, now: Instant) -> Result<(), UpgradeRefused> {
+        if self.transport != Transport::Polling
+            || self.upgrade != Upgrade::None
+            || self.phase != Phase::Open
         {
-            let mut st = self.0.state.borrow_mut();
-            if st.phase == Phase::Closed {
-                return;
-            }
-            st.phase = Phase::Closed;
-            st.due = None;
-            st.unjoined = None;
-            if let Some(engine) = self.0.engine.upgrade() {
-                forget_outbox(&engine, &mut st);
-            }
-            wake_all(&mut st);
+            return Err(UpgradeRefused);
         }
-        self.0.alarm.set(None);
-        if let Some(engine) = self.0.engine.upgrade() {
-            engine.sessions.borrow_mut().remove(self.sid());
+        self.upgrade = Upgrade::Probing;
+        self.upgrade_deadline = Some(now + self.limits.upgrade_timeout);
+        Ok(())
+    }
+
+    /// A packet on the upgrading WebSocket: `2probe` (answered with
+    /// `3probe`), then `5`. Anything else, or those out of turn, refuses
+    /// the upgrade.
+    pub fn handle_upgrade_packet(&mut self, packet: Packet) -> Result<UpgradeStep, UpgradeRefused> {
+        if self.phase != Phase::Open {
+            self.abandon_upgrade();
+            return Err(UpgradeRefused);
         }
+        match (packet, self.upgrade) {
+            (Packet::Ping(data), Upgrade::Probing) if data == "probe" => {
+                self.upgrade = Upgrade::Probed;
+                Ok(UpgradeStep::Reply(Packet::Pong("probe".into())))
+            }
+            (Packet::Upgrade, Upgrade::Probed) => {
+                self.transport = Transport::WebSocket;
+                self.upgrade = Upgrade::None;
+                self.upgrade_deadline = None;
+                Ok(UpgradeStep::Upgraded)
+            }
+            _ => {
+                self.abandon_upgrade();
+                Err(UpgradeRefused)
+            }
+        }
+    }
+
+    /// The upgrading WebSocket went away, or broke the handshake: the
+    /// session stays on polling.
+    pub fn abandon_upgrade(&mut self) {
+        self.upgrade = Upgrade::None;
+        self.upgrade_deadline = None;
     }
 }
 
-impl Wake for Inner {
-    fn wake(self: Rc<Self>, now: Instant) {
-        let Some(engine) = self.engine.upgrade() else {
-            return;
-        };
-        let due = match self.state.borrow().due {
-            Some((when, due)) if when <= now => due,
-            // Rescheduled or ended since.
-            _ => return,
-        };
-        let session = Session(self);
-        let config = &engine.config;
-        match due {
-            Due::Ping => {
-                session.push(Packet::Ping(String::new()));
-                session.schedule(now + config.ping_timeout, Due::PongCheck(now));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session under a fake clock.
+    struct World {
+        session: Session,
+        t0: Instant,
+        now: Instant,
+    }
+
+    impl World {
+        fn new(transport: Transport) -> World {
+            World::with(transport, Config::default())
+        }
+
+        fn with(transport: Transport, config: Config) -> World {
+            let t0 = Instant::now();
+            let mut session = Session::new("sid", transport, &config, t0);
+            let open = match transport {
+                Transport::Polling => session.collect().pop(),
+                Transport::WebSocket => session.poll_transmit(),
+            };
+            assert!(matches!(open, Some(Packet::Open(_))));
+            World {
+                session,
+                t0,
+                now: t0,
             }
-            Due::PongCheck(sent) => {
-                let pong = Some(session.borrow().last_pong).filter(|&p| p >= sent);
-                match pong {
-                    Some(pong) => {
-                        session.schedule((pong + config.ping_interval).max(now), Due::Ping)
-                    }
-                    None => session.terminate(CloseReason::PingTimeout),
-                }
+        }
+
+        /// Moves the clock to `secs` after the start and lets every
+        /// deadline up to then come, in order.
+        fn at(&mut self, secs: f64) -> &mut Session {
+            let until = self.t0 + Duration::from_secs_f64(secs);
+            while let Some(at) = self.session.next_deadline().filter(|at| *at <= until) {
+                self.session.handle_timeout(at);
             }
-            Due::Linger => session.finish(),
+            self.now = until;
+            &mut self.session
+        }
+
+        fn events(&mut self) -> Vec<Event> {
+            std::iter::from_fn(|| self.session.poll_event()).collect()
         }
     }
-}
 
-/// Drops what a closed session still had queued or held, and stops
-/// counting it against the endpoint.
-fn forget_outbox(engine: &Shared, st: &mut State) {
-    engine
-        .pending
-        .set(engine.pending.get() - st.outbox_bytes - st.held);
-    st.outbox.clear();
-    st.outbox_bytes = 0;
-    st.held = 0;
-}
+    fn text(s: &str) -> Data {
+        Data::Text(s.into())
+    }
 
-fn wake_all(st: &mut State) {
-    for waker in st.waiters.drain(..) {
-        waker.wake();
+    #[test]
+    fn the_open_packet_says_the_settings() {
+        let session = &mut Session::new(
+            "abc",
+            Transport::Polling,
+            &Config::default(),
+            Instant::now(),
+        );
+        let packets = session.collect();
+        let [Packet::Open(json)] = packets.as_slice() else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(
+            json,
+            r#"{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+        );
+        let ws = &mut Session::new(
+            "abc",
+            Transport::WebSocket,
+            &Config::default(),
+            Instant::now(),
+        );
+        assert!(
+            matches!(ws.poll_transmit(), Some(Packet::Open(j)) if j.contains(r#""upgrades":[]"#))
+        );
+    }
+
+    #[test]
+    fn heartbeat_pings_every_interval_and_ends_a_silent_client() {
+        let mut w = World::new(Transport::WebSocket);
+        assert_eq!(
+            w.session.next_deadline(),
+            Some(w.t0 + Duration::from_secs(25))
+        );
+        assert_eq!(w.at(24.9).poll_transmit(), None);
+        assert_eq!(
+            w.at(25.0).poll_transmit(),
+            Some(Packet::Ping(String::new()))
+        );
+        let now = w.now;
+        w.session
+            .handle_packet(Packet::Pong(String::new()), now + Duration::from_secs(1));
+        assert_eq!(w.at(45.0).phase(), Phase::Open);
+        assert_eq!(
+            w.at(51.0).poll_transmit(),
+            Some(Packet::Ping(String::new()))
+        );
+        // Silent from now on: dead at the pong check, 20 s later.
+        assert_eq!(w.at(70.9).phase(), Phase::Open);
+        assert_eq!(w.at(71.0).phase(), Phase::Closed);
+        assert_eq!(w.events(), [Event::Closed(CloseReason::PingTimeout)]);
+        assert_eq!(w.session.next_deadline(), None);
+    }
+
+    #[test]
+    fn messages_reach_the_application_in_order() {
+        let mut w = World::new(Transport::WebSocket);
+        let now = w.now;
+        for packet in [
+            Packet::Message(text("a")),
+            Packet::Noop,
+            Packet::Message(Data::Binary(vec![1])),
+        ] {
+            w.session.handle_packet(packet, now);
+        }
+        assert_eq!(
+            w.events(),
+            [
+                Event::Message(text("a")),
+                Event::Message(Data::Binary(vec![1]))
+            ]
+        );
+        // A ping from the client breaks protocol 4; a close is a close.
+        w.session.handle_packet(Packet::Ping(String::new()), now);
+        assert_eq!(w.events(), [Event::Closed(CloseReason::TransportError)]);
+        let mut w = World::new(Transport::Polling);
+        w.session.handle_packet(Packet::Close, now);
+        assert_eq!(w.events(), [Event::Closed(CloseReason::TransportClose)]);
+        // A GET after the client's own close is released with a noop.
+        assert_eq!(w.session.collect(), [Packet::Noop]);
+    }
+
+    #[test]
+    fn a_second_get_ends_the_session() {
+        let mut w = World::new(Transport::Polling);
+        w.session.begin_get().unwrap();
+        assert!(!w.session.get_ready(), "nothing to answer yet");
+        assert_eq!(w.session.begin_get(), Err(RequestError::BadRequest));
+        assert_eq!(w.events(), [Event::Closed(CloseReason::TransportError)]);
+        // The first GET is released and answers with a close packet.
+        assert!(w.session.get_ready());
+        w.session.end_get(false);
+        assert_eq!(w.session.collect(), [Packet::Close]);
+    }
+
+    #[test]
+    fn a_get_that_goes_away_ends_the_session() {
+        let mut w = World::new(Transport::Polling);
+        w.session.begin_get().unwrap();
+        w.session.end_get(true);
+        assert_eq!(w.events(), [Event::Closed(CloseReason::TransportClose)]);
+        assert_eq!(w.session.begin_post(), Ok(()));
+        assert_eq!(w.session.begin_post(), Err(RequestError::BadRequest));
+    }
+
+    #[test]
+    fn a_server_close_delivers_first_then_closes() {
+        let mut w = World::new(Transport::Polling);
+        w.session.send(text("last"));
+        w.session.begin_get().unwrap();
+        let now = w.now;
+        w.session.close(now, Duration::from_secs(20));
+        assert!(w.session.get_ready(), "the waiting GET is released");
+        w.session.end_get(false);
+        assert_eq!(w.session.collect(), [Packet::Message(text("last"))]);
+        assert_eq!(w.session.phase(), Phase::Closing);
+        // The next GET gets the close packet, and the session is gone.
+        assert_eq!(w.session.collect(), [Packet::Close]);
+        assert_eq!(w.session.phase(), Phase::Closed);
+        assert!(w.events().is_empty(), "the server knows it closed it");
+        // Nothing more goes out after a close.
+        w.session.send(text("too late"));
+        assert!(w.session.outbox_is_empty());
+    }
+
+    #[test]
+    fn a_closing_session_lingers_at_most_until_the_heartbeat_would_end_it() {
+        let mut w = World::new(Transport::Polling);
+        w.at(44.0).send(text("never collected"));
+        let now = w.now;
+        w.session.close(now, Duration::from_secs(20));
+        // Its last pong was the open: dead at 45 s, not at 44 + 20.
+        assert_eq!(
+            w.session.next_deadline(),
+            Some(w.t0 + Duration::from_secs(45))
+        );
+        assert_eq!(w.at(45.0).phase(), Phase::Closed);
+        // A closing client's own close ends it at once.
+        let mut w = World::new(Transport::WebSocket);
+        let now = w.now;
+        w.session.close(now, Duration::from_secs(20));
+        w.session.handle_packet(Packet::Close, now);
+        assert_eq!(w.session.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_at_its_bound() {
+        let config = Config {
+            buffer_limit: Some(100),
+            ..Config::default()
+        };
+        let mut w = World::with(Transport::WebSocket, config);
+        w.session.send(text(&"x".repeat(60)));
+        assert_eq!(w.session.pending_bytes(), 61);
+        w.session.send(text(&"y".repeat(60)));
+        assert_eq!(w.session.phase(), Phase::Closed);
+        assert_eq!(w.session.pending_bytes(), 0, "its queue is freed");
+        assert_eq!(w.events(), [Event::Closed(CloseReason::SlowClient)]);
+    }
+
+    #[test]
+    fn an_upgrade_probes_releases_the_get_and_moves_over() {
+        let mut w = World::new(Transport::Polling);
+        w.session.begin_get().unwrap();
+        let now = w.now;
+        w.session.begin_upgrade(now).unwrap();
+        assert_eq!(
+            w.session.begin_upgrade(now),
+            Err(UpgradeRefused),
+            "one WebSocket at a time"
+        );
+        assert!(!w.session.get_ready());
+        assert_eq!(
+            w.session
+                .handle_upgrade_packet(Packet::Ping("probe".into())),
+            Ok(UpgradeStep::Reply(Packet::Pong("probe".into())))
+        );
+        // The waiting GET is released with a noop, so the client pauses.
+        assert!(w.session.get_ready());
+        w.session.end_get(false);
+        assert_eq!(w.session.collect(), [Packet::Noop]);
+        w.session.send(text("queued meanwhile"));
+        assert_eq!(
+            w.session.handle_upgrade_packet(Packet::Upgrade),
+            Ok(UpgradeStep::Upgraded)
+        );
+        assert_eq!(w.session.transport(), Transport::WebSocket);
+        assert!(
+            !w.session.accepts_polling(),
+            "polling is refused from now on"
+        );
+        assert_eq!(
+            w.session.poll_transmit(),
+            Some(Packet::Message(text("queued meanwhile")))
+        );
+        assert_eq!(
+            w.session.next_deadline(),
+            Some(w.t0 + Duration::from_secs(25))
+        );
+    }
+
+    #[test]
+    fn an_upgrade_out_of_turn_or_too_slow_is_given_up() {
+        let mut w = World::new(Transport::Polling);
+        let now = w.now;
+        w.session.begin_upgrade(now).unwrap();
+        assert_eq!(
+            w.session.handle_upgrade_packet(Packet::Upgrade),
+            Err(UpgradeRefused)
+        );
+        assert_eq!(w.session.upgrade(), Upgrade::None);
+        // Probed, then silent: given up at the upgrade timeout (10 s).
+        w.session.begin_upgrade(now).unwrap();
+        w.session
+            .handle_upgrade_packet(Packet::Ping("probe".into()))
+            .unwrap();
+        assert_eq!(
+            w.session.next_deadline(),
+            Some(w.t0 + Duration::from_secs(10))
+        );
+        assert_eq!(w.at(10.0).upgrade(), Upgrade::None);
+        assert_eq!(w.session.transport(), Transport::Polling);
+        assert_eq!(w.session.phase(), Phase::Open);
+        // And the session still ends on its heartbeat, at 45 s.
+        assert_eq!(w.at(45.0).phase(), Phase::Closed);
+        // A session that closed meanwhile cannot be upgraded.
+        let mut w = World::new(Transport::Polling);
+        let now = w.now;
+        w.session.begin_upgrade(now).unwrap();
+        w.session.close(now, Duration::from_secs(1));
+        assert_eq!(
+            w.session
+                .handle_upgrade_packet(Packet::Ping("probe".into())),
+            Err(UpgradeRefused)
+        );
+    }
+
+    #[test]
+    fn held_bytes_count_until_released_or_the_end() {
+        let mut w = World::new(Transport::WebSocket);
+        w.session.hold(500);
+        assert_eq!(w.session.pending_bytes(), 500);
+        w.session.release(200);
+        assert_eq!(w.session.pending_bytes(), 300);
+        w.session.end(CloseReason::TransportClose);
+        assert_eq!(w.session.pending_bytes(), 0);
     }
 }

@@ -17,8 +17,8 @@ use smol::Timer;
 
 use super::frames::Frames;
 use super::packet::{Data, Frame, Packet, decode_text};
-use super::session::{Phase, Upgrade};
-use super::{Admission, CloseReason, Engine, Session, Transport};
+use super::session::{Phase, Upgrade, UpgradeStep};
+use super::{Admission, CloseReason, Engine, SessionRef, Transport};
 use crate::rt::Turn;
 
 /// How long a closing handshake may take before the socket is just dropped.
@@ -63,23 +63,15 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     let engine = engine.clone();
     Served::Starting(Box::pin(async move {
         let mut ws = ws;
-        let session = engine.session(&sid).filter(|session| {
-            let mut st = session.borrow_mut();
-            let upgradable = st.transport == Transport::Polling
-                && st.upgrade == Upgrade::None
-                && st.phase == Phase::Open;
-            if upgradable {
-                st.upgrade = Upgrade::Probing;
-            }
-            upgradable
-        });
+        let session = engine
+            .session(&sid)
+            .filter(|session| session.with(|s| s.begin_upgrade(Instant::now())).is_ok());
         let Some(session) = session else {
             close(&mut ws, None).await;
             return None;
         };
-        if !probe(&engine, &session, &mut ws).await {
-            session.borrow_mut().upgrade = Upgrade::None;
-            session.notify();
+        if !probe(&session, &mut ws).await {
+            session.with(|s| s.abandon_upgrade());
             close(&mut ws, None).await;
             return None;
         }
@@ -117,21 +109,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Served<S> {
     }
 }
 
-/// Runs the upgrade handshake; true once the session is on this WebSocket.
+/// Runs the upgrade handshake, each packet a step of the session's; true
+/// once the session is on this WebSocket. The session gives the upgrade up
+/// at its timeout, or when it ends, which ends the wait here.
 async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
-    session: &Session,
+    session: &SessionRef,
     ws: &mut WebSocketStream<Frames<S>>,
 ) -> bool {
-    let deadline = Instant::now() + engine.config().upgrade_timeout;
+    let given_up = || session.wait(|s| s.upgrade() == Upgrade::None);
     let mut turn = Turn::new();
     loop {
         let next = future::or(async { Some(ws.next().await) }, async {
-            let closed = session.wait(|st| st.phase != Phase::Open);
-            future::or(closed, async {
-                Timer::at(deadline).await;
-            })
-            .await;
+            given_up().await;
             None
         })
         .await;
@@ -144,35 +133,21 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
             Message::Ping(_) | Message::Pong(_) => continue,
             _ => return false,
         };
-        let upgrade = session.borrow().upgrade;
-        match decode_text(text.as_str()) {
-            Ok(Packet::Ping(data)) if data == "probe" && upgrade == Upgrade::Probing => {
-                let answered = future::or(
-                    async { send(ws, Packet::Pong("probe".into())).await.is_ok() },
-                    async {
-                        Timer::at(deadline).await;
-                        false
-                    },
-                );
+        let Ok(packet) = decode_text(text.as_str()) else {
+            return false;
+        };
+        match session.with(|s| s.handle_upgrade_packet(packet)) {
+            Ok(UpgradeStep::Reply(reply)) => {
+                let answered = future::or(async { send(ws, reply).await.is_ok() }, async {
+                    given_up().await;
+                    false
+                });
                 if !answered.await {
                     return false;
                 }
-                session.borrow_mut().upgrade = Upgrade::Probed;
-                // Releases a waiting GET with a noop, so the client can pause polling.
-                session.notify();
             }
-            Ok(Packet::Upgrade) if upgrade == Upgrade::Probed => {
-                let mut st = session.borrow_mut();
-                if st.phase != Phase::Open {
-                    return false;
-                }
-                st.transport = Transport::WebSocket;
-                st.upgrade = Upgrade::None;
-                drop(st);
-                session.notify();
-                return true;
-            }
-            _ => return false,
+            Ok(UpgradeStep::Upgraded) => return true,
+            Err(_) => return false,
         }
     }
 }
@@ -183,7 +158,7 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
 /// every branch's state (2 KiB per client).
 pub(crate) struct Serve<S> {
     engine: Engine,
-    session: Session,
+    session: SessionRef,
     ws: Option<WebSocketStream<Frames<S>>>,
     /// A frame the socket was not ready to take yet.
     outgoing: Option<Message>,
@@ -206,7 +181,7 @@ pub(crate) struct Serve<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
-    fn new(engine: &Engine, session: Session, ws: WebSocketStream<Frames<S>>) -> Serve<S> {
+    fn new(engine: &Engine, session: SessionRef, ws: WebSocketStream<Frames<S>>) -> Serve<S> {
         let received = ws.get_ref().ends();
         Serve {
             engine: engine.clone(),
@@ -233,7 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
             self.closing = Some(Box::pin(async move {
                 close(&mut ws, frame).await;
                 if finish {
-                    session.finish();
+                    session.with(|s| s.delivered());
                 }
             }));
         }
@@ -278,14 +253,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
         let mut written = Written::All;
         loop {
             if self.outgoing.is_none() {
-                if self.session.borrow().outbox.is_empty() {
+                if self.session.read(|s| s.outbox_is_empty()) {
                     break;
                 }
                 if self.turn.poll_take(cx, 1, 0).is_pending() {
                     written = Written::TurnOver;
                     break;
                 }
-                let Some(packet) = self.session.pop() else {
+                let Some(packet) = self.session.with(|s| s.poll_transmit()) else {
                     break;
                 };
                 let size = packet.queued_size();
@@ -322,14 +297,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
         if let Message::Text(_) | Message::Binary(_) = &message {
             self.engine.0.received(message.len());
         }
+        let now = Instant::now();
         match message {
             Message::Text(text) => match decode_text(text.as_str()) {
-                Ok(packet) => self.session.receive(packet),
+                Ok(packet) => self.session.with(|s| s.handle_packet(packet, now)),
                 Err(_) => self.session.terminate(CloseReason::ParseError),
             },
-            Message::Binary(bytes) => self
-                .session
-                .receive(Packet::Message(Data::Binary(bytes.into()))),
+            Message::Binary(bytes) => {
+                let packet = Packet::Message(Data::Binary(bytes.into()));
+                self.session.with(|s| s.handle_packet(packet, now))
+            }
             Message::Close(_) => self.session.terminate(CloseReason::TransportClose),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
@@ -351,10 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Serve<S> {
                 Written::TurnOver => return Poll::Pending,
                 Written::Failed => this.session.terminate(CloseReason::TransportError),
             }
-            let (phase, drained) = {
-                let st = this.session.borrow();
-                (st.phase, st.outbox.is_empty())
-            };
+            let (phase, drained) = this.session.read(|s| (s.phase(), s.outbox_is_empty()));
             match phase {
                 Phase::Closed => {
                     this.close(false);
@@ -398,7 +372,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Serve<S> {
             }
             // Packets queued meanwhile (by the handler of what was just read)
             // go out before sleeping.
-            if this.outgoing.is_none() && !this.session.borrow().outbox.is_empty() {
+            if this.outgoing.is_none() && !this.session.read(|s| s.outbox_is_empty()) {
                 continue;
             }
             this.session.register(cx.waker());
@@ -463,9 +437,9 @@ mod tests {
     struct Quiet;
 
     impl Handler for Quiet {
-        fn on_open(&self, _: &Session) {}
-        fn on_message(&self, _: &Session, _: Data) {}
-        fn on_close(&self, _: &Session, _: CloseReason) {}
+        fn on_open(&self, _: &SessionRef) {}
+        fn on_message(&self, _: &SessionRef, _: Data) {}
+        fn on_close(&self, _: &SessionRef, _: CloseReason) {}
     }
 
     /// A stream whose client side the test writes and reads by hand.
@@ -566,11 +540,11 @@ mod tests {
     struct Echo;
 
     impl Handler for Echo {
-        fn on_open(&self, _: &Session) {}
-        fn on_message(&self, session: &Session, data: Data) {
+        fn on_open(&self, _: &SessionRef) {}
+        fn on_message(&self, session: &SessionRef, data: Data) {
             session.send(data);
         }
-        fn on_close(&self, _: &Session, _: CloseReason) {}
+        fn on_close(&self, _: &SessionRef, _: CloseReason) {}
     }
 
     /// A client frame: FIN, text, masked with a zero key, carrying `3`.

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use smol::{Task, Timer};
 
-use crate::engineio::{CloseReason, Data, Handler, Session};
+use crate::engineio::{CloseReason, Data, Handler, SessionRef};
 use crate::rt::{self, Alarm, Wake};
 use packet::Packet;
 
@@ -267,7 +267,7 @@ struct PendingAck {
 struct SocketInner {
     id: Rc<str>,
     nsp: Rc<Namespace>,
-    session: Session,
+    session: SessionRef,
     server: Weak<ServerInner>,
     state: Cell<SocketState>,
     held: RefCell<Vec<(String, Vec<Vec<u8>>)>>,
@@ -313,7 +313,7 @@ impl Socket {
     }
 
     /// The Engine.IO session underneath (shared by the client's namespaces).
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &SessionRef {
         &self.0.session
     }
 
@@ -575,7 +575,7 @@ pub(crate) fn assemble(
 
 /// One Engine.IO session's Socket.IO state.
 struct Client {
-    session: Session,
+    session: SessionRef,
     sockets: Vec<Socket>,
     /// Boxed: rare, and inline it would widen every client's map slot.
     partial: Option<Box<Partial>>,
@@ -672,7 +672,7 @@ impl Server {
         self.0.clients.borrow().len()
     }
 
-    fn socket_of(&self, session: &Session, nsp: &str) -> Option<Socket> {
+    fn socket_of(&self, session: &SessionRef, nsp: &str) -> Option<Socket> {
         let clients = self.0.clients.borrow();
         let client = clients.get(session.sid())?;
         client
@@ -684,7 +684,11 @@ impl Server {
 
     /// Takes the session's socket that `which` picks out of its client; a
     /// client left in no namespace has the connect timeout again.
-    fn remove_socket(&self, session: &Session, which: impl Fn(&Socket) -> bool) -> Option<Socket> {
+    fn remove_socket(
+        &self,
+        session: &SessionRef,
+        which: impl Fn(&Socket) -> bool,
+    ) -> Option<Socket> {
         let (socket, emptied) = {
             let mut clients = self.0.clients.borrow_mut();
             let client = clients.get_mut(session.sid())?;
@@ -702,7 +706,7 @@ impl Server {
         Some(socket)
     }
 
-    fn dispatch(&self, session: &Session, packet: Packet, attachments: Vec<Vec<u8>>) {
+    fn dispatch(&self, session: &SessionRef, packet: Packet, attachments: Vec<Vec<u8>>) {
         match packet {
             Packet::Connect { nsp, auth } => self.connect(session, &nsp, auth),
             Packet::Disconnect { nsp } => {
@@ -754,7 +758,7 @@ impl Server {
         }
     }
 
-    fn connect(&self, session: &Session, nsp: &str, auth: Option<Box<RawValue>>) {
+    fn connect(&self, session: &SessionRef, nsp: &str, auth: Option<Box<RawValue>>) {
         let too_many = {
             let mut clients = self.0.clients.borrow_mut();
             let Some(client) = clients.get_mut(session.sid()) else {
@@ -829,14 +833,14 @@ impl Server {
         }
     }
 
-    fn protocol_error(&self, session: &Session, what: &dyn fmt::Display) {
+    fn protocol_error(&self, session: &SessionRef, what: &dyn fmt::Display) {
         log::debug!("session {}: {what}; closing", session.sid());
         session.terminate(CloseReason::ParseError);
     }
 }
 
 impl Handler for Server {
-    fn on_open(&self, session: &Session) {
+    fn on_open(&self, session: &SessionRef) {
         let connect_by = self.0.arm_connect_timeout(session.sid_rc());
         self.0.clients.borrow_mut().insert(
             session.sid_rc(),
@@ -850,7 +854,7 @@ impl Handler for Server {
         );
     }
 
-    fn on_message(&self, session: &Session, data: Data) {
+    fn on_message(&self, session: &SessionRef, data: Data) {
         let outcome = {
             let mut clients = self.0.clients.borrow_mut();
             let Some(client) = clients.get_mut(session.sid()) else {
@@ -880,7 +884,7 @@ impl Handler for Server {
         }
     }
 
-    fn on_close(&self, session: &Session, reason: CloseReason) {
+    fn on_close(&self, session: &SessionRef, reason: CloseReason) {
         let client = self.0.clients.borrow_mut().remove(session.sid());
         let Some(client) = client else { return };
         if let Some(at) = client.connect_by {
@@ -913,7 +917,7 @@ impl ServerInner {
 impl Wake for ServerInner {
     /// Closes the sessions whose connect timeout ran out in no namespace.
     fn wake(self: Rc<Self>, now: Instant) {
-        let due: Vec<Session> = {
+        let due: Vec<SessionRef> = {
             let mut deadlines = self.connect_deadlines.borrow_mut();
             let later = deadlines.split_off(&(now, Rc::from("\u{10ffff}")));
             let due = std::mem::replace(&mut *deadlines, later);

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::{self, Message, WebSocket};
-use signalbox::engineio::{self, CloseReason, Data, Engine, Session};
+use signalbox::engineio::{self, CloseReason, Data, Engine, SessionRef};
 use signalbox::http::{Cors, Limits, Response};
 use signalbox::server::Site;
 use signalbox::socketio;
@@ -18,11 +18,11 @@ use signalbox::socketio;
 struct Echo;
 
 impl engineio::Handler for Echo {
-    fn on_open(&self, _: &Session) {}
-    fn on_message(&self, session: &Session, data: Data) {
+    fn on_open(&self, _: &SessionRef) {}
+    fn on_message(&self, session: &SessionRef, data: Data) {
         session.send(data);
     }
-    fn on_close(&self, _: &Session, _: CloseReason) {}
+    fn on_close(&self, _: &SessionRef, _: CloseReason) {}
 }
 
 /// Settings of a test server.
