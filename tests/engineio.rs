@@ -468,3 +468,31 @@ fn connections_are_bounded() {
         client.reply().status == 200
     }));
 }
+
+#[test]
+fn an_ack_the_server_asked_for_comes_or_times_out() {
+    let addr = start(Options::default());
+    let mut ws = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").unwrap();
+    ws_next(&mut ws);
+    ws_send(&mut ws, "40");
+    assert!(ws_next_data(&mut ws).unwrap().starts_with("40"));
+    // Answered: the callback hears the answer.
+    ws_send(&mut ws, r#"42["ask"]"#);
+    let question = ws_next_data(&mut ws).unwrap();
+    let id = question
+        .strip_prefix("42")
+        .and_then(|rest| rest.strip_suffix(r#"["question"]"#))
+        .expect("an event asking for an ack");
+    ws_send(&mut ws, &format!("43{id}[]"));
+    assert_eq!(
+        ws_next_data(&mut ws).as_deref(),
+        Some(r#"42["asked","answered"]"#)
+    );
+    // Not answered: the callback hears the timeout, 200 ms later.
+    ws_send(&mut ws, r#"42["ask"]"#);
+    assert!(ws_next_data(&mut ws).unwrap().ends_with(r#"["question"]"#));
+    assert_eq!(
+        ws_next_data(&mut ws).as_deref(),
+        Some(r#"42["asked","ack timed out"]"#)
+    );
+}

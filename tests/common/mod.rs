@@ -64,6 +64,23 @@ pub fn start(options: Options) -> SocketAddr {
             .on("message", |socket, message, _| {
                 socket.emit_binary("message-back", &message.args, message.attachments)
             })
+            .on("ask", |socket, _, _| {
+                // Asks the client, and says how that went.
+                let asker = socket.clone();
+                socket.emit_with_ack(
+                    "question",
+                    &[] as &[&serde_json::value::RawValue],
+                    Vec::new(),
+                    Duration::from_millis(200),
+                    move |answer| {
+                        let said = match answer {
+                            Ok(_) => "answered".to_owned(),
+                            Err(error) => error.to_string(),
+                        };
+                        asker.emit("asked", &[socketio::to_arg(&said)]);
+                    },
+                );
+            })
             .on("bye", |socket, _, _| {
                 socket.emit("bye-back", &[] as &[&serde_json::value::RawValue]);
                 socket.disconnect_and_close();

@@ -1,0 +1,415 @@
+//! The Socket.IO server: the Engine.IO handler of an endpoint, its
+//! clients (one per Engine.IO session), their namespaces and connect
+//! timeouts.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+use super::assembly::{AssemblyError, Partial, assemble};
+use super::namespace::Namespace;
+use super::socket::{SocketInner, SocketState};
+use super::{Ack, AckError, Config, DisconnectReason, Incoming, Message, Socket, packet};
+use crate::engineio::{CloseReason, Data, Handler, SessionRef};
+use crate::id::IdMap;
+use crate::rt::{Alarm, Wake};
+use packet::Packet;
+
+/// One Engine.IO session's Socket.IO state.
+struct Client {
+    session: SessionRef,
+    sockets: Vec<Socket>,
+    /// Boxed: rare, and inline it would widen every client's map slot.
+    partial: Option<Box<Partial>>,
+    /// When the session is closed unless it joins a namespace by then;
+    /// `None` while it is in one.
+    connect_by: Option<Instant>,
+    /// CONNECT packets so far; past [`MAX_CONNECTS`] the session is closed.
+    connects: u32,
+}
+
+/// How long a session closed at its connect timeout may take to collect
+/// what is queued for it.
+const CONNECT_TIMEOUT_LINGER: Duration = Duration::from_secs(1);
+
+/// The most CONNECT packets one Engine.IO session may send. A client joins
+/// each namespace once (again after leaving it, rarely); leaving and
+/// joining over and over would also start a fresh socket, and whatever the
+/// application counts per socket, each time.
+const MAX_CONNECTS: u32 = 32;
+
+pub(super) struct ServerInner {
+    config: Config,
+    namespaces: RefCell<HashMap<String, Rc<Namespace>>>,
+    clients: RefCell<IdMap<Rc<str>, Client>>,
+    /// The clients in no namespace, by the time their connect timeout
+    /// runs out; the alarm is set to the first.
+    deadlines: RefCell<BTreeSet<(Instant, Due)>>,
+    alarm: Alarm,
+    events_received: Cell<u64>,
+    pub(super) events_sent: Cell<u64>,
+}
+
+/// Event counts, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Events received from clients.
+    pub events_received: u64,
+    /// Events emitted to clients.
+    pub events_sent: u64,
+}
+
+/// A Socket.IO server: its namespaces and connected clients.
+#[derive(Clone)]
+pub struct Server(pub(super) Rc<ServerInner>);
+
+impl Server {
+    /// A server with no namespaces.
+    pub fn new(config: Config) -> Server {
+        Server(Rc::new_cyclic(|me: &Weak<ServerInner>| ServerInner {
+            config,
+            namespaces: RefCell::new(HashMap::new()),
+            clients: RefCell::new(IdMap::default()),
+            deadlines: RefCell::new(BTreeSet::new()),
+            alarm: Alarm::new(me.clone()),
+            events_received: Cell::new(0),
+            events_sent: Cell::new(0),
+        }))
+    }
+
+    /// Event counts.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            events_received: self.0.events_received.get(),
+            events_sent: self.0.events_sent.get(),
+        }
+    }
+
+    /// The namespace `name`, registered on first use.
+    pub fn of(&self, name: &str) -> Rc<Namespace> {
+        self.0
+            .namespaces
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Rc::new(Namespace {
+                    name: name.to_owned(),
+                    on_connect: RefCell::new(None),
+                    on_disconnect: RefCell::new(None),
+                    guard: RefCell::new(None),
+                    events: RefCell::new(HashMap::new()),
+                    fallback: RefCell::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// The server as the Engine.IO handler of an endpoint.
+    pub fn handler(&self) -> Rc<dyn Handler> {
+        Rc::new(self.clone())
+    }
+
+    /// How many Engine.IO sessions the server holds.
+    pub fn client_count(&self) -> usize {
+        self.0.clients.borrow().len()
+    }
+
+    fn socket_of(&self, session: &SessionRef, nsp: &str) -> Option<Socket> {
+        let clients = self.0.clients.borrow();
+        let client = clients.get(session.sid())?;
+        client
+            .sockets
+            .iter()
+            .find(|s| s.namespace() == nsp)
+            .cloned()
+    }
+
+    /// Takes the session's socket that `which` picks out of its client; a
+    /// client left in no namespace has the connect timeout again.
+    pub(super) fn remove_socket(
+        &self,
+        session: &SessionRef,
+        which: impl Fn(&Socket) -> bool,
+    ) -> Option<Socket> {
+        let (socket, emptied) = {
+            let mut clients = self.0.clients.borrow_mut();
+            let client = clients.get_mut(session.sid())?;
+            let index = client.sockets.iter().position(which)?;
+            let socket = client.sockets.remove(index);
+            let emptied = client.sockets.is_empty();
+            if emptied {
+                let at = Instant::now() + self.0.config.connect_timeout;
+                self.0.arm(at, Due::Connect(session.sid_rc()));
+                client.connect_by = Some(at);
+            }
+            (socket, emptied)
+        };
+        if emptied {
+            session.set_joined(false);
+        }
+        Some(socket)
+    }
+
+    fn dispatch(&self, session: &SessionRef, packet: Packet, attachments: Vec<Vec<u8>>) {
+        match packet {
+            Packet::Connect { nsp, auth } => self.connect(session, &nsp, auth),
+            Packet::Disconnect { nsp } => {
+                let socket = self.remove_socket(session, |s| s.namespace() == nsp);
+                if let Some(socket) = socket {
+                    socket.left(DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            Packet::Event {
+                nsp,
+                id,
+                event,
+                args,
+                ..
+            } => {
+                let Some(socket) = self.socket_of(session, &nsp) else {
+                    return;
+                };
+                self.0.events_received.set(self.0.events_received.get() + 1);
+                let mut ack = id.map(|id| Ack {
+                    socket: socket.clone(),
+                    id,
+                });
+                let namespace = &socket.0.nsp;
+                let incoming = Incoming::Event {
+                    name: &event,
+                    ack: &mut ack,
+                };
+                if !namespace.admits(&socket, incoming) || !socket.connected() {
+                    return;
+                }
+                let message = Message { args, attachments };
+                let handler = namespace.events.borrow().get(&event).cloned();
+                let fallback = namespace.fallback.borrow().clone();
+                match (handler, fallback) {
+                    (Some(handler), _) => handler(&socket, message, ack),
+                    (None, Some(fallback)) => fallback(&socket, &event, message, ack),
+                    (None, None) => {}
+                }
+            }
+            Packet::Ack { nsp, id, args, .. } => {
+                if let Some(socket) = self.socket_of(session, &nsp) {
+                    socket.settle_ack(id, Ok(Message { args, attachments }));
+                }
+            }
+            // Only servers send these; a client's is ignored, as the
+            // reference server does.
+            Packet::ConnectError { .. } => {}
+        }
+    }
+
+    fn connect(&self, session: &SessionRef, nsp: &str, auth: Option<Box<RawValue>>) {
+        let too_many = {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            client.connects += 1;
+            client.connects > MAX_CONNECTS
+        };
+        if too_many {
+            self.protocol_error(session, &"too many CONNECT packets");
+            return;
+        }
+        let namespace = self.0.namespaces.borrow().get(nsp).cloned();
+        let Some(namespace) = namespace else {
+            let text = packet::encode_connect_error(nsp, "Invalid namespace", None);
+            session.send(Data::Text(text));
+            return;
+        };
+        // A CONNECT to a namespace the session is in passes the guard and
+        // gets the same socket again: a fresh socket per packet would also
+        // be a fresh start for whatever the application counts per socket.
+        if let Some(current) = self.socket_of(session, nsp) {
+            if namespace.admits(&current, Incoming::Reconnect) && current.connected() {
+                session.send(Data::Text(packet::encode_connect(nsp, current.id())));
+            }
+            return;
+        }
+
+        let socket = Socket(Rc::new(SocketInner {
+            id: crate::id::random().into(),
+            nsp: namespace.clone(),
+            session: session.clone(),
+            server: Rc::downgrade(&self.0),
+            state: Cell::new(SocketState::Handshaking),
+            held: RefCell::new(Vec::new()),
+            acks: RefCell::new(HashMap::new()),
+            next_ack: Cell::new(0),
+        }));
+        let hook = namespace.on_connect.borrow().clone();
+        // The auth payload is the hook's to read, not the socket's to keep.
+        let verdict = match hook {
+            Some(hook) => hook(&socket, auth.as_deref()),
+            None => Ok(()),
+        };
+        drop(auth);
+        if let Err(refusal) = verdict {
+            socket.0.state.set(SocketState::Disconnected);
+            socket.0.held.borrow_mut().clear();
+            let text = packet::encode_connect_error(nsp, &refusal.message, refusal.data.as_deref());
+            session.send(Data::Text(text));
+            return;
+        }
+        if socket.0.state.get() != SocketState::Handshaking || !session.is_open() {
+            return;
+        }
+        {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            client.sockets.push(socket.clone());
+            if let Some(at) = client.connect_by.take() {
+                self.0.disarm(at, &Due::Connect(session.sid_rc()));
+            }
+        }
+        session.set_joined(true);
+        session.send(Data::Text(packet::encode_connect(nsp, socket.id())));
+        socket.0.state.set(SocketState::Connected);
+        let held = std::mem::take(&mut *socket.0.held.borrow_mut());
+        for (text, attachments) in held {
+            socket.send_packet(text, attachments);
+        }
+    }
+
+    fn protocol_error(&self, session: &SessionRef, what: &dyn fmt::Display) {
+        log::debug!("session {}: {what}; closing", session.sid());
+        session.terminate(CloseReason::ParseError);
+    }
+}
+
+impl Handler for Server {
+    fn on_open(&self, session: &SessionRef) {
+        let connect_by = Instant::now() + self.0.config.connect_timeout;
+        self.0.arm(connect_by, Due::Connect(session.sid_rc()));
+        self.0.clients.borrow_mut().insert(
+            session.sid_rc(),
+            Client {
+                session: session.clone(),
+                sockets: Vec::new(),
+                partial: None,
+                connect_by: Some(connect_by),
+                connects: 0,
+            },
+        );
+    }
+
+    fn on_message(&self, session: &SessionRef, data: Data) {
+        let outcome = {
+            let mut clients = self.0.clients.borrow_mut();
+            let Some(client) = clients.get_mut(session.sid()) else {
+                return;
+            };
+            let waiting = |partial: &Option<Box<Partial>>| partial.as_ref().map_or(0, |p| p.bytes);
+            let before = waiting(&client.partial);
+            let outcome = assemble(
+                &mut client.partial,
+                data,
+                self.0.config.max_attachment_bytes,
+            );
+            // What waits for the rest of its packet counts against the
+            // endpoint's bound on what all sessions hold.
+            let after = waiting(&client.partial);
+            if after > before && !session.hold(after - before) {
+                Err(AssemblyError::TooLarge)
+            } else {
+                session.release(before.saturating_sub(after));
+                outcome
+            }
+        };
+        match outcome {
+            Ok(Some((packet, attachments))) => self.dispatch(session, packet, attachments),
+            Ok(None) => {}
+            Err(error) => self.protocol_error(session, &error),
+        }
+    }
+
+    fn on_close(&self, session: &SessionRef, reason: CloseReason) {
+        let client = self.0.clients.borrow_mut().remove(session.sid());
+        let Some(client) = client else { return };
+        if let Some(at) = client.connect_by {
+            self.0.disarm(at, &Due::Connect(session.sid_rc()));
+        }
+        for socket in client.sockets {
+            socket.left(DisconnectReason::Connection(reason));
+        }
+    }
+}
+
+/// What a deadline of the server is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    /// Session `sid` must have joined a namespace by then.
+    Connect(Rc<str>),
+    /// Socket `socket` of session `sid` must have had the answer to its
+    /// ack `id` by then.
+    Ack {
+        sid: Rc<str>,
+        socket: Rc<str>,
+        id: u64,
+    },
+}
+
+impl ServerInner {
+    /// Sets a deadline.
+    pub(super) fn arm(&self, at: Instant, due: Due) {
+        let mut deadlines = self.deadlines.borrow_mut();
+        deadlines.insert((at, due));
+        self.alarm.set(deadlines.first().map(|(at, _)| *at));
+    }
+
+    /// Takes a deadline back.
+    pub(super) fn disarm(&self, at: Instant, due: &Due) {
+        let mut deadlines = self.deadlines.borrow_mut();
+        deadlines.remove(&(at, due.clone()));
+        self.alarm.set(deadlines.first().map(|(at, _)| *at));
+    }
+}
+
+impl Wake for ServerInner {
+    /// Closes the sessions whose connect timeout ran out in no namespace,
+    /// and fails the acks that did not come in time.
+    fn wake(self: Rc<Self>, now: Instant) {
+        let due: Vec<Due> = {
+            let mut deadlines = self.deadlines.borrow_mut();
+            let later =
+                deadlines.split_off(&(now + Duration::from_nanos(1), Due::Connect("".into())));
+            let due = std::mem::replace(&mut *deadlines, later);
+            self.alarm.set(deadlines.first().map(|(at, _)| *at));
+            due.into_iter().map(|(_, due)| due).collect()
+        };
+        for due in due {
+            match due {
+                Due::Connect(sid) => {
+                    let session = self.clients.borrow_mut().get_mut(&sid).map(|client| {
+                        client.connect_by = None;
+                        client.session.clone()
+                    });
+                    if let Some(session) = session {
+                        log::debug!("session {sid}: in no namespace in time; closing");
+                        // Nothing it waits for is queued: it ends now, or
+                        // within a second if a packet is on its way.
+                        session.close_within(CONNECT_TIMEOUT_LINGER);
+                    }
+                }
+                Due::Ack { sid, socket, id } => {
+                    let socket = self.clients.borrow().get(&sid).and_then(|client| {
+                        client.sockets.iter().find(|s| s.id_rc() == socket).cloned()
+                    });
+                    if let Some(socket) = socket {
+                        socket.settle_ack(id, Err(AckError::Timeout));
+                    }
+                }
+            }
+        }
+    }
+}
