@@ -159,7 +159,7 @@ pub fn signaling_event(data: &[u8]) {
     let Ok(Some(event)) = ClientEvent::parse(name, Some(&raw), &limits) else {
         return;
     };
-    let mut hub: Hub<u8> = Hub::new(Duration::from_secs(30), &limits);
+    let mut hub: Hub<u8> = Hub::new(Duration::from_secs(30), &limits, false);
     let now = Instant::now();
     for (conn, user) in [(1, "fuzz"), (2, "peer")] {
         let json = format!(r#"{{"userId":"{user}"}}"#);

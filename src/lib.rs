@@ -48,7 +48,7 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
     rt::block_on(async move {
         let cluster = match &config.cluster {
             Some(cluster) => Some(
-                signaling::cluster::Cluster::connect(cluster)
+                signaling::cluster::connect(cluster)
                     .await
                     .map_err(io::Error::other)?,
             ),

@@ -18,8 +18,8 @@ use crate::engineio::Engine;
 use crate::http::Cors;
 use crate::http::forwarded::Proxies;
 use crate::server::{Activity, Site};
-use crate::signaling::cluster::Cluster;
-use crate::signaling::service::{ClusterLink, Signaling};
+use crate::signaling::Signaling;
+use crate::signaling::cluster::{Nodes, NodesLink};
 use crate::socketio;
 
 /// The whole intercom: Socket.IO with signaling on it, and its pages.
@@ -40,7 +40,7 @@ impl Intercom {
 
     /// Sets up the intercom for `config` on this thread, as one node of a
     /// cluster when given its link.
-    pub fn with_cluster(config: &Config, cluster: Option<ClusterLink>) -> Intercom {
+    pub fn with_cluster(config: &Config, cluster: Option<NodesLink>) -> Intercom {
         let io = socketio::Server::new(config.socketio.clone());
         let signaling = Signaling::install(&io, &config.signaling, cluster);
         let engine = Engine::new(config.engine.clone(), io.handler());
@@ -92,15 +92,15 @@ impl Intercom {
         if left > 0 {
             log::warn!("{left} sessions still open at the shutdown timeout");
         }
-        if let Some(cluster) = self.signaling.cluster() {
+        if let Some(cluster) = self.cluster() {
             // The other nodes must hear that our users and calls are gone.
             cluster.flush(Duration::from_secs(2)).await;
         }
     }
 
-    /// The link to the other nodes, when there are some.
-    fn cluster(&self) -> Option<&Cluster> {
-        self.signaling.cluster()
+    /// The other nodes, when there are some.
+    fn cluster(&self) -> Option<&dyn Nodes> {
+        self.signaling.nodes()
     }
 }
 

@@ -398,7 +398,12 @@ impl Engine {
         })
     }
 
-    fn open(&self, transport: Transport, address: IpAddr, place: Option<Unjoined>) -> SessionRef {
+    pub(crate) fn open(
+        &self,
+        transport: Transport,
+        address: IpAddr,
+        place: Option<Unjoined>,
+    ) -> SessionRef {
         let sid: Rc<str> = crate::id::random().into();
         let state = Session::new(&sid, transport, &self.0.config, Instant::now());
         let session = SessionRef::new(sid.clone(), address, &self.0, state, place);

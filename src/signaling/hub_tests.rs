@@ -21,7 +21,10 @@ fn render(effects: &[Effect<&'static str>]) -> Vec<String> {
         .filter(|effect| {
             !matches!(
                 effect,
-                Effect::CallOver { .. } | Effect::Joined { .. } | Effect::Left { .. }
+                Effect::CallOver { .. }
+                    | Effect::Joined { .. }
+                    | Effect::Left { .. }
+                    | Effect::Barrier
             )
         })
         .map(line)
@@ -35,17 +38,19 @@ fn render_all(effects: &[Effect<&'static str>]) -> Vec<String> {
 
 fn line(effect: &Effect<&'static str>) -> String {
     match effect {
-        Effect::ToConn { conn, event } => format!(
-            "[{conn}] <- {} {}",
+        Effect::ToSocket { socket, event } => format!(
+            "[{socket}] <- {} {}",
             event.name(),
             serde_json::to_string(event).unwrap()
         ),
-        Effect::Disconnect { conn } => format!("disconnect [{conn}]"),
+        Effect::Disconnect { socket } => format!("disconnect [{socket}]"),
         Effect::ToPeer { user, message } => {
             format!("peer {user} <- {}", serde_json::to_string(message).unwrap())
         }
         Effect::CallOver { caller, callee } => format!("over {caller} -> {callee}"),
         Effect::Joined { user, .. } => format!("joined {user}"),
+        Effect::Barrier => "barrier".into(),
+        Effect::Claim { caller, callee, .. } => format!("claim {caller} -> {callee}"),
         Effect::Left { user } => format!("left {user}"),
     }
 }
@@ -54,7 +59,7 @@ impl World {
     fn new() -> World {
         let t0 = Instant::now();
         World {
-            hub: Hub::new(TIMEOUT, &Limits::default()),
+            hub: Hub::new(TIMEOUT, &Limits::default(), false),
             t0,
             now: t0,
         }
@@ -135,7 +140,7 @@ fn registration_and_presence() {
         [r#"[c1] <- user_registered {"success":true,"userId":"alice"}"#]
     );
     assert_eq!(w.hub.user_of(&"c1").map(|u| &**u), Some("alice"));
-    assert_eq!(w.hub.conn_of("alice"), Some(&"c1"));
+    assert_eq!(w.hub.socket_of("alice"), Some(&"c1"));
     w.register("c2", "bob");
     assert_eq!(w.hub.users(), ["alice", "bob"]);
     assert_eq!(w.hub.user_count(), 2);
@@ -183,12 +188,12 @@ fn one_device_per_user() {
             r#"[c9] <- user_registered {"success":true,"userId":"bob"}"#,
         ]
     );
-    assert_eq!(w.hub.conn_of("bob"), Some(&"c9"));
+    assert_eq!(w.hub.socket_of("bob"), Some(&"c9"));
     assert_eq!(w.hub.user_of(&"c2"), None);
     assert_eq!(w.hub.call_count(), 0);
     // The old socket's disconnect is then a no-op for everyone.
     assert!(w.hub.disconnected(&"c2", w.now).is_empty());
-    assert_eq!(w.hub.conn_of("bob"), Some(&"c9"));
+    assert_eq!(w.hub.socket_of("bob"), Some(&"c9"));
     // The new device receives calls.
     let effects = w.call("c3", "bob");
     assert_eq!(
@@ -214,8 +219,8 @@ fn a_socket_that_takes_its_peers_name_mid_call() {
             r#"[c1] <- user_registered {"success":true,"userId":"bob"}"#,
         ]
     );
-    assert_eq!(w.hub.conn_of("bob"), Some(&"c1"));
-    assert_eq!(w.hub.conn_of("alice"), None);
+    assert_eq!(w.hub.socket_of("bob"), Some(&"c1"));
+    assert_eq!(w.hub.socket_of("alice"), None);
     assert_eq!(w.hub.call_count(), 0);
 }
 
@@ -236,8 +241,8 @@ fn re_registration_mid_call() {
             r#"[c2] <- user_registered {"success":true,"userId":"bobby"}"#,
         ]
     );
-    assert_eq!(w.hub.conn_of("bob"), None);
-    assert_eq!(w.hub.conn_of("bobby"), Some(&"c2"));
+    assert_eq!(w.hub.socket_of("bob"), None);
+    assert_eq!(w.hub.socket_of("bobby"), Some(&"c2"));
 }
 
 #[test]
@@ -550,7 +555,7 @@ fn disconnect_mid_call_and_while_ringing() {
         effects,
         [r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#]
     );
-    assert_eq!(w.hub.conn_of("bob"), None);
+    assert_eq!(w.hub.socket_of("bob"), None);
     // The ringing callee hears the caller leave.
     let effects = render(&w.hub.disconnected(&"c3", w.now));
     assert_eq!(
@@ -574,7 +579,7 @@ fn logout() {
         effects,
         [r#"[c1] <- call_ended {"from":"bob","reason":"logged_out"}"#]
     );
-    assert_eq!(w.hub.conn_of("bob"), None);
+    assert_eq!(w.hub.socket_of("bob"), None);
     // Without a userId, the socket's own name logs out.
     w.ok("c3", "logout_user", "{}");
     assert_eq!(w.hub.users(), ["alice"]);
@@ -657,7 +662,7 @@ fn a_user_cannot_start_calls_faster_than_the_limit() {
         ..Limits::default()
     };
     let mut w = World::three();
-    w.hub = Hub::new(TIMEOUT, &limits);
+    w.hub = Hub::new(TIMEOUT, &limits, false);
     w.register("c1", "alice");
     w.register("c2", "bob");
     for _ in 0..2 {
@@ -732,8 +737,8 @@ mod two_nodes {
     impl Pair {
         fn new() -> Pair {
             let mut pair = Pair {
-                a: Hub::new(TIMEOUT, &Limits::default()),
-                b: Hub::new(TIMEOUT, &Limits::default()),
+                a: Hub::new(TIMEOUT, &Limits::default(), true),
+                b: Hub::new(TIMEOUT, &Limits::default(), true),
                 t0: Instant::now(),
                 log: Vec::new(),
             };
@@ -782,15 +787,38 @@ mod two_nodes {
         /// door (on A) calls flat (on B); the cluster's claim succeeded.
         fn ring(&mut self) {
             let now = self.t0;
-            let caller = self.a.begin_call(&"d", "flat", now).unwrap();
-            let offer = RawValue::from_string(r#"{"sdp":"o"}"#.into()).unwrap();
-            let outcome = self.a.call_claimed(caller, "flat", offer, now);
+            let (caller, offer) = claim(&mut self.a, "d", "flat", now);
+            let outcome = self.a.claimed(caller, "flat", offer, Claim::Granted, now);
             assert_eq!(outcome.result, Ok(()));
             self.deliver(true, outcome.effects, now);
         }
 
         fn take(&mut self) -> Vec<String> {
             std::mem::take(&mut self.log)
+        }
+    }
+
+    /// `socket` calls `to` on a hub of several nodes: the hub asks for the
+    /// claim on both users, and nothing else yet.
+    fn claim(
+        hub: &mut Hub<&'static str>,
+        socket: &'static str,
+        to: &str,
+        now: Instant,
+    ) -> (Rc<str>, Box<RawValue>) {
+        let payload = format!(r#"{{"to":"{to}","offer":{{"sdp":"o"}}}}"#);
+        let mut outcome = hub.handle(&socket, event("make_call", &payload), now);
+        assert_eq!(outcome.result, Ok(()));
+        match outcome.effects.pop() {
+            Some(Effect::Claim {
+                caller,
+                callee,
+                offer,
+                socket: claimer,
+            }) if outcome.effects.is_empty() && claimer == socket && &*callee == to => {
+                (caller, offer)
+            }
+            other => panic!("no claim but {other:?}"),
         }
     }
 
@@ -900,7 +928,7 @@ mod two_nodes {
         let mut p = Pair::new();
         p.ring();
         p.take();
-        let late = p.t0 + TIMEOUT + PEER_GRACE;
+        let late = p.t0 + TIMEOUT + peers::PEER_GRACE;
         let effects = p.b.expire(late);
         let log: Vec<String> = effects.iter().map(line).collect();
         assert!(
@@ -920,7 +948,7 @@ mod two_nodes {
         let now = p.t0 + Duration::from_secs(2);
         let kick = PeerMessage::Kick {
             user: "flat".into(),
-            conn: None,
+            socket: None,
         };
         let effects = p.b.peer(kick, now);
         p.deliver(false, effects, now);
@@ -945,7 +973,7 @@ mod two_nodes {
         let peers = p.a.remote_peers();
         let peers: Vec<(&str, &str, &str)> = peers
             .iter()
-            .map(|(peer, caller, callee)| (&**peer, &**caller, &**callee))
+            .map(|call| (&*call.user, &*call.caller, &*call.callee))
             .collect();
         assert_eq!(peers, [("flat", "door", "flat")]);
         let effects = p.a.peer_lost("flat", p.t0 + Duration::from_secs(5));
@@ -983,12 +1011,11 @@ mod two_nodes {
     #[test]
     fn a_claim_that_comes_back_too_late_is_released() {
         let mut p = Pair::new();
-        let caller = p.a.begin_call(&"d", "flat", p.t0).unwrap();
+        let (caller, offer) = claim(&mut p.a, "d", "flat", p.t0);
         let gone = p.a.disconnected(&"d", p.t0);
         p.deliver(true, gone, p.t0);
         p.take();
-        let offer = RawValue::from_string("{}".into()).unwrap();
-        let outcome = p.a.call_claimed(caller, "flat", offer, p.t0);
+        let outcome = p.a.claimed(caller, "flat", offer, Claim::Granted, p.t0);
         assert!(outcome.result.is_err());
         assert_eq!(render_all(&outcome.effects), ["over door -> flat"]);
     }
@@ -1002,15 +1029,13 @@ mod two_nodes {
         let guard =
             p.a.handle(&"g", event("register_user", r#"{"userId":"guard"}"#), now);
         p.deliver(true, guard.effects, now);
-        let caller = p.b.begin_call(&"f", "door", now).unwrap();
-        let offer = RawValue::from_string("{}".into()).unwrap();
-        let rung = p.b.call_claimed(caller, "door", offer, now);
+        let (caller, offer) = claim(&mut p.b, "f", "door", now);
+        let rung = p.b.claimed(caller, "door", offer, Claim::Granted, now);
         p.deliver(false, rung.effects, now);
         assert!(p.a.calls.of("door").is_some());
         p.take();
-        let caller = p.a.begin_call(&"g", "door", now).unwrap();
-        let offer = RawValue::from_string("{}".into()).unwrap();
-        let outcome = p.a.call_claimed(caller, "door", offer, now);
+        let (caller, offer) = claim(&mut p.a, "g", "door", now);
+        let outcome = p.a.claimed(caller, "door", offer, Claim::Granted, now);
         assert_eq!(outcome.result, Err(SignalError::UserBusy));
         assert_eq!(
             render_all(&outcome.effects),

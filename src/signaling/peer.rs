@@ -76,11 +76,11 @@ pub enum PeerMessage {
     Kick {
         /// The user.
         user: Rc<str>,
-        /// The connection being replaced, as Redis last knew it. A kick for
-        /// another connection is stale (the user registered here again
-        /// since) and changes nothing.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        conn: Option<Rc<str>>,
+        /// The socket being replaced, as Redis last knew it. A kick for
+        /// another socket is stale (the user registered here again since)
+        /// and changes nothing. (`conn` on the wire, as older nodes send it.)
+        #[serde(rename = "conn", default, skip_serializing_if = "Option::is_none")]
+        socket: Option<Rc<str>>,
     },
 }
 

@@ -1,51 +1,54 @@
-//! The I/O side of signaling: Socket.IO events in, the hub's effects out,
-//! and one timer for the hub's deadlines.
+//! The driver of signaling: Socket.IO events in, the hub's decisions
+//! ([`Effect`]s) out to sockets and to the other nodes, and one alarm for
+//! every deadline (the hub's ring timeouts and sweeps, the cluster's
+//! refreshes and checks). After each call into the hub, the alarm is set to
+//! its next deadline.
 
 use crate::id::IdMap;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use futures_lite::future;
 use serde_json::json;
-use smol::Timer;
-use smol::channel::{Receiver, Sender, bounded};
+use serde_json::value::RawValue;
+use smol::channel::Receiver;
 
-use super::cluster::{Claim, Cluster, Inbound};
+use super::cluster::{Inbound, Nodes, NodesLink, Refresh};
 use super::hub::{Effect, Hub, Outcome};
 use super::ice::IceConfig;
 use super::limits::Limits;
+use super::peer::PeerMessage;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use crate::logging::untrusted;
 use crate::rate::Bucket;
-use crate::rt;
+use crate::rt::{self, Alarm, Wake};
 use crate::socketio::{self, Ack, ConnectError, Incoming, Message, Socket, to_arg};
-use serde_json::value::RawValue;
 
-/// A connection, as the hub knows it: the socket id.
-type Conn = Rc<str>;
+/// A socket, as the hub knows it: its id.
+type SocketId = Rc<str>;
 
 /// The signaling service on one Socket.IO namespace.
 pub struct Signaling {
     me: Weak<Signaling>,
-    hub: RefCell<Hub<Conn>>,
-    sockets: RefCell<IdMap<Conn, Client>>,
-    wake: Sender<()>,
+    hub: RefCell<Hub<SocketId>>,
+    clients: RefCell<IdMap<SocketId, Client>>,
     ice: IceConfig,
     limits: Limits,
-    /// Several nodes: the link to the others.
-    cluster: Option<Rc<Cluster>>,
-    /// Connections whose `make_call` waits for the cluster's claim, with
-    /// what they sent meanwhile (handled in order once the claim is in).
-    waiting: RefCell<IdMap<Conn, Waiting>>,
-    /// Until when refreshes set lost claims again (after Redis came back).
-    restore_until: Cell<Option<Instant>>,
+    /// Several nodes: the others.
+    nodes: Option<Rc<dyn Nodes>>,
+    /// When this node refreshes what it holds in Redis, and checks its peers.
+    refresh: RefCell<Option<Refresh>>,
+    /// Sockets whose `make_call` waits for the cluster's claim, with what
+    /// they sent meanwhile (handled in order once the claim is in).
+    waiting: RefCell<IdMap<SocketId, Waiting>>,
+    /// Set to the first of the hub's and the refresh's deadlines.
+    alarm: Alarm,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
 struct Waiting {
-    offer: Box<RawValue>,
+    offer: Option<Box<RawValue>>,
     ack: Option<Ack>,
     later: VecDeque<(&'static str, Message, Option<Ack>)>,
 }
@@ -58,9 +61,6 @@ const MAX_WAITING_EVENTS: usize = 256;
 /// back to the system (a few hundred KiB).
 const SWEPT_ENOUGH_TO_GIVE_BACK: usize = 4096;
 
-/// The link to the other nodes, as [`Cluster::connect`] made it.
-pub type ClusterLink = (Cluster, Receiver<Inbound>);
-
 /// A connected socket and its event budget.
 struct Client {
     socket: Socket,
@@ -70,33 +70,37 @@ struct Client {
 }
 
 impl Signaling {
-    /// Installs the service on `io`'s root namespace and starts its timer.
-    /// With an auth secret in `config`, a client must connect with a valid
-    /// token (`auth: {token}`) and may register only the name inside it.
-    /// With a cluster link, the hub's users and calls are shared with the
-    /// other nodes through it.
+    /// Installs the service on `io`'s root namespace. With an auth secret
+    /// in `settings`, a client must connect with a valid token (`auth:
+    /// {token}`) and may register only the name inside it. With the other
+    /// nodes of a cluster, the hub's users and calls are shared with them.
     pub fn install(
         io: &socketio::Server,
         settings: &super::Settings,
-        cluster: Option<ClusterLink>,
+        nodes: Option<NodesLink>,
     ) -> Rc<Signaling> {
-        let (wake, woken) = bounded(1);
         let limits = settings.limits.clone();
-        let (cluster, inbound) = match cluster {
-            Some((cluster, inbound)) => (Some(Rc::new(cluster)), Some(inbound)),
+        let (nodes, inbound) = match nodes {
+            Some((nodes, inbound)) => (Some(nodes), Some(inbound)),
             None => (None, None),
         };
-        let service = Rc::new_cyclic(|me| Signaling {
+        let now = Instant::now();
+        let service = Rc::new_cyclic(|me: &Weak<Signaling>| Signaling {
             me: me.clone(),
-            hub: RefCell::new(Hub::new(settings.call_timeout, &limits)),
-            sockets: RefCell::new(IdMap::default()),
-            wake,
+            hub: RefCell::new(Hub::new(settings.call_timeout, &limits, nodes.is_some())),
+            clients: RefCell::new(IdMap::default()),
             ice: settings.ice.clone(),
             limits,
-            cluster,
+            refresh: RefCell::new(
+                nodes
+                    .as_ref()
+                    .map(|nodes| Refresh::new(nodes.refresh_period(), now)),
+            ),
+            nodes,
             waiting: RefCell::new(IdMap::default()),
-            restore_until: Cell::new(None),
+            alarm: Alarm::new(me.clone()),
         });
+        service.set_alarm();
         let auth_secret = settings.auth_secret.clone();
         let namespace = io.of("/");
         let weak = Rc::downgrade(&service);
@@ -106,10 +110,7 @@ impl Signaling {
             };
             if let Some(secret) = &auth_secret {
                 let user = authenticate(secret, auth)?;
-                service
-                    .hub
-                    .borrow_mut()
-                    .authenticate(&socket.id_rc(), &user);
+                service.with_hub(|hub| hub.authenticate(&socket.id_rc(), &user));
             }
             let limits = &service.limits;
             let client = Client {
@@ -117,19 +118,17 @@ impl Signaling {
                 events: Bucket::new(limits.event_rate, limits.event_burst, Instant::now()),
                 strikes: 0,
             };
-            service.sockets.borrow_mut().insert(socket.id_rc(), client);
+            service.clients.borrow_mut().insert(socket.id_rc(), client);
             Ok(())
         });
         let weak = Rc::downgrade(&service);
         namespace.on_disconnect(move |socket, _reason| {
             if let Some(service) = weak.upgrade() {
-                service.sockets.borrow_mut().remove(socket.id());
+                service.clients.borrow_mut().remove(socket.id());
                 service.waiting.borrow_mut().remove(socket.id());
-                let effects = service
-                    .hub
-                    .borrow_mut()
-                    .disconnected(&socket.id_rc(), Instant::now());
-                service.execute(effects);
+                let effects =
+                    service.with_hub(|hub| hub.disconnected(&socket.id_rc(), Instant::now()));
+                service.execute(effects, None);
             }
         });
         // Everything a socket sends is charged first, known events or not.
@@ -152,32 +151,45 @@ impl Signaling {
                 service.unknown_event(socket, name, ack);
             }
         });
-        rt::spawn(run_timer(Rc::downgrade(&service), woken)).detach();
         if let Some(inbound) = inbound {
-            rt::spawn(run_cluster(Rc::downgrade(&service), inbound)).detach();
-            rt::spawn(keep_cluster_current(Rc::downgrade(&service))).detach();
+            rt::spawn(hear_the_others(Rc::downgrade(&service), inbound)).detach();
         }
         service
     }
 
-    /// The link to the other nodes, when there are some.
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_deref()
+    /// The other nodes, when there are some.
+    pub fn nodes(&self) -> Option<&dyn Nodes> {
+        self.nodes.as_deref()
     }
 
     /// The hub, for reading counts and users.
-    pub fn hub(&self) -> std::cell::Ref<'_, Hub<Conn>> {
+    pub fn hub(&self) -> std::cell::Ref<'_, Hub<SocketId>> {
         self.hub.borrow()
+    }
+
+    /// Calls into the hub, then sets the alarm to its next deadline.
+    fn with_hub<R>(&self, f: impl FnOnce(&mut Hub<SocketId>) -> R) -> R {
+        let result = f(&mut self.hub.borrow_mut());
+        self.set_alarm();
+        result
+    }
+
+    fn set_alarm(&self) {
+        let hub = self.hub.borrow().next_deadline();
+        let refresh = self.refresh.borrow().as_ref().map(Refresh::next_deadline);
+        let first = match (hub, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.alarm.set(first);
     }
 
     /// Ends every call for a shutdown: both parties get `call_ended` with
     /// reason `server_shutdown`.
     pub fn end_all_calls(&self) {
-        let effects = self
-            .hub
-            .borrow_mut()
-            .end_all_calls(super::protocol::reason::SERVER_SHUTDOWN);
-        self.execute(effects);
+        let effects =
+            self.with_hub(|hub| hub.end_all_calls(super::protocol::reason::SERVER_SHUTDOWN));
+        self.execute(effects, None);
     }
 
     /// Takes one event from the socket's budget. A socket that keeps
@@ -185,8 +197,8 @@ impl Signaling {
     fn within_budget(&self, socket: &Socket) -> bool {
         let now = Instant::now();
         let abusive = {
-            let mut sockets = self.sockets.borrow_mut();
-            let Some(client) = sockets.get_mut(socket.id()) else {
+            let mut clients = self.clients.borrow_mut();
+            let Some(client) = clients.get_mut(socket.id()) else {
                 return false;
             };
             if client.events.take(now) {
@@ -277,9 +289,8 @@ impl Signaling {
         socket: &Socket,
         name: &'static str,
         message: Message,
-        ack: Option<Ack>,
+        mut ack: Option<Ack>,
     ) {
-        let mut registered = false;
         let parsed = if message.attachments.is_empty() {
             ClientEvent::parse(name, message.arg(0), &self.limits)
         } else {
@@ -289,55 +300,41 @@ impl Signaling {
                 "binary attachments are not accepted".into(),
             ))
         };
+        let registers = matches!(parsed, Ok(Some(ClientEvent::RegisterUser { .. })));
         let outcome = match parsed {
-            Ok(Some(ClientEvent::MakeCall { to, offer })) if self.cluster.is_some() => {
-                self.begin_call(socket, to, offer, ack);
-                return;
-            }
             Ok(Some(event)) => {
-                let rings = matches!(event, ClientEvent::MakeCall { .. });
-                registered = matches!(event, ClientEvent::RegisterUser { .. });
-                let outcome = self
-                    .hub
-                    .borrow_mut()
-                    .handle(&socket.id_rc(), event, Instant::now());
-                if rings {
-                    // A ring timeout, or a call-rate bucket to sweep: let
-                    // the timer look again.
-                    let _ = self.wake.try_send(());
-                }
-                outcome
+                self.with_hub(|hub| hub.handle(&socket.id_rc(), event, Instant::now()))
             }
             Ok(None) => return,
-            Err(error) => super::hub::Outcome {
+            Err(error) => Outcome {
                 result: Err(error),
                 effects: Vec::new(),
             },
         };
-        let mut effects = outcome.effects;
-        let joined = effects
+        let claiming = outcome
+            .effects
             .iter()
-            .position(|effect| matches!(effect, Effect::Joined { .. }));
-        if let (Some(cluster), Some(joined)) = (&self.cluster, joined) {
-            // The reply waits until Redis knows where the user is, so that
-            // whoever they tell can call them at once, from any node.
-            let reply = effects.split_off(joined + 1);
-            self.execute(effects);
-            let (me, socket) = (self.me.clone(), socket.clone());
-            cluster.after(move || {
-                if let Some(service) = me.upgrade() {
-                    service.execute(reply);
-                    service.registered(&socket, name, ack, outcome.result);
+            .any(|effect| matches!(effect, Effect::Claim { .. }));
+        if claiming {
+            // Answered when the claim is: see `claimed`.
+            let wait = Waiting {
+                offer: None,
+                ack: ack.take(),
+                later: VecDeque::new(),
+            };
+            self.waiting.borrow_mut().insert(socket.id_rc(), wait);
+        }
+        let (me, socket, result) = (self.me.clone(), socket.clone(), outcome.result);
+        let reply = move || {
+            if let Some(service) = me.upgrade() {
+                if registers {
+                    service.registered(&socket, name, ack, result);
+                } else if !claiming {
+                    service.answer(&socket, name, ack, result);
                 }
-            });
-            return;
-        }
-        self.execute(effects);
-        if registered {
-            self.registered(socket, name, ack, outcome.result);
-        } else {
-            self.answer(socket, name, ack, outcome.result);
-        }
+            }
+        };
+        self.execute(outcome.effects, Some(Box::new(reply)));
     }
 
     /// Finishes `register_user`: the ICE servers, then the ack.
@@ -402,115 +399,119 @@ impl Signaling {
         socket.emit_value(event.name(), &event);
     }
 
-    /// Carries out the hub's effects. No borrow is held while a socket acts,
-    /// since a disconnect comes straight back through the hooks.
-    fn execute(&self, effects: Vec<Effect<Conn>>) {
-        for effect in effects {
+    /// Carries out the hub's effects in order, then `then`. At a barrier
+    /// the rest waits until the other nodes heard what came before. No
+    /// borrow is held while a socket acts, since a disconnect comes
+    /// straight back through the hooks.
+    fn execute(&self, effects: Vec<Effect<SocketId>>, then: Option<Box<dyn FnOnce()>>) {
+        let mut effects = effects.into_iter();
+        while let Some(effect) = effects.next() {
             match effect {
-                Effect::ToConn { conn, event } => {
-                    if let Some(socket) = self.socket(&conn) {
+                Effect::ToSocket { socket, event } => {
+                    if let Some(socket) = self.socket(&socket) {
                         socket.emit_value(event.name(), &event);
                     }
                 }
-                Effect::Disconnect { conn } => {
-                    if let Some(socket) = self.socket(&conn) {
+                Effect::Disconnect { socket } => {
+                    if let Some(socket) = self.socket(&socket) {
                         socket.disconnect_and_close();
                     }
                 }
-                // Several nodes only; one node has every party here.
-                Effect::ToPeer { message, .. } => {
-                    if let Some(cluster) = &self.cluster {
-                        cluster.route(&message);
-                    }
-                }
-                Effect::Joined { user, conn } => {
+                Effect::Joined { user, socket } => {
                     // Logged here, where the client's address is known.
-                    match self.socket(&conn) {
+                    match self.socket(&socket) {
                         Some(socket) => {
                             log::info!("{} registered from {}", untrusted(&user), socket.address())
                         }
                         None => log::info!("{} registered", untrusted(&user)),
                     }
-                    if let Some(cluster) = &self.cluster {
-                        cluster.joined(user, conn);
+                    if let Some(nodes) = &self.nodes {
+                        nodes.joined(super::hub::Registration { user, socket });
+                    }
+                }
+                Effect::Barrier => {
+                    if let Some(nodes) = &self.nodes {
+                        let rest: Vec<Effect<SocketId>> = effects.collect();
+                        let me = self.me.clone();
+                        nodes.after(Box::new(move || {
+                            if let Some(service) = me.upgrade() {
+                                service.execute(rest, then);
+                            }
+                        }));
+                        return;
+                    }
+                }
+                // Several nodes only; one node has every party here.
+                Effect::ToPeer { message, .. } => {
+                    if let Some(nodes) = &self.nodes {
+                        nodes.route(&message);
                     }
                 }
                 Effect::Left { user } => {
-                    if let Some(cluster) = &self.cluster {
-                        cluster.left(user);
+                    if let Some(nodes) = &self.nodes {
+                        nodes.left(user);
                     }
                 }
                 Effect::CallOver { caller, callee } => {
-                    if let Some(cluster) = &self.cluster {
-                        cluster.release(&caller, &callee);
+                    if let Some(nodes) = &self.nodes {
+                        nodes.release(&caller, &callee);
+                    }
+                }
+                Effect::Claim {
+                    socket,
+                    caller,
+                    callee,
+                    offer,
+                } => {
+                    if let Some(wait) = self.waiting.borrow_mut().get_mut(&socket) {
+                        wait.offer = Some(offer);
+                    }
+                    if let Some(nodes) = &self.nodes {
+                        nodes.claim(socket, caller, callee);
                     }
                 }
             }
         }
-    }
-
-    /// `make_call` on several nodes: the checks this node can make, then
-    /// the claim on both users in Redis; the socket's next events wait.
-    fn begin_call(&self, socket: &Socket, to: String, offer: Box<RawValue>, ack: Option<Ack>) {
-        let conn = socket.id_rc();
-        let begun = self.hub.borrow_mut().begin_call(&conn, &to, Instant::now());
-        // A call-rate bucket to sweep: let the timer look again.
-        let _ = self.wake.try_send(());
-        match (begun, &self.cluster) {
-            (Ok(caller), Some(cluster)) => {
-                let wait = Waiting {
-                    offer,
-                    ack,
-                    later: VecDeque::new(),
-                };
-                self.waiting.borrow_mut().insert(conn.clone(), wait);
-                cluster.claim(conn, caller, to.into());
-            }
-            (Ok(_), None) => {}
-            (Err(outcome), _) => {
-                self.execute(outcome.effects);
-                self.answer(socket, "make_call", ack, outcome.result);
-            }
+        if let Some(then) = then {
+            then();
         }
     }
 
     /// The cluster answered a claim: ring, or tell the caller why not; then
     /// the events the socket sent meanwhile.
-    fn claimed(&self, conn: Rc<str>, caller: Rc<str>, callee: Rc<str>, claim: Claim) {
-        let wait = self.waiting.borrow_mut().remove(&conn);
-        let Some(wait) = wait else {
+    fn claimed(
+        &self,
+        socket_id: Rc<str>,
+        caller: Rc<str>,
+        callee: Rc<str>,
+        claim: super::hub::Claim,
+    ) {
+        let wait = self.waiting.borrow_mut().remove(&socket_id);
+        let Some(Waiting {
+            offer: Some(offer),
+            ack,
+            mut later,
+        }) = wait
+        else {
             // The caller left meanwhile: give the claims back.
-            if claim == Claim::Granted
-                && let Some(cluster) = &self.cluster
+            if claim == super::hub::Claim::Granted
+                && let Some(nodes) = &self.nodes
             {
-                cluster.release(&caller, &callee);
+                nodes.release(&caller, &callee);
             }
             return;
         };
-        let now = Instant::now();
-        let outcome: Outcome<Conn> = {
-            let mut hub = self.hub.borrow_mut();
-            match claim {
-                Claim::Granted => hub.call_claimed(caller, &callee, wait.offer, now),
-                Claim::Offline => hub.call_refused(caller, &callee, SignalError::UserOffline),
-                Claim::Busy => hub.call_refused(caller, &callee, SignalError::UserBusy),
-                Claim::CallerBusy => hub.call_refused(caller, &callee, SignalError::AlreadyInCall),
-                Claim::Unavailable => hub.call_refused(caller, &callee, SignalError::Unavailable),
-            }
-        };
-        if outcome.result.is_ok() {
-            let _ = self.wake.try_send(());
-        }
-        self.execute(outcome.effects);
-        let Some(socket) = self.socket(&conn) else {
+        let outcome =
+            self.with_hub(|hub| hub.claimed(caller, &callee, offer, claim, Instant::now()));
+        self.execute(outcome.effects, None);
+        let Some(socket) = self.socket(&socket_id) else {
             return;
         };
-        self.answer(&socket, "make_call", wait.ack, outcome.result);
-        let mut later = wait.later;
+        self.answer(&socket, "make_call", ack, outcome.result);
         while let Some((name, message, ack)) = later.pop_front() {
             if self.wait_behind_claim(&socket, name, message, ack) {
                 // Another make_call now waits: the rest queue behind it.
-                if let Some(wait) = self.waiting.borrow_mut().get_mut(&conn) {
+                if let Some(wait) = self.waiting.borrow_mut().get_mut(&socket_id) {
                     wait.later.extend(later);
                 }
                 return;
@@ -518,41 +519,38 @@ impl Signaling {
         }
     }
 
-    /// Handles what the cluster brought.
-    fn inbound(&self, inbound: Inbound) {
+    /// Handles what the other nodes brought.
+    pub(crate) fn inbound(&self, inbound: Inbound) {
         let now = Instant::now();
         match inbound {
-            Inbound::Message(super::peer::PeerMessage::Kick {
+            Inbound::Message(PeerMessage::Kick {
                 user,
-                conn: Some(conn),
-            }) if self.hub.borrow().conn_of(&user) != Some(&conn) => {
+                socket: Some(socket),
+            }) if self.hub.borrow().socket_of(&user) != Some(&socket) => {
                 // For a device this user has since replaced here: stale.
                 log::debug!("ignored a stale kick for {}", untrusted(&user));
             }
             Inbound::Message(message) => {
-                let rings = matches!(message, super::peer::PeerMessage::Ring { .. });
-                let effects = self.hub.borrow_mut().peer(message, now);
-                if rings {
-                    let _ = self.wake.try_send(());
-                }
-                self.execute(effects);
+                let effects = self.with_hub(|hub| hub.peer(message, now));
+                self.execute(effects, None);
             }
             Inbound::Claimed {
-                conn,
+                socket,
                 caller,
                 callee,
                 claim,
-            } => self.claimed(conn, caller, callee, claim),
+            } => self.claimed(socket, caller, callee, claim),
             Inbound::Lost(user) => {
-                let effects = self.hub.borrow_mut().peer_lost(&user, now);
+                let effects = self.with_hub(|hub| hub.peer_lost(&user, now));
                 if !effects.is_empty() {
                     log::info!("{} is gone from the cluster", untrusted(&user));
                 }
-                self.execute(effects);
+                self.execute(effects, None);
             }
             Inbound::Reconnected => {
-                if let Some(cluster) = &self.cluster {
-                    self.restore_until.set(Some(now + cluster.ttl()));
+                if let (Some(nodes), Some(refresh)) = (&self.nodes, &mut *self.refresh.borrow_mut())
+                {
+                    refresh.restore_until(now + nodes.ttl());
                 }
                 self.hold(true);
             }
@@ -560,16 +558,42 @@ impl Signaling {
     }
 
     /// Refreshes this node's users and claims in Redis; `restore`: Redis
-    /// just came back, set again whatever it lost.
+    /// came back lately, set again whatever it lost.
     fn hold(&self, restore: bool) {
-        if let Some(cluster) = &self.cluster {
+        if let Some(nodes) = &self.nodes {
             let hub = self.hub.borrow();
-            cluster.hold(&hub.registrations(), &hub.calls_here(), restore);
+            nodes.hold(&hub.registrations(), &hub.calls_here(), restore);
         }
     }
 
-    fn socket(&self, conn: &str) -> Option<Socket> {
-        self.sockets.borrow().get(conn).map(|c| c.socket.clone())
+    fn socket(&self, id: &str) -> Option<Socket> {
+        self.clients.borrow().get(id).map(|c| c.socket.clone())
+    }
+}
+
+impl Wake for Signaling {
+    /// Rings out the calls whose time is up, sweeps, and keeps this node's
+    /// presence and claims alive in Redis and its peers checked.
+    fn wake(self: Rc<Self>, now: Instant) {
+        let (effects, swept) = {
+            let mut hub = self.hub.borrow_mut();
+            (hub.expire(now), hub.take_swept())
+        };
+        self.execute(effects, None);
+        // Thousands of names gone at once: their memory goes back too.
+        if swept >= SWEPT_ENOUGH_TO_GIVE_BACK {
+            rt::give_back_memory();
+        }
+        let due = self.refresh.borrow_mut().as_mut().map(|r| r.due(now));
+        if let (Some(due), Some(nodes)) = (due, &self.nodes) {
+            if let Some(restore) = due.hold {
+                self.hold(restore);
+            }
+            if due.check {
+                nodes.check(self.hub.borrow().remote_peers());
+            }
+        }
+        self.set_alarm();
     }
 }
 
@@ -598,45 +622,8 @@ fn authenticate(secret: &[u8], auth: Option<&RawValue>) -> Result<String, Connec
         .map_err(|error| ConnectError::new(format!("authentication failed: {error}")))
 }
 
-/// Sleeps until the hub's next deadline (or a wake-up), then expires what is due.
-async fn run_timer(service: Weak<Signaling>, woken: Receiver<()>) {
-    loop {
-        let deadline = match service.upgrade() {
-            Some(service) => service.hub.borrow().next_deadline(),
-            None => return,
-        };
-        let wake = async {
-            let _ = woken.recv().await;
-        };
-        match deadline {
-            Some(deadline) => {
-                future::or(
-                    async {
-                        Timer::at(deadline).await;
-                    },
-                    wake,
-                )
-                .await
-            }
-            None => wake.await,
-        }
-        let Some(service) = service.upgrade() else {
-            return;
-        };
-        let (effects, swept) = {
-            let mut hub = service.hub.borrow_mut();
-            (hub.expire(Instant::now()), hub.take_swept())
-        };
-        service.execute(effects);
-        // Thousands of names gone at once: their memory goes back too.
-        if swept >= SWEPT_ENOUGH_TO_GIVE_BACK {
-            crate::rt::give_back_memory();
-        }
-    }
-}
-
-/// Carries what the cluster brings back to the service.
-async fn run_cluster(service: Weak<Signaling>, inbound: Receiver<Inbound>) {
+/// Carries what the other nodes bring back to the service.
+async fn hear_the_others(service: Weak<Signaling>, inbound: Receiver<Inbound>) {
     while let Ok(item) = inbound.recv().await {
         let Some(service) = service.upgrade() else {
             return;
@@ -645,32 +632,6 @@ async fn run_cluster(service: Weak<Signaling>, inbound: Receiver<Inbound>) {
     }
 }
 
-/// Keeps this node's presence and claims alive in Redis, and checks that
-/// the other parties of its calls are still somewhere.
-async fn keep_cluster_current(service: Weak<Signaling>) {
-    let period = match service.upgrade().and_then(|s| s.cluster.clone()) {
-        Some(cluster) => cluster.refresh_period(),
-        None => return,
-    };
-    let check_every = Duration::from_secs(1).min(period);
-    let mut next_hold = Instant::now() + period;
-    loop {
-        Timer::after(check_every).await;
-        let Some(service) = service.upgrade() else {
-            return;
-        };
-        let Some(cluster) = &service.cluster else {
-            return;
-        };
-        let now = Instant::now();
-        if now >= next_hold {
-            next_hold += period;
-            // Claims are set again, not only refreshed, for a while after
-            // Redis came back, in case the first restore was lost.
-            let restore = service.restore_until.get().is_some_and(|until| now < until);
-            service.hold(restore);
-        }
-        let peers = service.hub.borrow().remote_peers();
-        cluster.check(peers);
-    }
-}
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

@@ -2,10 +2,10 @@
 //!
 //! What Redis holds, under a prefix (`signalbox:` by default):
 //!
-//! - `<prefix>user:<name>` → `<node> <connection>`: where the user is
+//! - `<prefix>user:<name>` → `<node> <socket>`: where the user is
 //!   connected, with a time to live that node keeps refreshing (a node that
 //!   dies loses its users when their keys expire). A registration elsewhere
-//!   tells that node to let go of that connection, and no other.
+//!   tells that node to let go of that socket, and no other.
 //! - `<prefix>call:<name>` → `caller>callee` while the user rings or talks:
 //!   the claim that makes "busy" hold across nodes. Set for both parties at
 //!   once by the caller's node, released by each party's own node when the
@@ -17,10 +17,20 @@
 //! node sends goes through one connection in the order the hub decided, in
 //! pipelined batches, so messages from one user to another arrive in order.
 //! Replies come back to the signaling service as [`Inbound`] items.
+//!
+//! What the signaling service needs from the other nodes is the [`Nodes`]
+//! trait; the Redis link (the `cluster` feature) is its implementation,
+//! and the service's tests use a recording fake.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use smol::channel::Receiver;
+
+use super::hub::{Claim, InCall, Registration};
 use super::peer::PeerMessage;
 
 #[cfg(feature = "cluster")]
@@ -28,10 +38,98 @@ mod link;
 #[cfg(feature = "cluster")]
 pub use link::Cluster;
 
-#[cfg(not(feature = "cluster"))]
-mod absent;
-#[cfg(not(feature = "cluster"))]
-pub use absent::Cluster;
+/// What the signaling service needs from the other nodes of a cluster.
+/// Answers come back as [`Inbound`] items.
+pub trait Nodes {
+    /// How long a node's users stay visible after it stops refreshing them.
+    fn ttl(&self) -> Duration;
+    /// How often presence and claims must be refreshed.
+    fn refresh_period(&self) -> Duration;
+    /// A user registered here.
+    fn joined(&self, registration: Registration<Rc<str>>);
+    /// A user is no longer registered here.
+    fn left(&self, user: Rc<str>);
+    /// Sends `message` to the node of its recipient.
+    fn route(&self, message: &PeerMessage);
+    /// Claims `caller` and `callee` for a new call; the answer comes back
+    /// as [`Inbound::Claimed`] for `socket`.
+    fn claim(&self, socket: Rc<str>, caller: Rc<str>, callee: Rc<str>);
+    /// The call `caller → callee` is over: release both parties' claims
+    /// (those that are still this call's).
+    fn release(&self, caller: &Rc<str>, callee: &Rc<str>);
+    /// Refreshes the presence of `users` and the claims of `calls`.
+    /// Presence that Redis lost is set again; claims only when `restore`
+    /// (just after Redis came back).
+    fn hold(&self, users: &[Registration<Rc<str>>], calls: &[InCall], restore: bool);
+    /// Checks that `peers` (users on other nodes in calls with ours) still
+    /// hold their claim on the call; those who do not come back as
+    /// [`Inbound::Lost`].
+    fn check(&self, peers: Vec<InCall>);
+    /// Runs `then` once the other nodes have heard everything asked so far.
+    fn after(&self, then: Box<dyn FnOnce()>);
+    /// Every user and call of the cluster.
+    fn overview(&self) -> Pin<Box<dyn Future<Output = Result<Overview, ClusterError>>>>;
+    /// Waits until everything asked so far went out, for at most `limit`.
+    fn flush(&self, limit: Duration) -> Pin<Box<dyn Future<Output = ()>>>;
+    /// Figures for metrics.
+    fn stats(&self) -> ClusterStats;
+}
+
+/// Why the cluster cannot be joined or asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterError {
+    /// The Redis URL is not one this build can use.
+    Url(String),
+    /// Redis did not answer at start.
+    Unreachable {
+        /// Where Redis was looked for (without its password).
+        url: String,
+        /// What the client said.
+        error: String,
+    },
+    /// This build has no Redis client.
+    NotBuilt,
+    /// Redis did not answer in time, or the link stopped.
+    Unavailable(String),
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::Url(why) => f.write_str(why),
+            ClusterError::Unreachable { url, error } => write!(
+                f,
+                "cannot reach Redis at {url}: {error} (start it, or run without --redis)"
+            ),
+            ClusterError::NotBuilt => f.write_str(
+                "this signalbox was built without the `cluster` feature, so --redis is not \
+                 available (build it with the default features)",
+            ),
+            ClusterError::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// The link to the other nodes and what it brings back.
+pub type NodesLink = (Rc<dyn Nodes>, Receiver<Inbound>);
+
+/// Joins the cluster `config` names: connects to Redis and subscribes to
+/// this node's channel. Fails when Redis cannot be reached now, and always
+/// in a build without the `cluster` feature.
+pub async fn connect(config: &ClusterConfig) -> Result<NodesLink, ClusterError> {
+    #[cfg(feature = "cluster")]
+    {
+        let (cluster, inbound) = Cluster::connect(config).await?;
+        Ok((Rc::new(cluster), inbound))
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = config;
+        Err(ClusterError::NotBuilt)
+    }
+}
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -74,31 +172,16 @@ pub fn parse_prefix(text: &str) -> Result<String, String> {
     }
 }
 
-/// The answer to a claim for a new call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Both users are now held for the call.
-    Granted,
-    /// The callee is not registered on any node.
-    Offline,
-    /// The caller is already ringing or in a call (on some node).
-    CallerBusy,
-    /// The callee is ringing or in a call.
-    Busy,
-    /// Redis could not be asked.
-    Unavailable,
-}
-
 /// What the cluster brings back to the signaling service.
 #[derive(Debug)]
 pub enum Inbound {
     /// A message for one of our users: from another node, or a kick when
     /// a refresh finds that Redis names another node for them.
     Message(PeerMessage),
-    /// The answer to [`Cluster::claim`].
+    /// The answer to [`Nodes::claim`].
     Claimed {
-        /// The connection whose `make_call` waits for it.
-        conn: Rc<str>,
+        /// The socket whose `make_call` waits for it.
+        socket: Rc<str>,
         /// The caller.
         caller: Rc<str>,
         /// The callee.
@@ -112,6 +195,67 @@ pub enum Inbound {
     Lost(Rc<str>),
     /// The connection to Redis came back: publish everything again now.
     Reconnected,
+}
+
+/// When a node refreshes what it holds in Redis (presence and claims, each
+/// refreshed every period and living two), and checks that the other
+/// parties of its calls still hold their claims (every second, or every
+/// period if shorter). No clock: the time is passed in.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    period: Duration,
+    check_every: Duration,
+    next_hold: Instant,
+    next_check: Instant,
+    /// Until when refreshes set lost claims again (after Redis came back,
+    /// in case the first restore was lost).
+    restore_until: Option<Instant>,
+}
+
+/// What a [`Refresh`] asks for when its deadline comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshDue {
+    /// Refresh presence and claims; `Some(true)`: set lost claims again.
+    pub hold: Option<bool>,
+    /// Check the peers.
+    pub check: bool,
+}
+
+impl Refresh {
+    /// A node that joined at `now` and refreshes every `period`.
+    pub fn new(period: Duration, now: Instant) -> Refresh {
+        let check_every = Duration::from_secs(1).min(period);
+        Refresh {
+            period,
+            check_every,
+            next_hold: now + period,
+            next_check: now + check_every,
+            restore_until: None,
+        }
+    }
+
+    /// When [`Refresh::due`] next has something to say.
+    pub fn next_deadline(&self) -> Instant {
+        self.next_hold.min(self.next_check)
+    }
+
+    /// Redis came back: refreshes set lost claims again until `until`.
+    pub fn restore_until(&mut self, until: Instant) {
+        self.restore_until = Some(until);
+    }
+
+    /// What is due at `now`.
+    pub fn due(&mut self, now: Instant) -> RefreshDue {
+        let hold = (now >= self.next_hold).then(|| {
+            self.next_hold += self.period;
+            self.restore_until.is_some_and(|until| now < until)
+        });
+        let check = now >= self.next_check;
+        if check {
+            self.next_check = now + self.check_every;
+        }
+        RefreshDue { hold, check }
+    }
 }
 
 /// Who is online and how many calls there are, cluster-wide.
@@ -151,8 +295,9 @@ pub struct RedisTarget {
 impl RedisTarget {
     /// Reads a `redis://` URL (TCP, no TLS); port 6379 and database 0
     /// unless it says otherwise. User and password may be percent-encoded.
-    pub fn parse(url: &str) -> Result<RedisTarget, String> {
-        let invalid = |why: &str| format!("invalid Redis URL {}: {why}", redact(url));
+    pub fn parse(url: &str) -> Result<RedisTarget, ClusterError> {
+        let invalid =
+            |why: &str| ClusterError::Url(format!("invalid Redis URL {}: {why}", redact(url)));
         let rest = url
             .strip_prefix("redis://")
             .ok_or_else(|| invalid("expected redis://host[:port][/db]"))?;
@@ -294,7 +439,70 @@ mod tests {
             assert!(RedisTarget::parse(bad).is_err(), "{bad}");
         }
         let error = RedisTarget::parse("redis://:secret@host:x").unwrap_err();
-        assert!(!error.contains("secret"), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_build_without_the_feature_says_why() {
+        let config = ClusterConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            ..ClusterConfig::default()
+        };
+        if cfg!(not(feature = "cluster")) {
+            match crate::rt::block_on(connect(&config)) {
+                Err(error) => assert!(error.to_string().contains("`cluster` feature"), "{error}"),
+                Ok(_) => panic!("a cluster without the feature"),
+            }
+        }
+    }
+
+    #[test]
+    fn refreshes_and_checks_keep_their_pace() {
+        let t0 = Instant::now();
+        let secs = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut refresh = Refresh::new(Duration::from_millis(2500), t0);
+        assert_eq!(refresh.next_deadline(), secs(1.0));
+        let quiet = RefreshDue {
+            hold: None,
+            check: false,
+        };
+        assert_eq!(refresh.due(secs(0.5)), quiet);
+        assert_eq!(
+            refresh.due(secs(1.0)),
+            RefreshDue {
+                hold: None,
+                check: true
+            }
+        );
+        assert_eq!(
+            refresh.due(secs(2.0)),
+            RefreshDue {
+                hold: None,
+                check: true
+            }
+        );
+        assert_eq!(
+            refresh.due(secs(2.5)),
+            RefreshDue {
+                hold: Some(false),
+                check: false
+            }
+        );
+        assert_eq!(refresh.next_deadline(), secs(3.0));
+        // Just after Redis came back: claims are set again for a while.
+        refresh.restore_until(secs(6.0));
+        assert_eq!(refresh.due(secs(5.0)).hold, Some(true));
+        assert_eq!(refresh.due(secs(7.5)).hold, Some(false));
+        // A refresh period under a second checks as often.
+        let mut fast = Refresh::new(Duration::from_millis(250), t0);
+        assert_eq!(fast.next_deadline(), secs(0.25));
+        assert_eq!(
+            fast.due(secs(0.25)),
+            RefreshDue {
+                hold: Some(false),
+                check: true
+            }
+        );
     }
 
     #[test]

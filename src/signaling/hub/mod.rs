@@ -11,30 +11,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::calls::{Call, CallState, Calls};
-use super::limits::Limits;
-use super::peer::{PeerMessage, known_reason};
-use super::protocol::{ClientEvent, ServerEvent, SignalError, reason, valid_user_name};
 use crate::logging::untrusted;
 use crate::rate::Bucket;
+use crate::signaling::calls::{Call, CallState, Calls};
+use crate::signaling::limits::Limits;
+use crate::signaling::peer::PeerMessage;
+use crate::signaling::protocol::{ClientEvent, ServerEvent, SignalError, reason, valid_user_name};
 
-/// What the I/O side must do after the hub handled something. `C`
-/// identifies a connection (a socket).
+/// What the I/O side must do after the hub handled something. `S`
+/// identifies a socket.
 #[derive(Debug, Clone)]
-pub enum Effect<C> {
-    /// Send `event` to this connection: the one its user was registered
-    /// on when the hub decided, whoever is registered there by the time
-    /// it is carried out.
-    ToConn {
-        /// The connection.
-        conn: C,
+pub enum Effect<S> {
+    /// Send `event` to this socket: the one its user was registered on
+    /// when the hub decided, whoever is registered there by the time it is
+    /// carried out.
+    ToSocket {
+        /// The socket.
+        socket: S,
         /// The event.
         event: ServerEvent,
     },
-    /// Disconnect this connection (after what was sent to it).
+    /// Disconnect this socket (after what was sent to it), and close its
+    /// connection.
     Disconnect {
-        /// The connection.
-        conn: C,
+        /// The socket.
+        socket: S,
     },
     /// Send `message` to the node where `user` is connected (several
     /// nodes): the other party of a call is not here.
@@ -49,8 +50,27 @@ pub enum Effect<C> {
     Joined {
         /// The user.
         user: Rc<str>,
-        /// Their connection.
-        conn: C,
+        /// Their socket.
+        socket: S,
+    },
+    /// Several nodes: what follows waits until the other nodes have heard
+    /// everything before (a registration's reply waits until Redis knows
+    /// where the user is, so that whoever the user tells can call them at
+    /// once, from any node).
+    Barrier,
+    /// Several nodes: claim `caller` and `callee` for a call in Redis,
+    /// which holds who is busy cluster-wide; the answer goes to
+    /// [`Hub::claimed`] with the offer, and `socket`'s events meanwhile
+    /// wait.
+    Claim {
+        /// The caller's socket.
+        socket: S,
+        /// The caller.
+        caller: Rc<str>,
+        /// The callee.
+        callee: Rc<str>,
+        /// The caller's SDP offer.
+        offer: Box<RawValue>,
     },
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
@@ -71,11 +91,47 @@ pub enum Effect<C> {
 
 /// The result of one client event: whether it was accepted, and what follows.
 #[derive(Debug)]
-pub struct Outcome<C> {
+pub struct Outcome<S> {
     /// `Ok` when the event did what it asks; the refusal otherwise.
     pub result: Result<(), SignalError>,
     /// What to send and to whom.
-    pub effects: Vec<Effect<C>>,
+    pub effects: Vec<Effect<S>>,
+}
+
+/// The answer to the claim on both users of a new call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Both users are now held for the call.
+    Granted,
+    /// The callee is not registered (on any node).
+    Offline,
+    /// The caller is already ringing or in a call (on some node).
+    CallerBusy,
+    /// The callee is ringing or in a call.
+    Busy,
+    /// Redis could not be asked.
+    Unavailable,
+}
+
+/// A registered user and their socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration<S> {
+    /// The user.
+    pub user: Rc<str>,
+    /// Their socket.
+    pub socket: S,
+}
+
+/// A user in a call, with the call's two parties: what a claim in Redis
+/// holds for that user.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InCall {
+    /// The user.
+    pub user: Rc<str>,
+    /// The call's caller.
+    pub caller: Rc<str>,
+    /// The call's callee.
+    pub callee: Rc<str>,
 }
 
 /// How calls have ended since start, for metrics.
@@ -93,17 +149,13 @@ pub struct CallTotals {
     pub failed: u64,
 }
 
-/// How long past its ring timeout a call whose caller is on another node
-/// waits for that node's word before it ends here anyway.
-const PEER_GRACE: Duration = Duration::from_secs(5);
-
 /// Presence and calls.
 #[derive(Debug)]
-pub struct Hub<C> {
-    users: HashMap<Rc<str>, C>,
-    names: IdMap<C, Rc<str>>,
-    /// The only name a connection may register, when it proved one with a token.
-    allowed: IdMap<C, Rc<str>>,
+pub struct Hub<S> {
+    users: HashMap<Rc<str>, S>,
+    names: IdMap<S, Rc<str>>,
+    /// The only name a socket may register, when it proved one with a token.
+    allowed: IdMap<S, Rc<str>>,
     calls: Calls,
     call_timeout: Duration,
     totals: CallTotals,
@@ -117,15 +169,17 @@ pub struct Hub<C> {
     next_sweep: Option<Instant>,
     /// Bucket places the sweeps gave back since [`Hub::take_swept`].
     swept: usize,
+    /// Several nodes: who is busy is Redis's to say (see [`Effect::Claim`]).
+    several_nodes: bool,
 }
 
 /// How often full call-rate buckets are swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-impl<C: Clone + Eq + Hash> Hub<C> {
+impl<S: Clone + Eq + Hash> Hub<S> {
     /// An empty hub whose calls ring for `call_timeout`, with users' call
-    /// rates bounded by `limits`.
-    pub fn new(call_timeout: Duration, limits: &Limits) -> Hub<C> {
+    /// rates bounded by `limits`; one node of several with `several_nodes`.
+    pub fn new(call_timeout: Duration, limits: &Limits, several_nodes: bool) -> Hub<S> {
         Hub {
             users: HashMap::new(),
             names: IdMap::default(),
@@ -137,6 +191,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             call_buckets: HashMap::new(),
             next_sweep: None,
             swept: 0,
+            several_nodes,
         }
     }
 
@@ -152,11 +207,14 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         users
     }
 
-    /// Every registered user with their connection.
-    pub fn registrations(&self) -> Vec<(Rc<str>, C)> {
+    /// Every registered user with their socket.
+    pub fn registrations(&self) -> Vec<Registration<S>> {
         self.users
             .iter()
-            .map(|(user, conn)| (user.clone(), conn.clone()))
+            .map(|(user, socket)| Registration {
+                user: user.clone(),
+                socket: socket.clone(),
+            })
             .collect()
     }
 
@@ -175,14 +233,14 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         self.calls.ringing()
     }
 
-    /// The connection `user` is registered on.
-    pub fn conn_of(&self, user: &str) -> Option<&C> {
+    /// The socket `user` is registered on.
+    pub fn socket_of(&self, user: &str) -> Option<&S> {
         self.users.get(user)
     }
 
-    /// The user registered on `conn`.
-    pub fn user_of(&self, conn: &C) -> Option<&Rc<str>> {
-        self.names.get(conn)
+    /// The user registered on `socket`.
+    pub fn user_of(&self, socket: &S) -> Option<&Rc<str>> {
+        self.names.get(socket)
     }
 
     /// When the hub next needs [`Hub::expire`] called.
@@ -195,7 +253,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
 
     /// Ends the calls whose ringing time is up (deadline at or before
     /// `now`), and sweeps the call-rate buckets when that is due.
-    pub fn expire(&mut self, now: Instant) -> Vec<Effect<C>> {
+    pub fn expire(&mut self, now: Instant) -> Vec<Effect<S>> {
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.sweep(now);
         }
@@ -241,31 +299,32 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         self.call_buckets.len()
     }
 
-    /// Handles one client event from `conn` at `now`.
-    pub fn handle(&mut self, conn: &C, event: ClientEvent, now: Instant) -> Outcome<C> {
+    /// Handles one client event from `socket` at `now`.
+    pub fn handle(&mut self, socket: &S, event: ClientEvent, now: Instant) -> Outcome<S> {
         // Anything due first: an answer at the very deadline finds the call gone.
         let mut effects = self.expire(now);
         let result = match event {
-            ClientEvent::RegisterUser { user_id } => self.register(conn, user_id, &mut effects),
-            ClientEvent::LogoutUser { user_id } => self.logout(conn, user_id, &mut effects),
-            event => match self.names.get(conn).cloned() {
+            ClientEvent::RegisterUser { user_id } => self.register(socket, user_id, &mut effects),
+            ClientEvent::LogoutUser { user_id } => self.logout(socket, user_id, &mut effects),
+            event => match self.names.get(socket).cloned() {
                 None => Err(SignalError::NotRegistered),
-                Some(me) => self.call_event(me, event, now, &mut effects),
+                Some(me) => self.call_event(socket, me, event, now, &mut effects),
             },
         };
         Outcome { result, effects }
     }
 
-    /// Binds `conn` to the name its token proves: it may register only that.
-    pub fn authenticate(&mut self, conn: &C, user: &str) {
-        self.allowed.insert(conn.clone(), user.into());
+    /// Binds `socket` to the name its token proves: it may register only that.
+    pub fn authenticate(&mut self, socket: &S, user: &str) {
+        self.allowed.insert(socket.clone(), user.into());
     }
 
-    /// The connection closed: its user leaves, and their call ends.
-    pub fn disconnected(&mut self, conn: &C, now: Instant) -> Vec<Effect<C>> {
-        self.allowed.remove(conn);
+    /// The socket left (its connection closed): its user leaves, and their
+    /// call ends.
+    pub fn disconnected(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
+        self.allowed.remove(socket);
         let mut effects = self.expire(now);
-        if let Some(user) = self.names.remove(conn) {
+        if let Some(user) = self.names.remove(socket) {
             self.users.remove(&user);
             log::info!("{} disconnected", untrusted(&user));
             self.end_call_of(&user, reason::DISCONNECTED, &mut effects);
@@ -275,7 +334,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     }
 
     /// Ends every call, telling both parties `reason`.
-    pub fn end_all_calls(&mut self, reason: &'static str) -> Vec<Effect<C>> {
+    pub fn end_all_calls(&mut self, reason: &'static str) -> Vec<Effect<S>> {
         let mut effects = Vec::new();
         for call in self.calls.end_all() {
             log::info!(
@@ -297,10 +356,10 @@ impl<C: Clone + Eq + Hash> Hub<C> {
 
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
-    fn tell(&self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<C>>) {
-        if let Some(conn) = self.users.get(user) {
-            effects.push(Effect::ToConn {
-                conn: conn.clone(),
+    fn tell(&self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
+        if let Some(socket) = self.users.get(user) {
+            effects.push(Effect::ToSocket {
+                socket: socket.clone(),
                 event,
             });
         } else if let Some(message) = PeerMessage::for_event(user, event) {
@@ -312,7 +371,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     }
 
     /// A call ended here: both parties are free again.
-    fn over(&self, call: &Call, effects: &mut Vec<Effect<C>>) {
+    fn over(&self, call: &Call, effects: &mut Vec<Effect<S>>) {
         effects.push(Effect::CallOver {
             caller: call.caller.clone(),
             callee: call.callee.clone(),
@@ -321,12 +380,12 @@ impl<C: Clone + Eq + Hash> Hub<C> {
 
     fn register(
         &mut self,
-        conn: &C,
+        socket: &S,
         name: String,
-        effects: &mut Vec<Effect<C>>,
+        effects: &mut Vec<Effect<S>>,
     ) -> Result<(), SignalError> {
-        let reply = |success: bool, error: Option<String>| Effect::ToConn {
-            conn: conn.clone(),
+        let reply = |success: bool, error: Option<String>| Effect::ToSocket {
+            socket: socket.clone(),
             event: ServerEvent::UserRegistered {
                 success,
                 user_id: name.clone(),
@@ -337,7 +396,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             Some(SignalError::InvalidUserName)
         } else if self
             .allowed
-            .get(conn)
+            .get(socket)
             .is_some_and(|allowed| **allowed != *name)
         {
             Some(SignalError::NotYourToken)
@@ -348,7 +407,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             effects.push(reply(false, Some(error.to_string())));
             return Err(error);
         }
-        match self.names.get(conn) {
+        match self.names.get(socket) {
             Some(current) if **current == *name => {
                 effects.push(reply(true, None));
                 return Ok(());
@@ -368,33 +427,36 @@ impl<C: Clone + Eq + Hash> Hub<C> {
                 untrusted(&user)
             );
             self.leave(&user, reason::NEW_LOGIN, effects);
-            effects.push(Effect::ToConn {
-                conn: old.clone(),
+            effects.push(Effect::ToSocket {
+                socket: old.clone(),
                 event: ServerEvent::ForceDisconnect {
                     reason: reason::NEW_LOGIN,
                 },
             });
-            effects.push(Effect::Disconnect { conn: old });
+            effects.push(Effect::Disconnect { socket: old });
         }
-        self.users.insert(user.clone(), conn.clone());
-        self.names.insert(conn.clone(), user.clone());
+        self.users.insert(user.clone(), socket.clone());
+        self.names.insert(socket.clone(), user.clone());
         effects.push(Effect::Joined {
             user,
-            conn: conn.clone(),
+            socket: socket.clone(),
         });
+        if self.several_nodes {
+            effects.push(Effect::Barrier);
+        }
         effects.push(reply(true, None));
         Ok(())
     }
 
     fn logout(
         &mut self,
-        conn: &C,
+        socket: &S,
         name: Option<String>,
-        effects: &mut Vec<Effect<C>>,
+        effects: &mut Vec<Effect<S>>,
     ) -> Result<(), SignalError> {
         let me = self
             .names
-            .get(conn)
+            .get(socket)
             .cloned()
             .ok_or(SignalError::NotRegistered)?;
         if name.is_some_and(|n| *n != *me) {
@@ -405,9 +467,9 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     }
 
     /// `user` stops being registered; their call ends for the peer.
-    fn leave(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<C>>) {
-        let present = self.users.remove(user).inspect(|conn| {
-            self.names.remove(conn);
+    fn leave(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<S>>) {
+        let present = self.users.remove(user).inspect(|socket| {
+            self.names.remove(socket);
         });
         log::info!("{} left ({why})", untrusted(user));
         self.end_call_of(user, why, effects);
@@ -418,7 +480,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         }
     }
 
-    fn end_call_of(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<C>>) {
+    fn end_call_of(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<S>>) {
         let Some((id, _)) = self.calls.of(user) else {
             return;
         };
@@ -443,32 +505,15 @@ impl<C: Clone + Eq + Hash> Hub<C> {
 
     fn call_event(
         &mut self,
+        socket: &S,
         me: Rc<str>,
         event: ClientEvent,
         now: Instant,
-        effects: &mut Vec<Effect<C>>,
+        effects: &mut Vec<Effect<S>>,
     ) -> Result<(), SignalError> {
         match event {
             ClientEvent::MakeCall { to, offer } => {
-                let refusal = self.call_refusal(&me, &to, now).or_else(|| {
-                    if !self.users.contains_key(to.as_str()) {
-                        Some(SignalError::UserOffline)
-                    } else if self.calls.of(&to).is_some() {
-                        Some(SignalError::UserBusy)
-                    } else {
-                        None
-                    }
-                });
-                match refusal {
-                    Some(error) => {
-                        self.refuse_call(&me, to.into(), &error, effects);
-                        Err(error)
-                    }
-                    None => {
-                        self.start_call(me, to.into(), offer, now, effects);
-                        Ok(())
-                    }
-                }
+                self.make_call(socket, me, to.into(), offer, now, effects)
             }
             ClientEvent::AnswerCall { to, answer } => {
                 let id = self.ringing_from(&me, &to)?;
@@ -554,7 +599,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         me: &Rc<str>,
         to: Rc<str>,
         error: &SignalError,
-        effects: &mut Vec<Effect<C>>,
+        effects: &mut Vec<Effect<S>>,
     ) {
         let here = self.users.contains_key(me);
         let event = if *error == SignalError::UserBusy {
@@ -583,7 +628,7 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         callee: Rc<str>,
         offer: Box<RawValue>,
         now: Instant,
-        effects: &mut Vec<Effect<C>>,
+        effects: &mut Vec<Effect<S>>,
     ) {
         self.calls
             .ring(me.clone(), callee.clone(), now + self.call_timeout);
@@ -592,41 +637,69 @@ impl<C: Clone + Eq + Hash> Hub<C> {
         self.tell(&callee, event, effects);
     }
 
-    /// The first half of `make_call` on several nodes: the checks this node
-    /// can make alone. `Ok(caller)`: claim both users in the cluster, then
-    /// finish with [`Hub::call_claimed`] or [`Hub::call_refused`].
-    pub fn begin_call(&mut self, conn: &C, to: &str, now: Instant) -> Result<Rc<str>, Outcome<C>> {
-        let mut effects = self.expire(now);
-        let Some(me) = self.names.get(conn).cloned() else {
-            return Err(Outcome {
-                result: Err(SignalError::NotRegistered),
-                effects,
-            });
-        };
-        match self.call_refusal(&me, to, now) {
-            None => Ok(me),
-            Some(error) => {
-                self.refuse_call(&me, to.into(), &error, &mut effects);
-                Err(Outcome {
-                    result: Err(error),
-                    effects,
-                })
-            }
+    /// `make_call`: the checks this node can make alone, then the claim on
+    /// both users (here, or in Redis on several nodes), then the ring.
+    fn make_call(
+        &mut self,
+        socket: &S,
+        me: Rc<str>,
+        callee: Rc<str>,
+        offer: Box<RawValue>,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) -> Result<(), SignalError> {
+        if let Some(error) = self.call_refusal(&me, &callee, now) {
+            self.refuse_call(&me, callee, &error, effects);
+            return Err(error);
         }
+        if self.several_nodes {
+            effects.push(Effect::Claim {
+                socket: socket.clone(),
+                caller: me,
+                callee,
+                offer,
+            });
+            return Ok(());
+        }
+        let claim = if !self.users.contains_key(&callee) {
+            Claim::Offline
+        } else if self.calls.of(&callee).is_some() {
+            Claim::Busy
+        } else {
+            Claim::Granted
+        };
+        let outcome = self.claimed(me, &callee, offer, claim, now);
+        effects.extend(outcome.effects);
+        outcome.result
     }
 
-    /// The cluster claimed both users for the call: ring the callee. Should
-    /// the caller have left or started another call meanwhile, the claims
-    /// go back.
-    pub fn call_claimed(
+    /// The answer to the claim for a call from `caller` to `callee`: ring,
+    /// or tell the caller why not. Should the caller have left or started
+    /// another call while Redis was asked, the claims go back.
+    pub fn claimed(
         &mut self,
         caller: Rc<str>,
         callee: &str,
         offer: Box<RawValue>,
+        claim: Claim,
         now: Instant,
-    ) -> Outcome<C> {
+    ) -> Outcome<S> {
         let mut effects = self.expire(now);
         let callee: Rc<str> = callee.into();
+        let refusal = match claim {
+            Claim::Granted => None,
+            Claim::Offline => Some(SignalError::UserOffline),
+            Claim::Busy => Some(SignalError::UserBusy),
+            Claim::CallerBusy => Some(SignalError::AlreadyInCall),
+            Claim::Unavailable => Some(SignalError::Unavailable),
+        };
+        if let Some(error) = refusal {
+            self.refuse_call(&caller, callee, &error, &mut effects);
+            return Outcome {
+                result: Err(error),
+                effects,
+            };
+        }
         if !self.users.contains_key(&caller) || self.calls.of(&caller).is_some() {
             effects.push(Effect::CallOver { caller, callee });
             return Outcome {
@@ -654,226 +727,6 @@ impl<C: Clone + Eq + Hash> Hub<C> {
             result: Ok(()),
             effects,
         }
-    }
-
-    /// The cluster refused the call (`UserOffline`, `UserBusy`,
-    /// `AlreadyInCall`): tell the caller.
-    pub fn call_refused(
-        &mut self,
-        caller: Rc<str>,
-        callee: &str,
-        error: SignalError,
-    ) -> Outcome<C> {
-        let mut effects = Vec::new();
-        self.refuse_call(&caller, callee.into(), &error, &mut effects);
-        Outcome {
-            result: Err(error),
-            effects,
-        }
-    }
-
-    /// A message from another node's hub about one of our users.
-    pub fn peer(&mut self, message: PeerMessage, now: Instant) -> Vec<Effect<C>> {
-        let mut effects = self.expire(now);
-        match message {
-            PeerMessage::Ring { from, to, offer } => {
-                let refusal = if !self.users.contains_key(&to) {
-                    Some(SignalError::UserOffline)
-                } else if self.calls.of(&to).is_some() || self.calls.of(&from).is_some() {
-                    // The cluster thought them free (an end not heard here
-                    // yet); the claims go back (released only where they
-                    // are this call's).
-                    Some(SignalError::UserBusy)
-                } else {
-                    None
-                };
-                if let Some(error) = refusal {
-                    effects.push(Effect::CallOver {
-                        caller: from.clone(),
-                        callee: to.clone(),
-                    });
-                    self.refuse_call(&from, to, &error, &mut effects);
-                } else {
-                    // The caller's node owns the timeout; this deadline only
-                    // cleans up should its word never come.
-                    let deadline = now + self.call_timeout + PEER_GRACE;
-                    self.calls.ring(from.clone(), to.clone(), deadline);
-                    log::info!(
-                        "call {} -> {}: ringing (caller on another node)",
-                        untrusted(&from),
-                        untrusted(&to)
-                    );
-                    let event = ServerEvent::IncomingCall { from, offer };
-                    self.tell(&to, event, &mut effects);
-                }
-            }
-            PeerMessage::Refused { from, to, busy } => {
-                if let Ok(id) = self.ringing_to(&to, &from) {
-                    // The callee's node released the claims.
-                    self.calls.end(id);
-                    let error = if busy {
-                        SignalError::UserBusy
-                    } else {
-                        SignalError::UserOffline
-                    };
-                    self.refuse_call(&to, from, &error, &mut effects);
-                }
-            }
-            PeerMessage::Answered { from, to, answer } => {
-                if let Ok(id) = self.ringing_to(&to, &from) {
-                    self.calls.answer(id, now);
-                    log::info!(
-                        "call {} -> {}: answered (on another node)",
-                        untrusted(&to),
-                        untrusted(&from)
-                    );
-                    let event = ServerEvent::CallAnswered { from, answer };
-                    self.tell(&to, event, &mut effects);
-                }
-            }
-            PeerMessage::Declined { from, to } => {
-                if let Ok(id) = self.ringing_to(&to, &from) {
-                    self.calls.end(id);
-                    log::info!(
-                        "call {} -> {}: declined (on another node)",
-                        untrusted(&to),
-                        untrusted(&from)
-                    );
-                    self.tell(&to, ServerEvent::CallDeclined { from }, &mut effects);
-                }
-            }
-            PeerMessage::Ended { from, to, reason } => {
-                let why = known_reason(reason.as_deref());
-                self.end_with_peer(&to, from, why, false, &mut effects);
-            }
-            PeerMessage::Candidate {
-                from,
-                to,
-                candidate,
-            } => {
-                if self.call_with(&to, &from).is_ok() {
-                    let event = ServerEvent::IceCandidate { from, candidate };
-                    self.tell(&to, event, &mut effects);
-                }
-            }
-            PeerMessage::TimedOut { from, to } => {
-                if let Ok(id) = self.call_with(&to, &from) {
-                    // Counted by the caller's node, which owns the timeout.
-                    self.calls.end(id);
-                    log::info!(
-                        "call {} -> {}: timed out (on another node)",
-                        untrusted(&from),
-                        untrusted(&to)
-                    );
-                    self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
-                }
-            }
-            PeerMessage::Kick { user, .. } => {
-                if let Some(conn) = self.users.get(&user).cloned() {
-                    log::info!(
-                        "{} registered on another node; disconnecting this device",
-                        untrusted(&user)
-                    );
-                    self.leave(&user, reason::NEW_LOGIN, &mut effects);
-                    effects.push(Effect::ToConn {
-                        conn: conn.clone(),
-                        event: ServerEvent::ForceDisconnect {
-                            reason: reason::NEW_LOGIN,
-                        },
-                    });
-                    effects.push(Effect::Disconnect { conn });
-                }
-            }
-        }
-        effects
-    }
-
-    /// `peer`, on another node, is gone (its node died, or it left without
-    /// word): the call with them ends.
-    pub fn peer_lost(&mut self, peer: &str, now: Instant) -> Vec<Effect<C>> {
-        let mut effects = self.expire(now);
-        if self.users.contains_key(peer) {
-            return effects;
-        }
-        let locals: Vec<Rc<str>> = self
-            .users
-            .keys()
-            .filter(|user| self.call_with(user, peer).is_ok())
-            .cloned()
-            .collect();
-        for user in locals {
-            let why = Some(reason::DISCONNECTED);
-            self.end_with_peer(&user, peer.into(), why, true, &mut effects);
-        }
-        effects
-    }
-
-    /// The users in calls with our users who are not connected here, each
-    /// with the call's caller and callee: their claim must hold that.
-    pub fn remote_peers(&self) -> Vec<(Rc<str>, Rc<str>, Rc<str>)> {
-        let mut peers: Vec<(Rc<str>, Rc<str>, Rc<str>)> = self
-            .users
-            .keys()
-            .filter_map(|user| {
-                let (_, call) = self.calls.of(user)?;
-                let peer = call.peer_of(user)?;
-                (!self.users.contains_key(peer))
-                    .then(|| (peer.clone(), call.caller.clone(), call.callee.clone()))
-            })
-            .collect();
-        peers.sort();
-        peers.dedup();
-        peers
-    }
-
-    /// Our users in calls, each with its call's caller and callee: what the
-    /// cluster holds claims for.
-    pub fn calls_here(&self) -> Vec<(Rc<str>, Rc<str>, Rc<str>)> {
-        self.users
-            .keys()
-            .filter_map(|user| {
-                let (_, call) = self.calls.of(user)?;
-                Some((user.clone(), call.caller.clone(), call.callee.clone()))
-            })
-            .collect()
-    }
-
-    /// Ends `me`'s call with `peer` (on another node), telling `me` why;
-    /// `release`: this node releases the claims (the peer's node cannot).
-    fn end_with_peer(
-        &mut self,
-        me: &Rc<str>,
-        peer: Rc<str>,
-        why: Option<&'static str>,
-        release: bool,
-        effects: &mut Vec<Effect<C>>,
-    ) {
-        let Ok(id) = self.call_with(me, &peer) else {
-            return;
-        };
-        if let Some(call) = self.calls.end(id) {
-            log::info!(
-                "call {} -> {}: ended by {} (on another node)",
-                untrusted(&call.caller),
-                untrusted(&call.callee),
-                untrusted(&peer)
-            );
-            if release {
-                self.over(&call, effects);
-                // Should the peer's node be alive after all, its side of the
-                // call must end too.
-                let event = ServerEvent::CallEnded {
-                    from: me.clone(),
-                    reason: Some(reason::DISCONNECTED),
-                };
-                self.tell(&peer, event, effects);
-            }
-        }
-        let event = ServerEvent::CallEnded {
-            from: peer,
-            reason: why,
-        };
-        self.tell(me, event, effects);
     }
 
     /// The ringing call `me` made to `callee`.
@@ -916,6 +769,8 @@ impl<C: Clone + Eq + Hash> Hub<C> {
     }
 }
 
+mod peers;
+
 #[cfg(test)]
-#[path = "hub_tests.rs"]
+#[path = "../hub_tests.rs"]
 mod tests;

@@ -1,0 +1,537 @@
+//! What the link asks Redis, and what the replies mean: the pure mapping of
+//! an [`Op`] to a command, and of a reply to what the signaling service must
+//! hear. No I/O; the writer sends the commands in order and hands each
+//! reply back here.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use redis::{Cmd, Value};
+
+use super::scripts::{CLAIM, HOLD, JOIN, LEAVE, OVERVIEW, RELEASE, ROUTE};
+use crate::signaling::cluster::{ClusterError, Inbound, Overview};
+use crate::signaling::hub::{Claim, InCall, Registration};
+use crate::signaling::peer::PeerMessage;
+
+/// What an overview's waiter is told.
+pub(super) type OverviewCallback = Box<dyn FnOnce(Result<Overview, ClusterError>)>;
+
+/// One thing to do in Redis: one command each, but `Then`.
+pub(super) enum Op {
+    /// A user registered on this socket here.
+    Joined(Registration<Rc<str>>),
+    /// A user is no longer registered here.
+    Left(Rc<str>),
+    /// A message for the node of user `to`.
+    Route { to: Rc<str>, message: String },
+    /// Claims both users of a new call, for the socket whose `make_call` it is.
+    Claim {
+        socket: Rc<str>,
+        caller: Rc<str>,
+        callee: Rc<str>,
+    },
+    /// Gives a call's claims back.
+    Release { caller: Rc<str>, callee: Rc<str> },
+    /// Refreshes keys this node holds.
+    Hold {
+        held: Vec<Held>,
+        create: bool,
+        /// Call claims (which live half as long as presence), not presence.
+        claims: bool,
+    },
+    /// Peers on other nodes, each with the claim they must still hold.
+    Check(Vec<(Rc<str>, String)>),
+    /// Every user and call of the cluster.
+    Overview(OverviewCallback),
+    /// Runs once Redis answered everything asked before it.
+    Then(Box<dyn FnOnce()>),
+    /// Wakes the command connection after Redis came back, so that its
+    /// first real command does not meet the broken old one.
+    Ping,
+}
+
+/// A key this node holds, and its value; for a presence key, the user and
+/// the socket they were on when the refresh was asked for.
+pub(super) struct Held {
+    pub key: String,
+    pub value: String,
+    pub user: Option<Registration<Rc<str>>>,
+}
+
+impl Op {
+    /// Whether sending it twice does no harm (so a batch of these may be
+    /// sent again when the connection broke).
+    pub fn repeatable(&self) -> bool {
+        !matches!(self, Op::Route { .. } | Op::Claim { .. })
+    }
+}
+
+/// How long a call claim lives unrefreshed: half the presence TTL, so
+/// that a dead node's calls end for their peers within the presence TTL
+/// (claim expiry, then the next check, which runs every quarter TTL).
+pub(super) fn claim_ttl(presence_ttl: Duration) -> Duration {
+    presence_ttl / 2
+}
+
+/// Key names under a prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn user(&self, name: &str) -> String {
+        format!("{}user:{name}", self.prefix)
+    }
+
+    pub fn call(&self, name: &str) -> String {
+        format!("{}call:{name}", self.prefix)
+    }
+
+    pub fn channels(&self) -> String {
+        format!("{}node:", self.prefix)
+    }
+
+    pub fn channel(&self, node: &str) -> String {
+        format!("{}{node}", self.channels())
+    }
+}
+
+/// The claim a call holds on both parties.
+pub(super) fn claim_value(caller: &str, callee: &str) -> String {
+    format!("{caller}>{callee}")
+}
+
+/// What a user's key holds: their node and socket.
+pub(super) fn presence_value(node: &str, socket: &str) -> String {
+    format!("{node} {socket}")
+}
+
+/// The claim `call` holds for its user.
+pub(super) fn claim_of(call: &InCall) -> String {
+    claim_value(&call.caller, &call.callee)
+}
+
+/// The JSON of a kick for `user`, cut where the replaced socket's id goes
+/// (as a JSON string), which the JOIN script puts in.
+fn kick_around_socket(user: &str) -> (String, String) {
+    let user = serde_json::to_string(user).unwrap_or_else(|_| "\"\"".to_owned());
+    (
+        format!(r#"{{"Kick":{{"user":{user},"conn":"#),
+        "}}".to_owned(),
+    )
+}
+
+/// An `EVAL` of `body` on `keys`; arguments follow.
+fn script(body: &str, keys: &[String]) -> Cmd {
+    let mut command = redis::cmd("EVAL");
+    command.arg(body).arg(keys.len());
+    for key in keys {
+        command.arg(key);
+    }
+    command
+}
+
+/// What a reply made happen.
+#[derive(Default)]
+pub(super) struct Settled {
+    /// For the signaling service.
+    pub inbound: Vec<Inbound>,
+    /// To send first in the next batch.
+    pub retry: Vec<Op>,
+    /// To run now (an overview's waiter, a `Then`).
+    pub then: Option<Box<dyn FnOnce()>>,
+}
+
+/// Turns ops into commands and replies into what follows, for one node.
+pub(super) struct Encoder {
+    pub node: Rc<str>,
+    pub keys: Keys,
+    pub ttl_ms: String,
+    pub claim_ttl_ms: String,
+}
+
+impl Encoder {
+    /// The command for `op`, if it needs one.
+    pub fn command(&self, op: &Op) -> Option<Cmd> {
+        let keys = &self.keys;
+        Some(match op {
+            Op::Joined(Registration { user, socket }) => {
+                let (before, after) = kick_around_socket(user);
+                script(JOIN, &[keys.user(user)])
+                    .arg(&*self.node)
+                    .arg(&**socket)
+                    .arg(&self.ttl_ms)
+                    .arg(keys.channels())
+                    .arg(before)
+                    .arg(after)
+                    .clone()
+            }
+            Op::Left(user) => script(LEAVE, &[keys.user(user)]).arg(&*self.node).clone(),
+            Op::Route { to, message } => script(ROUTE, &[keys.user(to)])
+                .arg(keys.channels())
+                .arg(message)
+                .clone(),
+            Op::Claim { caller, callee, .. } => {
+                let claim_keys = [keys.user(callee), keys.call(caller), keys.call(callee)];
+                script(CLAIM, &claim_keys)
+                    .arg(claim_value(caller, callee))
+                    .arg(&self.claim_ttl_ms)
+                    .clone()
+            }
+            Op::Release { caller, callee } => {
+                script(RELEASE, &[keys.call(caller), keys.call(callee)])
+                    .arg(claim_value(caller, callee))
+                    .clone()
+            }
+            Op::Hold {
+                held,
+                create,
+                claims,
+            } => {
+                let hold_keys: Vec<String> = held.iter().map(|h| h.key.clone()).collect();
+                let mut command = script(HOLD, &hold_keys);
+                command
+                    .arg(if *claims {
+                        &self.claim_ttl_ms
+                    } else {
+                        &self.ttl_ms
+                    })
+                    .arg(if *create { "1" } else { "0" });
+                for h in held {
+                    command.arg(&h.value);
+                }
+                command
+            }
+            Op::Check(peers) => {
+                let mut command = redis::cmd("MGET");
+                for (peer, _) in peers {
+                    command.arg(keys.call(peer));
+                }
+                command
+            }
+            Op::Overview(_) => script(OVERVIEW, &[]).arg(&keys.prefix).clone(),
+            Op::Ping => redis::cmd("PING"),
+            Op::Then(_) => return None,
+        })
+    }
+
+    /// What `reply` to `op` means; `settled`: whether a missing peer may be
+    /// declared lost now (see the listener).
+    pub fn settle(&self, op: Op, reply: Result<Value, String>, settled: bool) -> Settled {
+        let mut out = Settled::default();
+        match op {
+            Op::Hold { held, .. } => match reply {
+                Ok(Value::Array(taken)) => {
+                    for position in taken {
+                        let Value::Int(position) = position else {
+                            continue;
+                        };
+                        let entry = usize::try_from(position - 1).ok().and_then(|i| held.get(i));
+                        if let Some(Held {
+                            user: Some(Registration { user, socket }),
+                            ..
+                        }) = entry
+                        {
+                            // Redis names another node: a registration
+                            // elsewhere whose word was lost (Redis was
+                            // down). This device goes, as if kicked, unless
+                            // the user has since registered here again.
+                            out.inbound.push(Inbound::Message(PeerMessage::Kick {
+                                user: user.clone(),
+                                socket: Some(socket.clone()),
+                            }));
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => log::debug!("Redis: {error}"),
+            },
+            Op::Joined(..) | Op::Left(_) | Op::Release { .. } | Op::Ping => {
+                if let Err(error) = reply {
+                    log::debug!("Redis: {error}");
+                }
+            }
+            Op::Route { to, .. } => {
+                // -1: nobody of that name; 0: their node is not listening.
+                // Not proof of a loss (a subscription may be coming back):
+                // the claim check decides.
+                if let Ok(Value::Int(receivers)) = reply
+                    && receivers < 1
+                {
+                    log::debug!(
+                        "a message for {} found no node",
+                        crate::logging::untrusted(&to)
+                    );
+                }
+            }
+            Op::Claim {
+                socket,
+                caller,
+                callee,
+            } => {
+                let claim = match reply {
+                    Ok(Value::Int(0)) => Claim::Granted,
+                    Ok(Value::Int(1)) => Claim::Offline,
+                    Ok(Value::Int(2)) => Claim::CallerBusy,
+                    Ok(Value::Int(3)) => Claim::Busy,
+                    _ => {
+                        // The claim may have been made and its answer lost:
+                        // give it back (only if it is still this call's).
+                        out.retry.push(Op::Release {
+                            caller: caller.clone(),
+                            callee: callee.clone(),
+                        });
+                        Claim::Unavailable
+                    }
+                };
+                out.inbound.push(Inbound::Claimed {
+                    socket,
+                    caller,
+                    callee,
+                    claim,
+                });
+            }
+            Op::Check(peers) => {
+                if let Ok(Value::Array(claims)) = reply
+                    && settled
+                {
+                    for ((peer, expected), claim) in peers.into_iter().zip(claims) {
+                        let holds = matches!(&claim, Value::BulkString(bytes) if *bytes == expected.as_bytes());
+                        if !holds {
+                            out.inbound.push(Inbound::Lost(peer));
+                        }
+                    }
+                }
+            }
+            Op::Overview(answer) => {
+                let result = reply
+                    .map_err(ClusterError::Unavailable)
+                    .and_then(|value| overview(&self.keys, value));
+                out.then = Some(Box::new(move || answer(result)));
+            }
+            Op::Then(then) => out.then = Some(then),
+        }
+        out
+    }
+}
+
+/// Reads the reply of the overview script.
+fn overview(keys: &Keys, value: Value) -> Result<Overview, ClusterError> {
+    let strange = || ClusterError::Unavailable("unexpected reply from Redis".to_owned());
+    let Value::Array(parts) = value else {
+        return Err(strange());
+    };
+    let mut parts = parts.into_iter();
+    let (Some(Value::Array(user_keys)), Some(Value::Int(calls))) = (parts.next(), parts.next())
+    else {
+        return Err(strange());
+    };
+    let prefix = keys.user("");
+    let mut users: Vec<String> = user_keys
+        .into_iter()
+        .filter_map(|key| match key {
+            Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+            _ => None,
+        })
+        .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    users.sort();
+    users.dedup();
+    Ok(Overview {
+        users,
+        calls: usize::try_from(calls).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoder() -> Encoder {
+        Encoder {
+            node: "n1".into(),
+            keys: Keys {
+                prefix: "p:".into(),
+            },
+            ttl_ms: "10000".into(),
+            claim_ttl_ms: "5000".into(),
+        }
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// The command's arguments as text.
+    fn args(command: &Cmd) -> Vec<String> {
+        command
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<other>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kick_names_the_socket_it_replaces() {
+        let (before, after) = kick_around_socket("fl\"at");
+        let wire = format!("{before}{}{after}", serde_json::json!("c-1"));
+        match serde_json::from_str::<PeerMessage>(&wire) {
+            Ok(PeerMessage::Kick { user, socket }) => {
+                assert_eq!(&*user, "fl\"at");
+                assert_eq!(socket.as_deref(), Some("c-1"));
+            }
+            other => panic!("{wire}: {other:?}"),
+        }
+        assert_eq!(presence_value("n1", "c-1"), "n1 c-1");
+    }
+
+    #[test]
+    fn keys_and_claims() {
+        let keys = encoder().keys;
+        assert_eq!(keys.user("door"), "p:user:door");
+        assert_eq!(keys.call("door"), "p:call:door");
+        assert_eq!(keys.channel("n1"), "p:node:n1");
+        assert_eq!(claim_value("door", "flat"), "door>flat");
+    }
+
+    #[test]
+    fn ops_become_the_commands_the_scripts_expect() {
+        let e = encoder();
+        let claim = Op::Claim {
+            socket: "s1".into(),
+            caller: "door".into(),
+            callee: "flat".into(),
+        };
+        let command = e.command(&claim).unwrap();
+        assert_eq!(
+            args(&command)[2..],
+            [
+                "3",
+                "p:user:flat",
+                "p:call:door",
+                "p:call:flat",
+                "door>flat",
+                "5000"
+            ]
+        );
+        let joined = Op::Joined(Registration {
+            user: "flat".into(),
+            socket: "s2".into(),
+        });
+        let joined = args(&e.command(&joined).unwrap());
+        assert_eq!(joined[3..7], ["p:user:flat", "n1", "s2", "10000"]);
+        let check = Op::Check(vec![("flat".into(), "door>flat".into())]);
+        assert_eq!(args(&e.command(&check).unwrap()), ["MGET", "p:call:flat"]);
+        assert!(e.command(&Op::Then(Box::new(|| ()))).is_none());
+        assert!(!claim.repeatable() && Op::Ping.repeatable());
+    }
+
+    #[test]
+    fn claim_replies_are_read_and_a_lost_answer_gives_the_claim_back() {
+        let e = encoder();
+        let claim = || Op::Claim {
+            socket: "s1".into(),
+            caller: "door".into(),
+            callee: "flat".into(),
+        };
+        for (reply, expected) in [
+            (Ok(Value::Int(0)), Claim::Granted),
+            (Ok(Value::Int(1)), Claim::Offline),
+            (Ok(Value::Int(2)), Claim::CallerBusy),
+            (Ok(Value::Int(3)), Claim::Busy),
+            (Ok(Value::Int(9)), Claim::Unavailable),
+            (Err("broken pipe".to_owned()), Claim::Unavailable),
+        ] {
+            let settled = e.settle(claim(), reply, true);
+            match settled.inbound.as_slice() {
+                [Inbound::Claimed { claim, socket, .. }] => {
+                    assert_eq!((*claim, &**socket), (expected, "s1"));
+                }
+                other => panic!("{other:?}"),
+            }
+            let released = matches!(settled.retry.as_slice(), [Op::Release { .. }]);
+            assert_eq!(released, expected == Claim::Unavailable);
+        }
+    }
+
+    #[test]
+    fn a_refresh_that_finds_a_user_elsewhere_kicks_this_device() {
+        let e = encoder();
+        let held = |user: &str, socket: &str| Held {
+            key: format!("p:user:{user}"),
+            value: presence_value("n1", socket),
+            user: Some(Registration {
+                user: user.into(),
+                socket: socket.into(),
+            }),
+        };
+        let hold = Op::Hold {
+            held: vec![held("door", "s1"), held("flat", "s2")],
+            create: true,
+            claims: false,
+        };
+        let settled = e.settle(hold, Ok(Value::Array(vec![Value::Int(2)])), true);
+        match settled.inbound.as_slice() {
+            [Inbound::Message(PeerMessage::Kick { user, socket })] => {
+                assert_eq!((&**user, socket.as_deref()), ("flat", Some("s2")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_check_declares_lost_the_peers_whose_claim_is_gone_once_settled() {
+        let e = encoder();
+        let check = || {
+            Op::Check(vec![
+                ("flat".into(), "door>flat".into()),
+                ("hall".into(), "gate>hall".into()),
+                ("lift".into(), "lobby>lift".into()),
+            ])
+        };
+        let reply = || {
+            Ok(Value::Array(vec![
+                bulk("door>flat"),
+                Value::Nil,
+                bulk("other>lift"),
+            ]))
+        };
+        let lost: Vec<String> = e
+            .settle(check(), reply(), true)
+            .inbound
+            .iter()
+            .map(|inbound| match inbound {
+                Inbound::Lost(peer) => peer.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lost, ["hall", "lift"]);
+        // Just after Redis came back, nobody is declared lost.
+        assert!(e.settle(check(), reply(), false).inbound.is_empty());
+    }
+
+    #[test]
+    fn overview_replies_are_read_and_checked() {
+        let keys = encoder().keys;
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                bulk("p:user:flat"),
+                bulk("p:user:door"),
+                bulk("other"),
+            ]),
+            Value::Int(1),
+        ]);
+        assert_eq!(
+            overview(&keys, reply),
+            Ok(Overview {
+                users: vec!["door".into(), "flat".into()],
+                calls: 1
+            })
+        );
+        assert!(overview(&keys, Value::Int(3)).is_err());
+        assert!(overview(&keys, Value::Array(vec![Value::Nil])).is_err());
+    }
+}

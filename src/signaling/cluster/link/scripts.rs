@@ -1,0 +1,92 @@
+//! The Lua scripts: every change to Redis is one of them, so each is atomic.
+
+/// Sets where a user is (`<node> <socket>`) and, when they were on
+/// another node, tells that node to let go of that socket. KEYS: user
+/// key. ARGV: node, socket, ttl ms, channel prefix, then the kick
+/// message before and after the old socket id (a JSON string).
+pub(super) const JOIN: &str = r"
+local old = redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3], 'GET')
+if old then
+  local node, conn = string.match(old, '^(%S+) (%S+)$')
+  if node and node ~= ARGV[1] then
+    redis.call('PUBLISH', ARGV[4] .. node, ARGV[5] .. cjson.encode(conn) .. ARGV[6])
+  end
+end
+return 0";
+
+/// Deletes a user's key if it still says they are on node ARGV[1].
+pub(super) const LEAVE: &str = r"
+local now = redis.call('GET', KEYS[1])
+if now and string.match(now, '^%S+') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Deletes each key that still holds ARGV[1] (a call's claim).
+pub(super) const RELEASE: &str = r"
+local deleted = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    deleted = deleted + redis.call('DEL', key)
+  end
+end
+return deleted";
+
+/// Publishes a message on the channel of the node `KEYS[1]` names.
+/// ARGV: channel prefix, message. -1: no such user; else the receivers.
+pub(super) const ROUTE: &str = r"
+local now = redis.call('GET', KEYS[1])
+if not now then return -1 end
+return redis.call('PUBLISH', ARGV[1] .. string.match(now, '^%S+'), ARGV[2])";
+
+/// Claims caller and callee for a call. KEYS: callee's user key, caller's
+/// call key, callee's call key. ARGV: claim, ttl ms. 0 granted, 1 callee
+/// offline, 2 caller busy, 3 callee busy.
+pub(super) const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 3 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return 0";
+
+/// Refreshes keys this node owns; sets them again where they vanished
+/// if ARGV[2] is 1 (presence always; claims only just after Redis came
+/// back, as a refresh that crossed a release must not bring a claim back);
+/// leaves alone a key someone else took meanwhile, and returns the
+/// positions (from 1) of those. KEYS: the keys. ARGV: ttl ms, 1 or 0, then
+/// each key's value.
+pub(super) const HOLD: &str = r"
+local taken = {}
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 2]
+  local now = redis.call('GET', key)
+  if now == value or (not now and ARGV[2] == '1') then
+    redis.call('SET', key, value, 'PX', ARGV[1])
+  elseif now then
+    taken[#taken + 1] = i
+  end
+end
+return taken";
+
+/// Every user and the number of distinct calls claimed. ARGV: key prefix.
+pub(super) const OVERVIEW: &str = r"
+local users, calls, seen = {}, 0, {}
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. 'user:*', 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do users[#users + 1] = key end
+until cursor == '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. 'call:*', 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do
+    local claim = redis.call('GET', key)
+    if claim and not seen[claim] then
+      seen[claim] = true
+      calls = calls + 1
+    end
+  end
+until cursor == '0'
+return {users, calls}";

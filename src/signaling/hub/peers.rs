@@ -1,0 +1,229 @@
+//! The hub's cross-node half: what another node's hub tells this one
+//! about a call with one of its users, and what this one keeps in Redis
+//! (see [`crate::signaling::cluster`]).
+
+use std::hash::Hash;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::{Effect, Hub, InCall};
+use crate::logging::untrusted;
+use crate::signaling::peer::{PeerMessage, known_reason};
+use crate::signaling::protocol::{ServerEvent, SignalError, reason};
+
+/// How long past its ring timeout a call whose caller is on another node
+/// waits for that node's word before it ends here anyway.
+pub(super) const PEER_GRACE: Duration = Duration::from_secs(5);
+
+impl<S: Clone + Eq + Hash> Hub<S> {
+    /// A message from another node's hub about one of our users.
+    pub fn peer(&mut self, message: PeerMessage, now: Instant) -> Vec<Effect<S>> {
+        let mut effects = self.expire(now);
+        match message {
+            PeerMessage::Ring { from, to, offer } => {
+                let refusal = if !self.users.contains_key(&to) {
+                    Some(SignalError::UserOffline)
+                } else if self.calls.of(&to).is_some() || self.calls.of(&from).is_some() {
+                    // The cluster thought them free (an end not heard here
+                    // yet); the claims go back (released only where they
+                    // are this call's).
+                    Some(SignalError::UserBusy)
+                } else {
+                    None
+                };
+                if let Some(error) = refusal {
+                    effects.push(Effect::CallOver {
+                        caller: from.clone(),
+                        callee: to.clone(),
+                    });
+                    self.refuse_call(&from, to, &error, &mut effects);
+                } else {
+                    // The caller's node owns the timeout; this deadline only
+                    // cleans up should its word never come.
+                    let deadline = now + self.call_timeout + PEER_GRACE;
+                    self.calls.ring(from.clone(), to.clone(), deadline);
+                    log::info!(
+                        "call {} -> {}: ringing (caller on another node)",
+                        untrusted(&from),
+                        untrusted(&to)
+                    );
+                    let event = ServerEvent::IncomingCall { from, offer };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::Refused { from, to, busy } => {
+                if let Ok(id) = self.ringing_to(&to, &from) {
+                    // The callee's node released the claims.
+                    self.calls.end(id);
+                    let error = if busy {
+                        SignalError::UserBusy
+                    } else {
+                        SignalError::UserOffline
+                    };
+                    self.refuse_call(&to, from, &error, &mut effects);
+                }
+            }
+            PeerMessage::Answered { from, to, answer } => {
+                if let Ok(id) = self.ringing_to(&to, &from) {
+                    self.calls.answer(id, now);
+                    log::info!(
+                        "call {} -> {}: answered (on another node)",
+                        untrusted(&to),
+                        untrusted(&from)
+                    );
+                    let event = ServerEvent::CallAnswered { from, answer };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::Declined { from, to } => {
+                if let Ok(id) = self.ringing_to(&to, &from) {
+                    self.calls.end(id);
+                    log::info!(
+                        "call {} -> {}: declined (on another node)",
+                        untrusted(&to),
+                        untrusted(&from)
+                    );
+                    self.tell(&to, ServerEvent::CallDeclined { from }, &mut effects);
+                }
+            }
+            PeerMessage::Ended { from, to, reason } => {
+                let why = known_reason(reason.as_deref());
+                self.end_with_peer(&to, from, why, false, &mut effects);
+            }
+            PeerMessage::Candidate {
+                from,
+                to,
+                candidate,
+            } => {
+                if self.call_with(&to, &from).is_ok() {
+                    let event = ServerEvent::IceCandidate { from, candidate };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::TimedOut { from, to } => {
+                if let Ok(id) = self.call_with(&to, &from) {
+                    // Counted by the caller's node, which owns the timeout.
+                    self.calls.end(id);
+                    log::info!(
+                        "call {} -> {}: timed out (on another node)",
+                        untrusted(&from),
+                        untrusted(&to)
+                    );
+                    self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
+                }
+            }
+            PeerMessage::Kick { user, .. } => {
+                if let Some(socket) = self.users.get(&user).cloned() {
+                    log::info!(
+                        "{} registered on another node; disconnecting this device",
+                        untrusted(&user)
+                    );
+                    self.leave(&user, reason::NEW_LOGIN, &mut effects);
+                    effects.push(Effect::ToSocket {
+                        socket: socket.clone(),
+                        event: ServerEvent::ForceDisconnect {
+                            reason: reason::NEW_LOGIN,
+                        },
+                    });
+                    effects.push(Effect::Disconnect { socket });
+                }
+            }
+        }
+        effects
+    }
+
+    /// `peer`, on another node, is gone (its node died, or it left without
+    /// word): the call with them ends.
+    pub fn peer_lost(&mut self, peer: &str, now: Instant) -> Vec<Effect<S>> {
+        let mut effects = self.expire(now);
+        if self.users.contains_key(peer) {
+            return effects;
+        }
+        let locals: Vec<Rc<str>> = self
+            .users
+            .keys()
+            .filter(|user| self.call_with(user, peer).is_ok())
+            .cloned()
+            .collect();
+        for user in locals {
+            let why = Some(reason::DISCONNECTED);
+            self.end_with_peer(&user, peer.into(), why, true, &mut effects);
+        }
+        effects
+    }
+
+    /// The users in calls with our users who are not connected here, each
+    /// with the call's caller and callee: their claim must hold that.
+    pub fn remote_peers(&self) -> Vec<InCall> {
+        let mut peers: Vec<InCall> = self
+            .users
+            .keys()
+            .filter_map(|user| {
+                let (_, call) = self.calls.of(user)?;
+                let peer = call.peer_of(user)?;
+                (!self.users.contains_key(peer)).then(|| InCall {
+                    user: peer.clone(),
+                    caller: call.caller.clone(),
+                    callee: call.callee.clone(),
+                })
+            })
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    /// Our users in calls, each with its call's caller and callee: what the
+    /// cluster holds claims for.
+    pub fn calls_here(&self) -> Vec<InCall> {
+        self.users
+            .keys()
+            .filter_map(|user| {
+                let (_, call) = self.calls.of(user)?;
+                Some(InCall {
+                    user: user.clone(),
+                    caller: call.caller.clone(),
+                    callee: call.callee.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Ends `me`'s call with `peer` (on another node), telling `me` why;
+    /// `release`: this node releases the claims (the peer's node cannot).
+    fn end_with_peer(
+        &mut self,
+        me: &Rc<str>,
+        peer: Rc<str>,
+        why: Option<&'static str>,
+        release: bool,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        let Ok(id) = self.call_with(me, &peer) else {
+            return;
+        };
+        if let Some(call) = self.calls.end(id) {
+            log::info!(
+                "call {} -> {}: ended by {} (on another node)",
+                untrusted(&call.caller),
+                untrusted(&call.callee),
+                untrusted(&peer)
+            );
+            if release {
+                self.over(&call, effects);
+                // Should the peer's node be alive after all, its side of the
+                // call must end too.
+                let event = ServerEvent::CallEnded {
+                    from: me.clone(),
+                    reason: Some(reason::DISCONNECTED),
+                };
+                self.tell(&peer, event, effects);
+            }
+        }
+        let event = ServerEvent::CallEnded {
+            from: peer,
+            reason: why,
+        };
+        self.tell(me, event, effects);
+    }
+}
