@@ -54,7 +54,7 @@ ensure_packages() {
     command -v apt-get >/dev/null || { echo "no apt-get to install: ${missing[*]}" >&2; return 1; }
     local pkg
     for pkg in "${missing[@]}"; do
-        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+        if ! apt-cache policy "$pkg" 2>/dev/null | grep 'Candidate: [^(]' >/dev/null; then
             DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq >/dev/null || true
             break
         fi
