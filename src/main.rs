@@ -248,209 +248,121 @@ fn list_env(variable: &str) -> Vec<String> {
         .collect()
 }
 
-fn config(args: Args) -> Result<Config, String> {
-    let mut config = Config::default();
-    let listen = or_env(args.listen, "SIGNALBOX_LISTEN", |v| {
+/// The variable of a flag: `SIGNALBOX_` and its name in capitals
+/// (`ping_interval` → `SIGNALBOX_PING_INTERVAL`).
+fn variable(flag: &str) -> String {
+    format!("SIGNALBOX_{}", flag.to_ascii_uppercase())
+}
+
+/// One setting: the flag's value, else its variable's, parsed, into `$slot`.
+macro_rules! setting {
+    ($args:ident.$flag:ident => $slot:expr, $parse:expr) => {
+        if let Some(value) = or_env($args.$flag.take(), &variable(stringify!($flag)), $parse)? {
+            $slot = value;
+        }
+    };
+}
+
+/// A repeatable setting: the flags, else its variable's comma-separated
+/// items, each parsed, into `$slot`.
+macro_rules! list_setting {
+    ($args:ident.$flag:ident => $slot:expr, $parse:expr) => {
+        let given = std::mem::take(&mut $args.$flag);
+        $slot = if given.is_empty() {
+            let name = variable(stringify!($flag));
+            list_env(&name)
+                .iter()
+                .map(|item| $parse(item))
+                .collect::<Result<_, String>>()
+                .map_err(|error| format!("{name}: {error}"))?
+        } else {
+            given
+        };
+    };
+}
+
+fn config(mut args: Args) -> Result<Config, String> {
+    let mut c = Config::default();
+    let address = |v: &str| {
         v.parse()
             .map_err(|_| format!("invalid address {v:?}: expected ADDR:PORT"))
-    })?;
-    if let Some(listen) = listen {
-        config.listen = listen;
+    };
+    let path = |v: &str| Ok(PathBuf::from(v));
+    let text = |v: &str| Ok(v.to_owned());
+
+    // Each line: flag (and variable) => where it goes, how it is read.
+    setting!(args.listen => c.listen, address);
+    setting!(args.path => c.path, parse_path);
+    setting!(args.ping_interval => c.engine.ping_interval, parse_duration);
+    setting!(args.ping_timeout => c.engine.ping_timeout, parse_duration);
+    setting!(args.connect_timeout => c.socketio.connect_timeout, parse_duration);
+    setting!(args.max_payload => c.engine.max_payload, parse_size);
+    list_setting!(args.cors_origin => c.cors_origins, text);
+    setting!(args.call_timeout => c.signaling.call_timeout, parse_duration);
+    setting!(args.shutdown_timeout => c.shutdown_timeout, parse_duration);
+    list_setting!(args.ice_server => c.signaling.ice.urls, parse_ice_url);
+    setting!(args.turn_ttl => c.signaling.ice.turn_ttl, parse_duration);
+    setting!(args.max_connections => c.http.max_connections, parse_count);
+    setting!(args.max_connections_per_ip => c.http.max_connections_per_ip, parse_count);
+    setting!(args.request_timeout => c.http.request_timeout, parse_duration);
+    setting!(args.idle_timeout => c.http.idle_timeout, parse_duration);
+    list_setting!(args.trusted_proxy => c.trusted_proxies, parse_network);
+    setting!(args.handshake_rate => c.engine.handshakes.rate, parse_rate);
+    setting!(args.handshake_burst => c.engine.handshakes.burst, parse_rate);
+    setting!(args.max_unjoined_per_ip => c.engine.handshakes.max_unjoined_per_ip, parse_count);
+    setting!(args.max_unjoined_per_connection => c.engine.handshakes.max_unjoined_per_connection, parse_count);
+    setting!(args.max_polling_sessions => c.engine.max_polling_sessions, parse_count);
+    if let Some(limit) = or_env(
+        args.max_buffered.take(),
+        &variable("max_buffered"),
+        parse_size,
+    )? {
+        c.engine.buffer_limit = Some(limit);
     }
+    setting!(args.max_pending_bytes => c.engine.max_pending_bytes, parse_size);
+    setting!(args.max_sdp_bytes => c.signaling.limits.max_sdp_bytes, parse_size);
+    setting!(args.max_candidate_bytes => c.signaling.limits.max_candidate_bytes, parse_size);
+    setting!(args.event_rate => c.signaling.limits.event_rate, parse_rate);
+    setting!(args.event_burst => c.signaling.limits.event_burst, parse_rate);
+    setting!(args.calls_per_minute => c.signaling.limits.calls_per_minute, parse_rate);
+
+    // Settings that take more than one slot, or read a file.
+    // Binary attachments are bounded as messages are.
+    c.socketio.max_attachment_bytes = c.engine.max_payload;
+    // Calls come in bursts of as many as a minute allows.
+    c.signaling.limits.call_burst = c.signaling.limits.calls_per_minute;
     if let Ok(port) = env::var("PORT").map(|p| p.trim().to_owned())
         && !port.is_empty()
     {
         let port = port
-            .trim()
             .parse()
             .map_err(|_| format!("invalid PORT {port:?}: expected a port number"))?;
-        config.listen.set_port(port);
+        c.listen.set_port(port);
     }
-    if let Some(path) = or_env(args.path, "SIGNALBOX_PATH", parse_path)? {
-        config.path = path;
-    }
-    if let Some(d) = or_env(
-        args.ping_interval,
-        "SIGNALBOX_PING_INTERVAL",
-        parse_duration,
-    )? {
-        config.engine.ping_interval = d;
-    }
-    if let Some(d) = or_env(args.ping_timeout, "SIGNALBOX_PING_TIMEOUT", parse_duration)? {
-        config.engine.ping_timeout = d;
-    }
-    if let Some(d) = or_env(
-        args.connect_timeout,
-        "SIGNALBOX_CONNECT_TIMEOUT",
-        parse_duration,
-    )? {
-        config.socketio.connect_timeout = d;
-    }
-    if let Some(n) = or_env(args.max_payload, "SIGNALBOX_MAX_PAYLOAD", parse_size)? {
-        config.engine.max_payload = n;
-        config.socketio.max_attachment_bytes = n;
-    }
-    config.cors_origins = if args.cors_origin.is_empty() {
-        list_env("SIGNALBOX_CORS_ORIGIN")
-    } else {
-        args.cors_origin
-    };
-    if let Some(d) = or_env(args.call_timeout, "SIGNALBOX_CALL_TIMEOUT", parse_duration)? {
-        config.signaling.call_timeout = d;
-    }
-    if let Some(d) = or_env(
-        args.shutdown_timeout,
-        "SIGNALBOX_SHUTDOWN_TIMEOUT",
-        parse_duration,
-    )? {
-        config.shutdown_timeout = d;
-    }
-    config.signaling.ice.urls = if args.ice_server.is_empty() {
-        list_env("SIGNALBOX_ICE_SERVER")
-            .iter()
-            .map(|url| parse_ice_url(url))
-            .collect::<Result<_, _>>()
-            .map_err(|error| format!("SIGNALBOX_ICE_SERVER: {error}"))?
-    } else {
-        args.ice_server
-    };
-    let http = &mut config.http;
-    if let Some(n) = or_env(
-        args.max_connections,
-        "SIGNALBOX_MAX_CONNECTIONS",
-        parse_count,
-    )? {
-        http.max_connections = n;
-    }
-    let per_ip = or_env(
-        args.max_connections_per_ip,
-        "SIGNALBOX_MAX_CONNECTIONS_PER_IP",
-        parse_count,
-    )?;
-    if let Some(n) = per_ip {
-        http.max_connections_per_ip = n;
-    }
-    if let Some(d) = or_env(
-        args.request_timeout,
-        "SIGNALBOX_REQUEST_TIMEOUT",
-        parse_duration,
-    )? {
-        http.request_timeout = d;
-    }
-    if let Some(d) = or_env(args.idle_timeout, "SIGNALBOX_IDLE_TIMEOUT", parse_duration)? {
-        http.idle_timeout = d;
-    }
-    let polling = or_env(
-        args.max_polling_sessions,
-        "SIGNALBOX_MAX_POLLING_SESSIONS",
-        parse_count,
-    )?;
-    if let Some(n) = polling {
-        config.engine.max_polling_sessions = n;
-    }
-    config.engine.buffer_limit = or_env(args.max_buffered, "SIGNALBOX_MAX_BUFFERED", parse_size)?;
-    if let Some(n) = or_env(
-        args.max_pending_bytes,
-        "SIGNALBOX_MAX_PENDING_BYTES",
-        parse_size,
-    )? {
-        config.engine.max_pending_bytes = n;
-    }
-    config.trusted_proxies = if args.trusted_proxy.is_empty() {
-        list_env("SIGNALBOX_TRUSTED_PROXY")
-            .iter()
-            .map(|proxy| parse_network(proxy))
-            .collect::<Result<_, _>>()
-            .map_err(|error| format!("SIGNALBOX_TRUSTED_PROXY: {error}"))?
-    } else {
-        args.trusted_proxy
-    };
-    let handshakes = &mut config.engine.handshakes;
-    if let Some(r) = or_env(args.handshake_rate, "SIGNALBOX_HANDSHAKE_RATE", parse_rate)? {
-        handshakes.rate = r;
-    }
-    if let Some(r) = or_env(
-        args.handshake_burst,
-        "SIGNALBOX_HANDSHAKE_BURST",
-        parse_rate,
-    )? {
-        handshakes.burst = r;
-    }
-    if let Some(n) = or_env(
-        args.max_unjoined_per_ip,
-        "SIGNALBOX_MAX_UNJOINED_PER_IP",
-        parse_count,
-    )? {
-        handshakes.max_unjoined_per_ip = n;
-    }
-    if let Some(n) = or_env(
-        args.max_unjoined_per_connection,
-        "SIGNALBOX_MAX_UNJOINED_PER_CONNECTION",
-        parse_count,
-    )? {
-        handshakes.max_unjoined_per_connection = n;
-    }
-    let limits = &mut config.signaling.limits;
-    if let Some(n) = or_env(args.max_sdp_bytes, "SIGNALBOX_MAX_SDP_BYTES", parse_size)? {
-        limits.max_sdp_bytes = n;
-    }
-    let candidate = or_env(
-        args.max_candidate_bytes,
-        "SIGNALBOX_MAX_CANDIDATE_BYTES",
-        parse_size,
-    )?;
-    if let Some(n) = candidate {
-        limits.max_candidate_bytes = n;
-    }
-    if let Some(r) = or_env(args.event_rate, "SIGNALBOX_EVENT_RATE", parse_rate)? {
-        limits.event_rate = r;
-    }
-    if let Some(r) = or_env(args.event_burst, "SIGNALBOX_EVENT_BURST", parse_rate)? {
-        limits.event_burst = r;
-    }
-    if let Some(r) = or_env(
-        args.calls_per_minute,
-        "SIGNALBOX_CALLS_PER_MINUTE",
-        parse_rate,
-    )? {
-        limits.calls_per_minute = r;
-        limits.call_burst = r;
-    }
-    let path = |v: &str| Ok(PathBuf::from(v));
-    let cert = or_env(args.tls_cert, "SIGNALBOX_TLS_CERT", path)?;
-    let key = or_env(args.tls_key, "SIGNALBOX_TLS_KEY", path)?;
-    config.tls = match (cert, key) {
+    let cert = or_env(args.tls_cert, &variable("tls_cert"), path)?;
+    let key = or_env(args.tls_key, &variable("tls_key"), path)?;
+    c.tls = match (cert, key) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    config.signaling.ice.turn_secret =
-        text_secret(args.turn_secret_file, "SIGNALBOX_TURN_SECRET_FILE")?;
-    config.signaling.auth_secret = secret(args.auth_secret_file, "SIGNALBOX_AUTH_SECRET_FILE")?;
-    if let Some(d) = or_env(args.turn_ttl, "SIGNALBOX_TURN_TTL", parse_duration)? {
-        config.signaling.ice.turn_ttl = d;
-    }
-    let redis = or_env(args.redis, "SIGNALBOX_REDIS", |v| Ok(v.to_owned()))?;
-    let prefix = or_env(args.redis_prefix, "SIGNALBOX_REDIS_PREFIX", parse_prefix)?;
-    let ttl = or_env(args.presence_ttl, "SIGNALBOX_PRESENCE_TTL", parse_duration)?;
-    if let Some(url) = redis {
+    c.signaling.ice.turn_secret =
+        text_secret(args.turn_secret_file, &variable("turn_secret_file"))?;
+    c.signaling.auth_secret = secret(args.auth_secret_file, &variable("auth_secret_file"))?;
+    if let Some(url) = or_env(args.redis, &variable("redis"), text)? {
         let mut cluster = ClusterConfig {
             url,
             ..ClusterConfig::default()
         };
-        if let Some(prefix) = prefix {
-            cluster.prefix = prefix;
+        setting!(args.redis_prefix => cluster.prefix, parse_prefix);
+        setting!(args.presence_ttl => cluster.presence_ttl, parse_duration);
+        if cluster.presence_ttl < Duration::from_secs(1) {
+            return Err("--presence-ttl must be at least 1s".into());
         }
-        if let Some(ttl) = ttl {
-            if ttl < Duration::from_secs(1) {
-                return Err("--presence-ttl must be at least 1s".into());
-            }
-            cluster.presence_ttl = ttl;
-        }
-        config.cluster = Some(cluster);
+        c.cluster = Some(cluster);
     }
-    config.check()?;
-    Ok(config)
+    c.check()?;
+    Ok(c)
 }
 
 /// Lets the process open as many files as its hard limit allows: every
