@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -101,7 +101,11 @@ pub fn start(options: Options) -> SocketAddr {
 
 /// Starts the site `build` makes, on its own thread, on an ephemeral port.
 pub fn start_site(build: impl FnOnce() -> Site + Send + 'static) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    // Bound as the server binds its own: std's backlog of 128 overflowed
+    // when the abuse battery opened its connections at once, and the
+    // dropped SYNs were sent again a second later.
+    let listener =
+        signalbox::server::listen("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (ready, started) = mpsc::channel();
     std::thread::spawn(move || {
