@@ -12,7 +12,9 @@ pub struct Limits {
     pub event_rate: f64,
     /// Events a socket may send in a burst.
     pub event_burst: f64,
-    /// Refused events in a row after which a socket is disconnected.
+    /// Refused events after which a socket is disconnected; refusals are
+    /// forgiven at `event_rate` a second, so a socket a little over its
+    /// rate is only refused, and one that floods is disconnected.
     pub event_strikes: u32,
     /// Calls a user may start per minute, on average.
     pub calls_per_minute: f64,

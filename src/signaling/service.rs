@@ -65,8 +65,11 @@ const SWEPT_ENOUGH_TO_GIVE_BACK: usize = 4096;
 struct Client {
     socket: Socket,
     events: Bucket,
-    /// Events refused in a row for exceeding the budget.
-    strikes: u32,
+    /// Refusals it may collect before it is disconnected, forgiven at the
+    /// event rate. Counted this way, not in a row: a flood read slowly (a
+    /// busy server reads each client a turn at a time) has a token refill
+    /// between every hundred of its events, and was never cut off.
+    strikes: Bucket,
 }
 
 impl Signaling {
@@ -113,10 +116,13 @@ impl Signaling {
                 service.with_hub(|hub| hub.authenticate(&socket.id_rc(), &user));
             }
             let limits = &service.limits;
+            let now = Instant::now();
+            // The last strike is the one that disconnects.
+            let strikes = f64::from(limits.event_strikes.saturating_sub(1));
             let client = Client {
                 socket: socket.clone(),
-                events: Bucket::new(limits.event_rate, limits.event_burst, Instant::now()),
-                strikes: 0,
+                events: Bucket::new(limits.event_rate, limits.event_burst, now),
+                strikes: Bucket::new(limits.event_rate, strikes, now),
             };
             service.clients.borrow_mut().insert(socket.id_rc(), client);
             Ok(())
@@ -193,7 +199,8 @@ impl Signaling {
     }
 
     /// Takes one event from the socket's budget. A socket that keeps
-    /// sending past it is disconnected.
+    /// sending past it, faster than its refusals are forgiven, is
+    /// disconnected.
     fn within_budget(&self, socket: &Socket) -> bool {
         let now = Instant::now();
         let abusive = {
@@ -202,11 +209,9 @@ impl Signaling {
                 return false;
             };
             if client.events.take(now) {
-                client.strikes = 0;
                 return true;
             }
-            client.strikes += 1;
-            client.strikes >= self.limits.event_strikes
+            !client.strikes.take(now)
         };
         if abusive {
             log::warn!(

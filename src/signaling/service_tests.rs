@@ -277,7 +277,7 @@ fn a_socket_that_floods_is_refused_then_disconnected() {
             mallory.events(),
             [0, 1, 2].map(|i| format!("ack {i}{limited}"))
         );
-        // The fourth refusal in a row ends it.
+        // The fourth refusal ends it.
         mallory.emit("logout_user", "{}");
         assert_eq!(mallory.events().last().map(String::as_str), Some("41"));
         assert!(!mallory.session.is_open());
