@@ -10,7 +10,9 @@ use std::rc::Rc;
 use smol::{LocalExecutor, Task};
 
 mod alarm;
+mod notify;
 pub use alarm::{Alarm, Wake};
+pub use notify::Notify;
 
 thread_local! {
     static EXECUTOR: RefCell<Option<Rc<LocalExecutor<'static>>>> = const { RefCell::new(None) };

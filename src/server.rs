@@ -97,26 +97,41 @@ impl Drop for Admitted {
 /// How many requests are being handled (read and not yet answered), so a
 /// shutdown can wait for the last answers to be written.
 #[derive(Debug, Clone, Default)]
-pub struct Activity(Rc<Cell<usize>>);
+pub struct Activity(Rc<Requests>);
+
+#[derive(Debug, Default)]
+struct Requests {
+    count: Cell<usize>,
+    idle: rt::Notify,
+}
 
 impl Activity {
     /// Whether no request is being handled.
     pub fn is_idle(&self) -> bool {
-        self.0.get() == 0
+        self.0.count.get() == 0
+    }
+
+    /// Waits until no request is being handled.
+    pub async fn idle(&self) {
+        self.0.idle.until(|| self.is_idle()).await
     }
 
     fn enter(&self) -> Busy {
-        self.0.set(self.0.get() + 1);
+        self.0.count.set(self.0.count.get() + 1);
         Busy(self.0.clone())
     }
 }
 
 /// One request being handled; dropping it ends the request.
-struct Busy(Rc<Cell<usize>>);
+struct Busy(Rc<Requests>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        let left = self.0.count.get() - 1;
+        self.0.count.set(left);
+        if left == 0 {
+            self.0.idle.notify();
+        }
     }
 }
 

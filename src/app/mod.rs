@@ -9,7 +9,7 @@ pub mod routes;
 pub mod web;
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smol::Timer;
 
@@ -83,11 +83,16 @@ impl Intercom {
     pub async fn shutdown(&self, activity: &Activity) {
         self.signaling.end_all_calls();
         self.engine.close_all();
-        let deadline = Instant::now() + self.config.shutdown_timeout;
-        while (self.engine.session_count() > 0 || !activity.is_idle()) && Instant::now() < deadline
-        {
-            Timer::after(Duration::from_millis(20)).await;
-        }
+        let quiet = async {
+            // A last answer may still be in writing when the last session
+            // ends, and no request opens a session once all are closed.
+            self.engine.no_sessions().await;
+            activity.idle().await;
+        };
+        let timeout = async {
+            Timer::after(self.config.shutdown_timeout).await;
+        };
+        futures_lite::future::or(quiet, timeout).await;
         let left = self.engine.session_count();
         if left > 0 {
             log::warn!("{left} sessions still open at the shutdown timeout");

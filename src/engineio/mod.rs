@@ -257,6 +257,8 @@ pub(crate) struct Shared {
     handshakes: RefCell<handshakes::Handshakes>,
     /// Bytes queued in or held for every session.
     pending: Cell<usize>,
+    /// Sessions left the table.
+    forgotten: crate::rt::Notify,
 }
 
 impl Shared {
@@ -274,6 +276,8 @@ impl Shared {
         let mut sessions = self.sessions.borrow_mut();
         if sessions.get(sid) == Some(session) {
             sessions.remove(sid);
+            drop(sessions);
+            self.forgotten.notify();
         }
     }
 
@@ -324,6 +328,7 @@ impl Engine {
                 Instant::now(),
             )),
             pending: Cell::new(0),
+            forgotten: crate::rt::Notify::default(),
             config,
         }))
     }
@@ -370,6 +375,11 @@ impl Engine {
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         self.0.sessions.borrow().len()
+    }
+
+    /// Waits until every session has ended.
+    pub async fn no_sessions(&self) {
+        self.0.forgotten.until(|| self.session_count() == 0).await
     }
 
     /// The session with `sid`, if open.
