@@ -67,24 +67,45 @@ impl Config {
     /// let mut config = signalbox::Config::default();
     /// assert!(config.check().is_ok());
     /// config.engine.ping_interval = Duration::from_secs(30 * 86_400);
-    /// assert!(config.check().unwrap_err().contains("2147483647 ms"));
+    /// assert!(config.check().unwrap_err().to_string().contains("2147483647 ms"));
     /// ```
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let heartbeat = self
             .engine
             .ping_interval
             .saturating_add(self.engine.ping_timeout);
         if heartbeat > MAX_CLIENT_TIMER {
-            return Err(format!(
-                "--ping-interval plus --ping-timeout is {} ms, more than the {} ms a \
-                 JavaScript timer can wait: browsers would drop every connection at once",
-                heartbeat.as_millis(),
-                MAX_CLIENT_TIMER.as_millis()
-            ));
+            return Err(ConfigError::HeartbeatPastTimers(heartbeat));
         }
         Ok(())
     }
 }
+
+/// Settings that are fine one by one but not together. (A value that does
+/// not parse is refused by its parser below, with a `String` as argh's
+/// `from_str_fn` wants.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Ping interval plus ping timeout, longer than [`MAX_CLIENT_TIMER`]:
+    /// a browser's timer fires at once, and every client drops.
+    HeartbeatPastTimers(Duration),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::HeartbeatPastTimers(heartbeat) => write!(
+                f,
+                "--ping-interval plus --ping-timeout is {} ms, more than the {} ms a \
+                 JavaScript timer can wait: browsers would drop every connection at once",
+                heartbeat.as_millis(),
+                MAX_CLIENT_TIMER.as_millis()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Parses a duration: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`.
 ///

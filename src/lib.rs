@@ -9,6 +9,8 @@
 //! deadlines. The rest are small utilities any layer may use (ids, rates,
 //! tokens, logging). docs/ARCHITECTURE.md says which module owns what.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod auth;
 pub mod base64;

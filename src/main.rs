@@ -361,7 +361,7 @@ fn config(mut args: Args) -> Result<Config, String> {
         }
         c.cluster = Some(cluster);
     }
-    c.check()?;
+    c.check().map_err(|error| error.to_string())?;
     Ok(c)
 }
 

@@ -15,6 +15,37 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Why a certificate and key cannot be served.
+#[derive(Debug)]
+pub enum TlsError {
+    /// The certificate file cannot be read or holds no valid PEM.
+    Certificate(PathBuf, rustls::pki_types::pem::Error),
+    /// The certificate file holds no certificate.
+    NoCertificate(PathBuf),
+    /// The key file cannot be read or holds no private key.
+    Key(PathBuf, rustls::pki_types::pem::Error),
+    /// rustls refused them: the key is not the certificate's, or of a kind
+    /// it does not support.
+    Refused(rustls::Error),
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::Certificate(path, error) => {
+                write!(f, "cannot read the certificate {}: {error}", path.display())
+            }
+            TlsError::NoCertificate(path) => write!(f, "no certificate in {}", path.display()),
+            TlsError::Key(path, error) => {
+                write!(f, "cannot read the private key {}: {error}", path.display())
+            }
+            TlsError::Refused(error) => write!(f, "certificate and key do not fit: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
 /// A certificate and key from PEM files, reloadable.
 pub struct Tls {
     cert: PathBuf,
@@ -24,7 +55,7 @@ pub struct Tls {
 
 impl Tls {
     /// Loads the certificate chain and private key.
-    pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+    pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         Ok(Tls {
             config: RefCell::new(server_config(cert, key)?),
             cert: cert.to_owned(),
@@ -34,7 +65,7 @@ impl Tls {
 
     /// Reads the files again; new connections use them, live ones keep
     /// theirs. On error the old certificate stays.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         *self.config.borrow_mut() = server_config(&self.cert, &self.key)?;
         Ok(())
     }
@@ -45,22 +76,22 @@ impl Tls {
     }
 }
 
-fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
-        .map_err(|error| format!("cannot read the certificate {}: {error}", cert.display()))?;
+        .map_err(|error| TlsError::Certificate(cert.to_owned(), error))?;
     if chain.is_empty() {
-        return Err(format!("no certificate in {}", cert.display()));
+        return Err(TlsError::NoCertificate(cert.to_owned()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|error| format!("cannot read the private key {}: {error}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|error| TlsError::Key(key.to_owned(), error))?;
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|error| error.to_string())?
+            .map_err(TlsError::Refused)?
             .with_no_client_auth()
             .with_single_cert(chain, key)
-            .map_err(|error| format!("certificate and key do not fit: {error}"))?;
+            .map_err(TlsError::Refused)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
