@@ -83,20 +83,20 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<String, TokenError
 pub enum SecretError {
     /// The file could not be read.
     Unreadable {
-        /// The file.
+        /// The secret file's path, as it was given.
         path: std::path::PathBuf,
         /// What the system said.
         error: std::io::Error,
     },
     /// The file holds nothing but whitespace.
     Empty {
-        /// The file.
+        /// The secret file's path, as it was given.
         path: std::path::PathBuf,
     },
     /// A secret that must be text (it is also written in another program's
     /// configuration) is not UTF-8.
     NotText {
-        /// The file.
+        /// The secret file's path, as it was given.
         path: std::path::PathBuf,
     },
 }

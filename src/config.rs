@@ -22,7 +22,7 @@ pub struct Config {
     pub socketio: socketio::Config,
     /// Allowed web origins; empty means any.
     pub cors_origins: Vec<String>,
-    /// HTTP limits.
+    /// HTTP limits: head size, timeouts, connections at once and per address.
     pub http: http::Limits,
     /// How long a graceful shutdown may take to end calls and close sessions.
     pub shutdown_timeout: Duration,

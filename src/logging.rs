@@ -93,9 +93,10 @@ fn push_escaped(out: &mut String, c: char) {
 }
 
 /// A value from the network (a name, an event name, a reason, a user
-/// agent), shown in a log line: backslashes and everything
-/// [`needs_escape`] escaped, at most [`MAX_VALUE_CHARS`] characters, the
-/// cut marked with the value's full length.
+/// agent), shown in a log line: backslashes, control characters and the
+/// invisible or direction-changing ones (zero-width, line and paragraph
+/// separators, bidi controls) escaped, at most [`MAX_VALUE_CHARS`]
+/// characters, the cut marked with the value's full length.
 ///
 /// ```
 /// use signalbox::logging::untrusted;

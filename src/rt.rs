@@ -66,7 +66,7 @@ impl Turn {
     /// Bytes read in one turn.
     pub const BYTES: usize = 64 * 1024;
 
-    /// A fresh turn.
+    /// A turn with nothing spent: [`Turn::UNITS`] units and [`Turn::BYTES`] bytes to go.
     pub fn new() -> Turn {
         Turn::default()
     }

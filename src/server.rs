@@ -28,7 +28,7 @@ type Pages = dyn Fn(&Request) -> Option<Answer>;
 /// A page's answer: ready now, or once something else (such as Redis)
 /// answered.
 pub enum Answer {
-    /// The response.
+    /// A response made on the spot, written at once.
     Now(Response),
     /// The response, when it is ready.
     Later(Pin<Box<dyn Future<Output = Response>>>),

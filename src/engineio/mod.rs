@@ -33,7 +33,7 @@ use crate::http::{Conn, Method, Request, Response, query_param};
 /// Engine.IO settings, announced to clients in the handshake.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// How often the server pings.
+    /// How often the server pings (`pingInterval`), counted from the last pong.
     pub ping_interval: Duration,
     /// How long a client has to answer a ping.
     pub ping_timeout: Duration,
@@ -101,9 +101,9 @@ impl Config {
 /// Callbacks run on the server thread with no borrow held, so they may send
 /// to or close any session, including the one they are called for.
 pub trait Handler {
-    /// A session opened.
+    /// A session opened; its `open` packet is queued, and it may be sent to.
     fn on_open(&self, session: &SessionRef);
-    /// A message arrived.
+    /// A message (packet `4`) came from the client, text or binary.
     fn on_message(&self, session: &SessionRef, data: Data);
     /// A session closed; called once per session.
     fn on_close(&self, session: &SessionRef, reason: CloseReason);
@@ -122,7 +122,7 @@ pub enum RequestError {
     BadHandshakeMethod,
     /// Anything else wrong with the request.
     BadRequest,
-    /// Refused by policy.
+    /// An `Origin` that is neither allowed nor the site's own (403).
     Forbidden,
     /// `EIO` is missing or not `4`.
     UnsupportedProtocolVersion,
@@ -204,7 +204,7 @@ impl std::error::Error for RequestError {}
 /// namespace yet among those opened on its TCP connection.
 #[derive(Debug, Clone)]
 pub struct Source {
-    /// The client's address.
+    /// The client's address, by which handshakes are limited.
     pub address: IpAddr,
     /// Shared by every request of one connection.
     pub unjoined: Rc<Cell<usize>>,
@@ -257,7 +257,7 @@ pub(crate) struct Shared {
     handshakes: RefCell<handshakes::Handshakes>,
     /// Bytes queued in or held for every session.
     pending: Cell<usize>,
-    /// Sessions left the table.
+    /// Notified when a session leaves the table, for [`Engine::no_sessions`].
     forgotten: crate::rt::Notify,
 }
 
@@ -362,12 +362,12 @@ impl Engine {
         }
     }
 
-    /// The settings.
+    /// The settings given to [`Engine::new`]; they do not change.
     pub fn config(&self) -> &Config {
         &self.0.config
     }
 
-    /// The open sessions.
+    /// Handles to the open sessions, copied out: the table may change as they close.
     pub fn sessions(&self) -> Vec<SessionRef> {
         self.0.sessions.borrow().values().cloned().collect()
     }

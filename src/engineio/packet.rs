@@ -17,7 +17,7 @@ pub const SEPARATOR: char = '\x1e';
 pub enum Data {
     /// A UTF-8 text message.
     Text(String),
-    /// A binary message.
+    /// A binary message: a binary frame on WebSocket, `b<base64>` on polling.
     Binary(Vec<u8>),
 }
 
@@ -58,7 +58,7 @@ pub enum Packet {
 /// Why bytes could not be decoded into a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
-    /// An empty packet.
+    /// No text at all, not even a type character (two separators in a row, say).
     Empty,
     /// The first character is not a packet type.
     UnknownType(char),
@@ -120,9 +120,9 @@ pub fn decode_payload(body: &str) -> Result<Vec<Packet>, DecodeError> {
 /// What a packet becomes on a WebSocket: one text or one binary frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A text frame.
+    /// A text frame: the type character, then the packet's text.
     Text(String),
-    /// A binary frame.
+    /// A binary frame: a binary message's bytes as they are, no type byte.
     Binary(Vec<u8>),
 }
 

@@ -44,7 +44,7 @@ pub enum CloseReason {
     PingTimeout,
     /// The client sent a packet that could not be decoded.
     ParseError,
-    /// The server closed it.
+    /// The server closed it ([`Session::close`]), letting the queue drain first.
     ForcedClose,
     /// The client did not read what it was sent, and the queue filled up.
     SlowClient,
@@ -66,12 +66,12 @@ impl fmt::Display for CloseReason {
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Open.
+    /// Open: packets go both ways.
     Open,
     /// Closed by the server: what is queued is still delivered (until the
     /// linger runs out), then `Closed`.
     Closing,
-    /// Gone.
+    /// Gone: nothing more goes either way, and the session leaves the table.
     Closed,
 }
 
@@ -89,7 +89,7 @@ pub enum Upgrade {
 /// What the application must hear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A message arrived.
+    /// A message (packet `4`) from the client, for the application.
     Message(Data),
     /// The session ended (once per session; not after a server close,
     /// which the application made itself).
@@ -189,7 +189,7 @@ impl Session {
         session
     }
 
-    /// The transport in use now.
+    /// The transport in use now; polling becomes WebSocket when an upgrade completes.
     pub fn transport(&self) -> Transport {
         self.transport
     }

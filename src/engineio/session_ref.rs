@@ -104,7 +104,7 @@ impl SessionRef {
         }))
     }
 
-    /// The session id.
+    /// The session id: 20 random URL-safe characters, sent in the `open` packet.
     pub fn sid(&self) -> &str {
         &self.0.sid
     }
@@ -118,7 +118,7 @@ impl SessionRef {
         self.0.address
     }
 
-    /// The transport in use now.
+    /// The transport in use now; polling becomes WebSocket when an upgrade completes.
     pub fn transport(&self) -> Transport {
         self.0.session.borrow().transport()
     }
@@ -209,7 +209,7 @@ impl SessionRef {
         self.update(f, Hear::Now)
     }
 
-    /// Reads the session.
+    /// Reads the session without changing it, so nothing needs settling.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&Session) -> R) -> R {
         f(&self.0.session.borrow())
     }

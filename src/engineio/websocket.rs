@@ -388,7 +388,7 @@ enum Written {
     All,
     /// The turn was used up first.
     TurnOver,
-    /// The socket failed.
+    /// Sending or flushing failed, or the socket is gone: a transport error.
     Failed,
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Longest accepted chunk-size line (size, extensions) or trailer line.
 const MAX_LINE: usize = 1024;
-/// Largest accepted trailer section.
+/// Largest accepted trailer section, in bytes (all its lines together).
 const MAX_TRAILERS: usize = 8 * 1024;
 
 /// Why a chunked body is unacceptable.
@@ -101,7 +101,7 @@ impl Chunked {
         self.state == State::Done
     }
 
-    /// The decoded body.
+    /// The chunk data joined, without sizes, extensions or trailers.
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }

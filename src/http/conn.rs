@@ -62,7 +62,7 @@ pub enum ReadError {
     BodyTooLarge,
     /// The chunked framing of the body is broken.
     BadChunked,
-    /// The socket failed.
+    /// Reading from the socket failed; no response is owed.
     Io(io::Error),
 }
 

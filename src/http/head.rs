@@ -7,10 +7,10 @@ use super::Method;
 /// The most headers a request may carry.
 pub const MAX_HEADERS: usize = 48;
 
-/// A parsed request head.
+/// A parsed request head: the request line and headers, not the body.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The method.
+    /// The method; anything but GET, HEAD, POST and OPTIONS is [`Method::Other`].
     pub method: Method,
     /// The path, without the query string.
     pub path: String,

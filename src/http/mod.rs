@@ -26,7 +26,7 @@ pub enum Method {
     Post,
     /// `OPTIONS`
     Options,
-    /// Anything else.
+    /// Any other method, as sent (method names are case-sensitive).
     Other(String),
 }
 
@@ -57,12 +57,12 @@ impl fmt::Display for Method {
 /// A response, built whole before it is written.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// The status code.
+    /// The status code; the reason phrase comes from [`reason`].
     pub status: u16,
     /// Headers besides `Content-Length` and `Connection`, which are added when
     /// the response is written.
     pub headers: Vec<(&'static str, String)>,
-    /// The body.
+    /// The body; not written for a `HEAD` request, nor with 204 or 304.
     pub body: Vec<u8>,
     /// Close the connection after this response (for example because the
     /// request body was not read).
@@ -99,13 +99,13 @@ impl Response {
         Response::text(status, format!("{}\n", reason(status)))
     }
 
-    /// Adds a header.
+    /// Appends a header; one already there of the same name is kept.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
     }
 
-    /// Sets the body.
+    /// Sets the body, replacing any before; `Content-Type` is left as it is.
     pub fn body(mut self, body: Vec<u8>) -> Response {
         self.body = body;
         self

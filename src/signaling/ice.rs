@@ -24,12 +24,12 @@ pub struct IceConfig {
 /// One `RTCIceServer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IceServer {
-    /// The server's URL.
+    /// One URL from the configured list (a single string, not an array).
     pub urls: String,
     /// The TURN username, when credentials apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The TURN credential.
+    /// base64(HMAC-SHA1(secret, username)), for TURN URLs when a secret is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }

@@ -24,9 +24,9 @@ pub enum PeerMessage {
     },
     /// The callee could not be rung.
     Refused {
-        /// The callee.
+        /// The callee who could not be rung.
         from: Rc<str>,
-        /// The caller.
+        /// The caller, who hears `call_busy` or `call_failed`.
         to: Rc<str>,
         /// True for busy, false for offline.
         busy: bool,
@@ -58,11 +58,11 @@ pub enum PeerMessage {
     },
     /// A trickle-ICE candidate.
     Candidate {
-        /// The sender.
+        /// Who sent it; dropped unless `to` is in a call with them.
         from: Rc<str>,
         /// The other party.
         to: Rc<str>,
-        /// The candidate.
+        /// The sender's ICE candidate, opaque JSON as their client sent it.
         candidate: Box<RawValue>,
     },
     /// The call rang out (sent by the caller's node, which owns the timeout).
@@ -74,7 +74,7 @@ pub enum PeerMessage {
     },
     /// `user` registered on another node: this node's device is replaced.
     Kick {
-        /// The user.
+        /// The user who registered on another node; their device here goes.
         user: Rc<str>,
         /// The socket being replaced, as Redis last knew it. A kick for
         /// another socket is stale (the user registered here again since)

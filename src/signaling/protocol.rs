@@ -35,21 +35,21 @@ pub fn valid_user_name(name: &str) -> bool {
 pub enum ClientEvent {
     /// `register_user {userId}`
     RegisterUser {
-        /// The name to register.
+        /// The name to register (`userId`), as sent; the hub checks it.
         user_id: String,
     },
     /// `make_call {to, from, offer}`; `from` is ignored.
     MakeCall {
         /// Who to call.
         to: String,
-        /// The SDP offer.
+        /// The SDP offer, opaque JSON of at most `max_sdp_bytes`.
         offer: Box<RawValue>,
     },
     /// `answer_call {to, from, answer}`; `from` is ignored.
     AnswerCall {
         /// The caller being answered.
         to: String,
-        /// The SDP answer.
+        /// The SDP answer, opaque JSON of at most `max_sdp_bytes`.
         answer: Box<RawValue>,
     },
     /// `decline_call {to, from}`; `from` is ignored.
@@ -66,7 +66,7 @@ pub enum ClientEvent {
     IceCandidate {
         /// The other party.
         to: String,
-        /// The candidate.
+        /// The ICE candidate, opaque JSON of at most `max_candidate_bytes`.
         candidate: Box<RawValue>,
     },
     /// `logout_user {userId}`.
@@ -282,7 +282,7 @@ pub enum ServerEvent {
     },
     /// `call_failed {error, targetUser}`
     CallFailed {
-        /// Why.
+        /// Why, as the refusal's [`SignalError`] message.
         error: String,
         /// The user who was called.
         #[serde(rename = "targetUser")]
@@ -308,7 +308,7 @@ pub enum ServerEvent {
     SignalingError {
         /// The client event that was refused.
         event: String,
-        /// Why.
+        /// Why: the [`SignalError`] message, or `unknown event`.
         error: String,
     },
 }

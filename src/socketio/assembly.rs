@@ -17,7 +17,7 @@ pub(crate) struct Partial {
 /// Why a message broke the protocol; the session is closed for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AssemblyError {
-    /// The text is no packet.
+    /// A text message the packet codec refused, with its reason.
     Decode(packet::DecodeError),
     /// A text packet while a binary one awaits its attachments.
     TextWhileAwaiting,

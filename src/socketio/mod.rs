@@ -3,7 +3,7 @@
 //!
 //! An application registers namespaces on a [`Server`] and handles events on
 //! [`Socket`]s; it knows nothing of transports. The server is the
-//! Engine.IO [`Handler`] of the endpoint it runs on.
+//! Engine.IO [`Handler`](crate::engineio::Handler) of the endpoint it runs on.
 //!
 //! ```
 //! use signalbox::socketio::{Config, Server};
@@ -59,9 +59,9 @@ impl Default for Config {
 /// arguments refer to).
 #[derive(Debug, Default)]
 pub struct Message {
-    /// The arguments.
+    /// The arguments in order (after the event name, for an event), as raw JSON.
     pub args: Vec<Box<RawValue>>,
-    /// The binary attachments.
+    /// The binary attachments; the placeholder with `num` N stands for the Nth (from 0).
     pub attachments: Vec<Vec<u8>>,
 }
 

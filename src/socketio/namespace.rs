@@ -19,7 +19,7 @@ pub enum Incoming<'a> {
     /// An event, whether a handler takes it or not. A guard that refuses
     /// it may take the ack to answer.
     Event {
-        /// The event name.
+        /// The event's name as decoded: a string, or the JSON text of a number.
         name: &'a str,
         /// The ack the client asked for.
         ack: &'a mut Option<Ack>,

@@ -37,16 +37,16 @@ pub enum Packet {
     },
     /// `1`: leave a namespace.
     Disconnect {
-        /// The namespace.
+        /// The namespace to leave, `/` by default.
         nsp: String,
     },
     /// `2` or `5`: an event, optionally asking for an ack.
     Event {
-        /// The namespace.
+        /// The namespace, `/` by default.
         nsp: String,
         /// The ack id, when the sender wants an answer.
         id: Option<u64>,
-        /// The event name.
+        /// The event's name: a string that is not reserved, or a number's JSON text.
         event: String,
         /// The arguments after the name.
         args: Vec<Box<RawValue>>,
@@ -55,7 +55,7 @@ pub enum Packet {
     },
     /// `3` or `6`: the answer to an event that asked for an ack.
     Ack {
-        /// The namespace.
+        /// The namespace, `/` by default.
         nsp: String,
         /// The ack id being answered.
         id: u64,
@@ -66,7 +66,7 @@ pub enum Packet {
     },
     /// `4`: a refused connection.
     ConnectError {
-        /// The namespace.
+        /// The namespace, `/` by default.
         nsp: String,
         /// The error, a JSON object or string.
         data: Box<RawValue>,
@@ -76,7 +76,7 @@ pub enum Packet {
 /// Why text could not be decoded into a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
-    /// An empty packet.
+    /// No text at all, not even a type digit.
     Empty,
     /// The first character is not a packet type.
     UnknownType,

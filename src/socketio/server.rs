@@ -360,14 +360,14 @@ pub(super) enum Due {
 }
 
 impl ServerInner {
-    /// Sets a deadline.
+    /// Adds a deadline (a connect timeout or an ack's); the alarm follows the earliest.
     pub(super) fn arm(&self, at: Instant, due: Due) {
         let mut deadlines = self.deadlines.borrow_mut();
         deadlines.insert((at, due));
         self.alarm.set(deadlines.first().map(|(at, _)| *at));
     }
 
-    /// Takes a deadline back.
+    /// Removes a deadline no longer needed; the alarm follows the earliest left.
     pub(super) fn disarm(&self, at: Instant, due: &Due) {
         let mut deadlines = self.deadlines.borrow_mut();
         deadlines.remove(&(at, due.clone()));

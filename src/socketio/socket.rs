@@ -131,7 +131,7 @@ impl Socket {
     }
 
     /// Emits `event` with arguments and binary attachments, which the
-    /// arguments refer to with [`placeholder`]s.
+    /// arguments refer to with [`placeholder`](super::placeholder)s.
     pub fn emit_binary(
         &self,
         event: &str,

@@ -45,7 +45,8 @@ pub trait Nodes {
     fn ttl(&self) -> Duration;
     /// How often presence and claims must be refreshed.
     fn refresh_period(&self) -> Duration;
-    /// A user registered here.
+    /// A user registered here: publish where they are, and have any other node
+    /// they were on let go of them.
     fn joined(&self, registration: Registration<Rc<str>>);
     /// A user is no longer registered here.
     fn left(&self, user: Rc<str>);
@@ -153,7 +154,7 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The default key prefix.
+/// The prefix of keys and channels unless `--redis-prefix` says otherwise.
 pub const DEFAULT_PREFIX: &str = "signalbox:";
 
 /// Checks a key prefix: letters, digits and `:_.-`, so it never means
@@ -182,11 +183,11 @@ pub enum Inbound {
     Claimed {
         /// The socket whose `make_call` waits for it.
         socket: Rc<str>,
-        /// The caller.
+        /// Who called, as passed to [`Nodes::claim`].
         caller: Rc<str>,
-        /// The callee.
+        /// Who was called, as passed to [`Nodes::claim`].
         callee: Rc<str>,
-        /// The answer.
+        /// What Redis said; `Unavailable` when it did not answer (the claim goes back).
         claim: Claim,
     },
     /// A user on another node is gone: their claim on the call with our
@@ -217,7 +218,7 @@ pub struct Refresh {
 pub struct RefreshDue {
     /// Refresh presence and claims; `Some(true)`: set lost claims again.
     pub hold: Option<bool>,
-    /// Check the peers.
+    /// Check that the other parties of our calls still hold their claims.
     pub check: bool,
 }
 

@@ -26,15 +26,15 @@ pub enum Effect<S> {
     /// when the hub decided, whoever is registered there by the time it is
     /// carried out.
     ToSocket {
-        /// The socket.
+        /// The recipient's socket; if it has closed since, nothing is sent.
         socket: S,
-        /// The event.
+        /// What to emit, under its wire name ([`ServerEvent::name`]).
         event: ServerEvent,
     },
     /// Disconnect this socket (after what was sent to it), and close its
     /// connection.
     Disconnect {
-        /// The socket.
+        /// The socket of a device its user replaced by registering again.
         socket: S,
     },
     /// Send `message` to the node where `user` is connected (several
@@ -48,9 +48,9 @@ pub enum Effect<S> {
     /// `user` registered here: the I/O side logs it with the client's
     /// address; several nodes publish where the user is.
     Joined {
-        /// The user.
+        /// The name just registered (valid by [`valid_user_name`]).
         user: Rc<str>,
-        /// Their socket.
+        /// The socket it registered on; the log shows its address.
         socket: S,
     },
     /// Several nodes: what follows waits until the other nodes have heard
@@ -65,16 +65,16 @@ pub enum Effect<S> {
     Claim {
         /// The caller's socket.
         socket: S,
-        /// The caller.
+        /// The user registered on `socket`, who sent `make_call`.
         caller: Rc<str>,
-        /// The callee.
+        /// The `to` of `make_call`: a valid name, not yet known to be online.
         callee: Rc<str>,
         /// The caller's SDP offer.
         offer: Box<RawValue>,
     },
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
-        /// The user.
+        /// The name that was registered; no socket here has it any more.
         user: Rc<str>,
     },
     /// The call between `caller` and `callee` ended here (several nodes:
@@ -82,9 +82,9 @@ pub enum Effect<S> {
     /// call ends says so, before it tells the other party's node, which
     /// does not.
     CallOver {
-        /// The call's caller.
+        /// Who called; the claims to release are those holding `caller>callee`.
         caller: Rc<str>,
-        /// The call's callee.
+        /// Who was called.
         callee: Rc<str>,
     },
 }
@@ -116,9 +116,9 @@ pub enum Claim {
 /// A registered user and their socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration<S> {
-    /// The user.
+    /// The registered name (valid by [`valid_user_name`]).
     pub user: Rc<str>,
-    /// Their socket.
+    /// The socket it is registered on; a socket has at most one name.
     pub socket: S,
 }
 
@@ -126,11 +126,11 @@ pub struct Registration<S> {
 /// holds for that user.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InCall {
-    /// The user.
+    /// The user the claim is for: the caller or the callee.
     pub user: Rc<str>,
-    /// The call's caller.
+    /// Who called; the claim holds `caller>callee`.
     pub caller: Rc<str>,
-    /// The call's callee.
+    /// Who was called.
     pub callee: Rc<str>,
 }
 
@@ -149,7 +149,7 @@ pub struct CallTotals {
     pub failed: u64,
 }
 
-/// Presence and calls.
+/// Presence and calls on this node: who is registered on which socket, who calls whom.
 #[derive(Debug)]
 pub struct Hub<S> {
     users: HashMap<Rc<str>, S>,

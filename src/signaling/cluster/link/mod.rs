@@ -178,7 +178,7 @@ impl Cluster {
         Ok((cluster, inbound_rx))
     }
 
-    /// This node's id.
+    /// This node's id: random, new at each start; it names the node's channel.
     pub fn node(&self) -> &str {
         &self.node
     }
