@@ -161,12 +161,12 @@ pub fn signaling_event(data: &[u8]) {
     };
     let mut hub: Hub<u8> = Hub::new(Duration::from_secs(30), &limits, false);
     let now = Instant::now();
-    for (conn, user) in [(1, "fuzz"), (2, "peer")] {
+    for (socket, user) in [(1, "fuzz"), (2, "peer")] {
         let json = format!(r#"{{"userId":"{user}"}}"#);
         if let Ok(raw) = RawValue::from_string(json)
             && let Ok(Some(register)) = ClientEvent::parse("register_user", Some(&raw), &limits)
         {
-            let _ = hub.handle(&conn, register, now);
+            let _ = hub.handle(&socket, register, now);
         }
     }
     let _ = hub.handle(&1, event, now);

@@ -70,10 +70,10 @@ impl World {
         self
     }
 
-    /// Sends `name` with JSON `payload` from `conn`.
+    /// Sends `name` with JSON `payload` from `socket`.
     fn send(
         &mut self,
-        conn: &'static str,
+        socket: &'static str,
         name: &str,
         payload: &str,
     ) -> (Result<(), SignalError>, Vec<String>) {
@@ -81,41 +81,45 @@ impl World {
         let event = ClientEvent::parse(name, Some(&raw), &Limits::default())
             .unwrap()
             .unwrap();
-        let outcome = self.hub.handle(&conn, event, self.now);
+        let outcome = self.hub.handle(&socket, event, self.now);
         (outcome.result, render(&outcome.effects))
     }
 
-    fn ok(&mut self, conn: &'static str, name: &str, payload: &str) -> Vec<String> {
-        let (result, effects) = self.send(conn, name, payload);
+    fn ok(&mut self, socket: &'static str, name: &str, payload: &str) -> Vec<String> {
+        let (result, effects) = self.send(socket, name, payload);
         assert_eq!(result, Ok(()), "{name} {payload}: {effects:?}");
         effects
     }
 
     fn refused(
         &mut self,
-        conn: &'static str,
+        socket: &'static str,
         name: &str,
         payload: &str,
     ) -> (SignalError, Vec<String>) {
-        let (result, effects) = self.send(conn, name, payload);
+        let (result, effects) = self.send(socket, name, payload);
         (result.expect_err(name), effects)
     }
 
-    fn register(&mut self, conn: &'static str, name: &str) {
-        self.ok(conn, "register_user", &format!(r#"{{"userId":"{name}"}}"#));
+    fn register(&mut self, socket: &'static str, name: &str) {
+        self.ok(
+            socket,
+            "register_user",
+            &format!(r#"{{"userId":"{name}"}}"#),
+        );
     }
 
-    fn call(&mut self, conn: &'static str, to: &str) -> Vec<String> {
+    fn call(&mut self, socket: &'static str, to: &str) -> Vec<String> {
         self.ok(
-            conn,
+            socket,
             "make_call",
             &format!(r#"{{"to":"{to}","offer":{{"sdp":"o"}}}}"#),
         )
     }
 
-    fn answer(&mut self, conn: &'static str, to: &str) -> Vec<String> {
+    fn answer(&mut self, socket: &'static str, to: &str) -> Vec<String> {
         self.ok(
-            conn,
+            socket,
             "answer_call",
             &format!(r#"{{"to":"{to}","answer":{{"sdp":"a"}}}}"#),
         )
@@ -774,12 +778,12 @@ mod two_nodes {
 
         fn send(&mut self, on_a: bool, name: &str, payload: &str, secs: u64) {
             let now = self.t0 + Duration::from_secs(secs);
-            let (hub, conn) = if on_a {
+            let (hub, socket) = if on_a {
                 (&mut self.a, "d")
             } else {
                 (&mut self.b, "f")
             };
-            let outcome = hub.handle(&conn, event(name, payload), now);
+            let outcome = hub.handle(&socket, event(name, payload), now);
             assert_eq!(outcome.result, Ok(()), "{name}: {:?}", outcome.effects);
             self.deliver(on_a, outcome.effects, now);
         }
