@@ -435,6 +435,37 @@ fn a_client_that_does_not_collect_its_packets_is_dropped() {
 }
 
 #[test]
+fn what_all_sessions_hold_together_is_bounded() {
+    let mut options = Options::default();
+    // Each session could hold 1 MB; all of them together only 100 kB.
+    options.engine.buffer_limit = Some(1_000_000);
+    options.engine.max_pending_bytes = 100_000;
+    options.engine.ping_interval = Duration::from_secs(30);
+    let addr = start(options);
+    let chunk = format!("4{}", "x".repeat(10_000));
+    let first = polling_handshake(addr, "/engine.io/");
+    let second = polling_handshake(addr, "/engine.io/");
+    for _ in 0..6 {
+        post(addr, &format!("{EIO}&sid={first}"), &chunk);
+    }
+    assert_eq!(session_count(addr), 2, "60 kB waiting is within the bound");
+    for _ in 0..6 {
+        post(addr, &format!("{EIO}&sid={second}"), &chunk);
+    }
+    // The session whose echoes took the total past 100 kB goes; the other
+    // keeps what it has waiting and collects it.
+    assert!(eventually(Duration::from_secs(1), || session_count(addr) == 1));
+    assert_eq!(get(addr, &format!("{EIO}&sid={second}")).status, 400);
+    let collected = get(addr, &format!("{EIO}&sid={first}"));
+    assert_eq!(collected.status, 200);
+    assert!(
+        collected.body.len() >= 60_000,
+        "{} bytes",
+        collected.body.len()
+    );
+}
+
+#[test]
 fn polling_sessions_are_bounded() {
     let mut options = Options::default();
     options.engine.max_polling_sessions = 2;

@@ -106,6 +106,9 @@ test('a bad setting is a clear error at start, not a running server', async () =
     [[], { SIGNALBOX_MAX_PAYLOAD: 'lots' }, /SIGNALBOX_MAX_PAYLOAD/],
     [[], { PORT: 'eighty' }, /PORT/],
     [['--log-level', 'chatty'], {}, /log/i],
+    // Past 2^31-1 ms a browser's timer fires at once: every client would drop.
+    [['--ping-interval', '30d'], {}, /2147483647 ms a JavaScript timer can wait/],
+    [['--tls-cert', '/nonexistent.pem'], {}, /--tls-cert and --tls-key go together/],
   ]) {
     const proc = spawn(signalboxBin(), ['--listen', '127.0.0.1:0', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
