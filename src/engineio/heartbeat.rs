@@ -6,17 +6,30 @@
 //! One deadline at a time (the next ping, or the check for its pong) is all
 //! a session needs, so the endpoint keeps one alarm per session in the
 //! thread's one queue of deadlines ([`crate::rt::Alarm`]); a task and a
-//! reactor timer per session would cost several hundred bytes each.
+//! reactor timer per session would cost several hundred bytes each. For
+//! the same reason the interval and timeout, the endpoint's and the same
+//! for all its sessions, are passed in ([`Rhythm`]), not kept in each: a
+//! heartbeat is 40 bytes, where it was 80.
 
 use std::time::{Duration, Instant};
+
+/// The ping interval and the ping timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rhythm {
+    /// From the last pong to the next ping.
+    pub interval: Duration,
+    /// From a ping to the check for its pong.
+    pub timeout: Duration,
+}
 
 /// What the heartbeat waits for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
     /// Send a ping.
     Ping,
-    /// The pong for the ping sent at this instant must have come.
-    PongCheck(Instant),
+    /// The pong for the ping sent a timeout before the deadline must have
+    /// come.
+    PongCheck,
 }
 
 /// What the heartbeat asks for when its deadline comes.
@@ -33,8 +46,6 @@ pub(crate) enum Beat {
 /// A session's heartbeat.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
     /// The last sign of life: the open, then each pong.
     last_pong: Instant,
     due: Due,
@@ -44,13 +55,11 @@ pub(crate) struct Heartbeat {
 impl Heartbeat {
     /// A heartbeat for a session opened at `now`: the first ping comes one
     /// interval later.
-    pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
+    pub fn new(rhythm: Rhythm, now: Instant) -> Heartbeat {
         Heartbeat {
-            interval,
-            timeout,
             last_pong: now,
             due: Due::Ping,
-            at: now + interval,
+            at: now + rhythm.interval,
         }
     }
 
@@ -61,8 +70,8 @@ impl Heartbeat {
 
     /// When the session is dead if nothing more is heard from the client:
     /// an interval and a timeout after its last pong.
-    pub fn dead_at(&self) -> Instant {
-        self.last_pong + self.interval + self.timeout
+    pub fn dead_at(&self, rhythm: Rhythm) -> Instant {
+        self.last_pong + rhythm.interval + rhythm.timeout
     }
 
     /// A pong arrived.
@@ -71,25 +80,25 @@ impl Heartbeat {
     }
 
     /// The deadline came (or `now` is past it).
-    pub fn timeout(&mut self, now: Instant) -> Beat {
+    pub fn timeout(&mut self, now: Instant, rhythm: Rhythm) -> Beat {
         if now < self.at {
             return Beat::Wait;
         }
         match self.due {
             Due::Ping => {
-                self.due = Due::PongCheck(now);
-                self.at = now + self.timeout;
+                self.due = Due::PongCheck;
+                self.at = now + rhythm.timeout;
                 Beat::Ping
             }
-            Due::PongCheck(sent) if self.last_pong >= sent => {
+            Due::PongCheck if self.last_pong >= self.at - rhythm.timeout => {
                 // The next ping an interval after the pong, not after the
                 // check: a client is pinged every interval, whatever the
                 // timeout.
                 self.due = Due::Ping;
-                self.at = (self.last_pong + self.interval).max(now);
-                self.timeout(now)
+                self.at = (self.last_pong + rhythm.interval).max(now);
+                self.timeout(now, rhythm)
             }
-            Due::PongCheck(_) => Beat::Dead,
+            Due::PongCheck => Beat::Dead,
         }
     }
 }
@@ -100,49 +109,53 @@ mod tests {
 
     const INTERVAL: Duration = Duration::from_secs(25);
     const TIMEOUT: Duration = Duration::from_secs(20);
+    const RHYTHM: Rhythm = Rhythm {
+        interval: INTERVAL,
+        timeout: TIMEOUT,
+    };
 
     #[test]
     fn a_client_that_answers_is_pinged_every_interval() {
         let t0 = Instant::now();
-        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        let mut beat = Heartbeat::new(RHYTHM, t0);
         assert_eq!(beat.deadline(), t0 + INTERVAL);
         assert_eq!(
-            beat.timeout(t0 + INTERVAL - Duration::from_millis(1)),
+            beat.timeout(t0 + INTERVAL - Duration::from_millis(1), RHYTHM),
             Beat::Wait
         );
-        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
+        assert_eq!(beat.timeout(t0 + INTERVAL, RHYTHM), Beat::Ping);
         assert_eq!(beat.deadline(), t0 + INTERVAL + TIMEOUT);
         let pong = t0 + INTERVAL + Duration::from_millis(40);
         beat.pong(pong);
         // The check finds the pong and waits for the next ping time.
-        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT), Beat::Wait);
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT, RHYTHM), Beat::Wait);
         assert_eq!(beat.deadline(), pong + INTERVAL);
-        assert_eq!(beat.timeout(pong + INTERVAL), Beat::Ping);
+        assert_eq!(beat.timeout(pong + INTERVAL, RHYTHM), Beat::Ping);
     }
 
     #[test]
     fn a_silent_client_is_dead_an_interval_and_a_timeout_after_its_last_pong() {
         let t0 = Instant::now();
-        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
-        assert_eq!(beat.dead_at(), t0 + INTERVAL + TIMEOUT);
-        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
-        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT), Beat::Dead);
+        let mut beat = Heartbeat::new(RHYTHM, t0);
+        assert_eq!(beat.dead_at(RHYTHM), t0 + INTERVAL + TIMEOUT);
+        assert_eq!(beat.timeout(t0 + INTERVAL, RHYTHM), Beat::Ping);
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT, RHYTHM), Beat::Dead);
         // A pong from before the ping does not count.
-        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        let mut beat = Heartbeat::new(RHYTHM, t0);
         beat.pong(t0 + Duration::from_secs(1));
-        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
-        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT), Beat::Dead);
+        assert_eq!(beat.timeout(t0 + INTERVAL, RHYTHM), Beat::Ping);
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT, RHYTHM), Beat::Dead);
     }
 
     #[test]
     fn a_late_timer_pings_at_once_when_the_pong_came_long_ago() {
         let t0 = Instant::now();
-        let mut beat = Heartbeat::new(INTERVAL, TIMEOUT, t0);
-        assert_eq!(beat.timeout(t0 + INTERVAL), Beat::Ping);
+        let mut beat = Heartbeat::new(RHYTHM, t0);
+        assert_eq!(beat.timeout(t0 + INTERVAL, RHYTHM), Beat::Ping);
         beat.pong(t0 + INTERVAL + Duration::from_secs(1));
         // The check runs an hour late: the next ping is due already.
         let late = t0 + Duration::from_secs(3600);
-        assert_eq!(beat.timeout(late), Beat::Ping);
+        assert_eq!(beat.timeout(late, RHYTHM), Beat::Ping);
         assert_eq!(beat.deadline(), late + TIMEOUT);
     }
 }

@@ -4,6 +4,7 @@
 //! An [`Engine`] serves one path. It knows nothing of Socket.IO: it hands
 //! whole messages to a [`Handler`] and sends what the handler queues.
 
+mod fifo;
 mod frames;
 mod handshakes;
 mod heartbeat;
@@ -249,6 +250,8 @@ pub struct Admission {
 
 pub(crate) struct Shared {
     pub config: Config,
+    /// What each session lives by, from `config`, shared by all.
+    limits: Rc<session::Limits>,
     pub handler: Rc<dyn Handler>,
     pub sessions: RefCell<IdMap<Rc<str>, SessionRef>>,
     bytes_received: Cell<u64>,
@@ -329,6 +332,7 @@ impl Engine {
             )),
             pending: Cell::new(0),
             forgotten: crate::rt::Notify::default(),
+            limits: Rc::new(session::Limits::from(&config)),
             config,
         }))
     }
@@ -415,7 +419,7 @@ impl Engine {
         place: Option<Unjoined>,
     ) -> SessionRef {
         let sid: Rc<str> = crate::id::random().into();
-        let state = Session::new(&sid, transport, &self.0.config, Instant::now());
+        let state = Session::new(&sid, transport, self.0.limits.clone(), Instant::now());
         let session = SessionRef::new(sid.clone(), address, &self.0, state, place);
         self.0.sessions.borrow_mut().insert(sid, session.clone());
         // Counts the open packet and sets the first alarm.

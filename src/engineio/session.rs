@@ -6,11 +6,12 @@
 //! ([`Session::next_deadline`]) come out. The transports (polling.rs,
 //! websocket.rs) are thin drivers that move bytes between a socket and it.
 
-use std::collections::VecDeque;
 use std::fmt;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::heartbeat::{Beat, Heartbeat};
+use super::fifo::Fifo;
+use super::heartbeat::{Beat, Heartbeat, Rhythm};
 use super::packet::{Data, Packet};
 use super::{Config, RequestError};
 
@@ -111,13 +112,24 @@ pub enum UpgradeStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpgradeRefused;
 
-/// The settings a session lives by.
+/// The settings a session lives by, the same for every session of an
+/// endpoint: shared, not copied into each (56 bytes a session).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub upgrade_timeout: Duration,
     pub max_buffered: usize,
+    pub max_payload: usize,
+}
+
+impl Limits {
+    fn rhythm(&self) -> Rhythm {
+        Rhythm {
+            interval: self.ping_interval,
+            timeout: self.ping_timeout,
+        }
+    }
 }
 
 impl From<&Config> for Limits {
@@ -127,6 +139,7 @@ impl From<&Config> for Limits {
             ping_timeout: config.ping_timeout,
             upgrade_timeout: config.upgrade_timeout,
             max_buffered: config.max_buffered(),
+            max_payload: config.max_payload,
         }
     }
 }
@@ -134,13 +147,13 @@ impl From<&Config> for Limits {
 /// One Engine.IO session.
 #[derive(Debug)]
 pub struct Session {
-    limits: Limits,
+    limits: Rc<Limits>,
     transport: Transport,
     phase: Phase,
     reason: Option<CloseReason>,
     upgrade: Upgrade,
     upgrade_deadline: Option<Instant>,
-    outbox: VecDeque<Packet>,
+    outbox: Fifo<Packet>,
     outbox_bytes: usize,
     /// Bytes the application keeps for the session, besides its outbox.
     held: usize,
@@ -151,14 +164,18 @@ pub struct Session {
     get_waiting: bool,
     /// A long-polling POST is being read.
     post_reading: bool,
-    events: VecDeque<Event>,
+    events: Fifo<Event>,
 }
 
 impl Session {
     /// A session opened at `now` on `transport`, its open packet (with
     /// `sid` and the settings) queued.
-    pub(crate) fn new(sid: &str, transport: Transport, config: &Config, now: Instant) -> Session {
-        let limits = Limits::from(config);
+    pub(crate) fn new(
+        sid: &str,
+        transport: Transport,
+        limits: Rc<Limits>,
+        now: Instant,
+    ) -> Session {
         let upgrades = match transport {
             Transport::Polling => r#"["websocket"]"#,
             Transport::WebSocket => "[]",
@@ -167,8 +184,9 @@ impl Session {
             r#"{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
             limits.ping_interval.as_millis(),
             limits.ping_timeout.as_millis(),
-            config.max_payload,
+            limits.max_payload,
         ));
+        let heartbeat = Heartbeat::new(limits.rhythm(), now);
         let mut session = Session {
             limits,
             transport,
@@ -176,14 +194,14 @@ impl Session {
             reason: None,
             upgrade: Upgrade::None,
             upgrade_deadline: None,
-            outbox: VecDeque::new(),
+            outbox: Fifo::default(),
             outbox_bytes: 0,
             held: 0,
-            heartbeat: Heartbeat::new(limits.ping_interval, limits.ping_timeout, now),
+            heartbeat,
             linger_until: None,
             get_waiting: false,
             post_reading: false,
-            events: VecDeque::new(),
+            events: Fifo::default(),
         };
         session.push(open);
         session
@@ -257,7 +275,7 @@ impl Session {
             self.abandon_upgrade();
         }
         match self.phase {
-            Phase::Open => match self.heartbeat.timeout(now) {
+            Phase::Open => match self.heartbeat.timeout(now, self.limits.rhythm()) {
                 Beat::Ping => self.push(Packet::Ping(String::new())),
                 Beat::Wait => {}
                 Beat::Dead => self.end(CloseReason::PingTimeout),
@@ -324,7 +342,7 @@ impl Session {
         }
         self.phase = Phase::Closing;
         self.reason = Some(CloseReason::ForcedClose);
-        self.linger_until = Some((now + linger).min(self.heartbeat.dead_at()));
+        self.linger_until = Some((now + linger).min(self.heartbeat.dead_at(self.limits.rhythm())));
     }
 
     /// Ends the session now, dropping whatever is queued. The application
@@ -410,7 +428,7 @@ impl Session {
             }
             _ => {}
         }
-        let mut packets: Vec<Packet> = self.outbox.drain(..).collect();
+        let mut packets: Vec<Packet> = self.outbox.take_all();
         self.outbox_bytes = 0;
         match self.phase {
             Phase::Open if packets.is_empty() => packets.push(Packet::Noop),
@@ -512,7 +530,7 @@ mod tests {
 
         fn with(transport: Transport, config: Config) -> World {
             let t0 = Instant::now();
-            let mut session = Session::new("sid", transport, &config, t0);
+            let mut session = Session::new("sid", transport, Rc::new((&config).into()), t0);
             let open = match transport {
                 Transport::Polling => session.collect().pop(),
                 Transport::WebSocket => session.poll_transmit(),
@@ -547,12 +565,8 @@ mod tests {
 
     #[test]
     fn the_open_packet_says_the_settings() {
-        let session = &mut Session::new(
-            "abc",
-            Transport::Polling,
-            &Config::default(),
-            Instant::now(),
-        );
+        let limits = Rc::new(Limits::from(&Config::default()));
+        let session = &mut Session::new("abc", Transport::Polling, limits.clone(), Instant::now());
         let packets = session.collect();
         let [Packet::Open(json)] = packets.as_slice() else {
             panic!("{packets:?}")
@@ -561,12 +575,7 @@ mod tests {
             json,
             r#"{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
         );
-        let ws = &mut Session::new(
-            "abc",
-            Transport::WebSocket,
-            &Config::default(),
-            Instant::now(),
-        );
+        let ws = &mut Session::new("abc", Transport::WebSocket, limits, Instant::now());
         assert!(
             matches!(ws.poll_transmit(), Some(Packet::Open(j)) if j.contains(r#""upgrades":[]"#))
         );

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
+use super::fifo::Fifo;
 use super::packet::Data;
 use super::session::{CloseReason, Event, Phase, Session, Transport, Upgrade};
 use super::{Shared, Unjoined};
@@ -27,8 +28,9 @@ pub(crate) struct Link {
     address: IpAddr,
     engine: Weak<Shared>,
     session: RefCell<Session>,
-    /// Transports waiting for the session to change.
-    waiters: RefCell<Vec<Waker>>,
+    /// Transports waiting for the session to change: one, nearly always
+    /// (two while an upgrade is under way), held inline.
+    waiters: RefCell<Fifo<Waker>>,
     /// Set to the session's next deadline, which `deadline` repeats: most
     /// calls leave it as it was, and comparing is cheaper than asking the
     /// queue.
@@ -36,7 +38,8 @@ pub(crate) struct Link {
     deadline: Cell<Option<Instant>>,
     /// Its place among the sessions that joined no namespace, until the
     /// application says it joined one.
-    unjoined: RefCell<Option<Unjoined>>,
+    /// Boxed: most sessions join at once, and then the place is gone.
+    unjoined: RefCell<Option<Box<Unjoined>>>,
     /// What the session holds, as last counted in the endpoint's total.
     counted: Cell<usize>,
 }
@@ -96,10 +99,10 @@ impl SessionRef {
             address,
             engine: Rc::downgrade(engine),
             session: RefCell::new(session),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(Fifo::default()),
             alarm: Alarm::new(me.clone()),
             deadline: Cell::new(None),
-            unjoined: RefCell::new(unjoined),
+            unjoined: RefCell::new(unjoined.map(Box::new)),
             counted: Cell::new(0),
         }))
     }
@@ -180,7 +183,7 @@ impl SessionRef {
             // Dropping the place gives it back.
             *place = None;
         } else if place.is_none() {
-            *place = Some(engine.unjoined_again(self.0.address));
+            *place = Some(Box::new(engine.unjoined_again(self.0.address)));
         }
     }
 
@@ -271,7 +274,8 @@ impl SessionRef {
             )
         };
         if changed {
-            for waker in self.0.waiters.borrow_mut().drain(..) {
+            let waiters = std::mem::take(&mut *self.0.waiters.borrow_mut());
+            for waker in waiters.into_iter() {
                 waker.wake();
             }
         }
@@ -304,7 +308,7 @@ impl SessionRef {
     pub(crate) fn register(&self, waker: &Waker) {
         let mut waiters = self.0.waiters.borrow_mut();
         if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
+            waiters.push_back(waker.clone());
         }
     }
 }

@@ -173,8 +173,9 @@ pub(crate) struct Serve<S> {
     received: u64,
     /// A large frame went out since the socket last started afresh.
     sent_large: bool,
-    /// How to close: with a status (1009, too big), or the usual 1000.
-    close_frame: Option<CloseFrame>,
+    /// A message was larger than `maxPayload`: the close says so (1009),
+    /// not the usual 1000. (A flag, not the frame: every socket carries it.)
+    too_big: bool,
     /// How many times the socket started afresh.
     #[cfg(test)]
     fresh_starts: u32,
@@ -193,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
             turn: Turn::new(),
             received,
             sent_large: false,
-            close_frame: None,
+            too_big: false,
             #[cfg(test)]
             fresh_starts: 0,
         }
@@ -203,7 +204,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
     /// the server closed once its last packets went out.
     fn close(&mut self, finish: bool) {
         let session = self.session.clone();
-        let frame = self.close_frame.take();
+        let frame = self.too_big.then(|| CloseFrame {
+            code: CloseCode::Size,
+            reason: "message larger than maxPayload".into(),
+        });
         if let Some(mut ws) = self.ws.take() {
             self.closing = Some(Box::pin(async move {
                 close(&mut ws, frame).await;
@@ -356,10 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Future for Serve<S> {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     if let WsError::Capacity(_) = error {
-                        this.close_frame = Some(CloseFrame {
-                            code: CloseCode::Size,
-                            reason: "message larger than maxPayload".into(),
-                        });
+                        this.too_big = true;
                     }
                     this.session.terminate(CloseReason::TransportError);
                     continue;
