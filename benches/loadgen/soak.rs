@@ -237,29 +237,33 @@ pub(crate) async fn soak_ice(
 
 /// make_call → incoming_call.
 pub(crate) async fn soak_ring(ctx: &Ctx, caller: &Client, callee: &Client) -> Result<(), Fail> {
-    caller
-        .emit(
-            "make_call",
-            json!({"to": callee.name, "from": caller.name, "offer": {"type": "offer", "sdp": ctx.sdp}}),
-        )
-        .await?;
-    callee
-        .soak_expect("incoming_call", ctx.opts.timeout)
-        .await?;
-    Ok(())
+    soak_sdp(ctx, caller, callee, ("make_call", "offer"), "incoming_call").await
 }
 
 /// answer_call → call_answered.
 pub(crate) async fn soak_answer(ctx: &Ctx, caller: &Client, callee: &Client) -> Result<(), Fail> {
-    callee
-        .emit(
-            "answer_call",
-            json!({"to": caller.name, "from": callee.name, "answer": {"type": "answer", "sdp": ctx.sdp}}),
-        )
-        .await?;
-    caller
-        .soak_expect("call_answered", ctx.opts.timeout)
-        .await?;
+    soak_sdp(
+        ctx,
+        callee,
+        caller,
+        ("answer_call", "answer"),
+        "call_answered",
+    )
+    .await
+}
+
+/// `event` from `from` to `to` with an SDP of `kind` (`offer`, `answer`),
+/// then `reply` at `to`.
+async fn soak_sdp(
+    ctx: &Ctx,
+    from: &Client,
+    to: &Client,
+    (event, kind): (&str, &str),
+    reply: &str,
+) -> Result<(), Fail> {
+    let payload = json!({"to": to.name, "from": from.name, kind: {"type": kind, "sdp": ctx.sdp}});
+    from.emit(event, payload).await?;
+    to.soak_expect(reply, ctx.opts.timeout).await?;
     Ok(())
 }
 
