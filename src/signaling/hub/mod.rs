@@ -203,7 +203,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// The registered users, sorted.
     pub fn users(&self) -> Vec<&str> {
         let mut users: Vec<&str> = self.users.keys().map(|u| &**u).collect();
-        users.sort();
+        users.sort_unstable();
         users
     }
 

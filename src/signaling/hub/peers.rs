@@ -168,7 +168,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 })
             })
             .collect();
-        peers.sort();
+        peers.sort_unstable();
         peers.dedup();
         peers
     }
