@@ -10,8 +10,10 @@ use std::rc::Rc;
 use smol::{LocalExecutor, Task};
 
 mod alarm;
+mod fifo;
 mod notify;
 pub use alarm::{Alarm, Wake};
+pub(crate) use fifo::Fifo;
 pub use notify::Notify;
 
 thread_local! {

@@ -4,7 +4,6 @@
 //! An [`Engine`] serves one path. It knows nothing of Socket.IO: it hands
 //! whole messages to a [`Handler`] and sends what the handler queues.
 
-mod fifo;
 mod frames;
 mod handshakes;
 mod heartbeat;

@@ -10,10 +10,10 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::fifo::Fifo;
 use super::heartbeat::{Beat, Heartbeat, Rhythm};
 use super::packet::{Data, Packet};
 use super::{Config, RequestError};
+use crate::rt::Fifo;
 
 /// The transport a session currently uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,12 +12,9 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::IpAddr;
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-
-use super::fifo::Fifo;
 use super::packet::Data;
 use super::session::{CloseReason, Event, Phase, Session, Transport, Upgrade};
 use super::{Shared, Unjoined};
@@ -30,7 +27,7 @@ pub(crate) struct Link {
     session: RefCell<Session>,
     /// Transports waiting for the session to change: one, nearly always
     /// (two while an upgrade is under way), held inline.
-    waiters: RefCell<Fifo<Waker>>,
+    waiters: rt::Notify,
     /// Set to the session's next deadline, which `deadline` repeats: most
     /// calls leave it as it was, and comparing is cheaper than asking the
     /// queue.
@@ -99,7 +96,7 @@ impl SessionRef {
             address,
             engine: Rc::downgrade(engine),
             session: RefCell::new(session),
-            waiters: RefCell::new(Fifo::default()),
+            waiters: rt::Notify::default(),
             alarm: Alarm::new(me.clone()),
             deadline: Cell::new(None),
             unjoined: RefCell::new(unjoined.map(Box::new)),
@@ -274,10 +271,7 @@ impl SessionRef {
             )
         };
         if changed {
-            let waiters = std::mem::take(&mut *self.0.waiters.borrow_mut());
-            for waker in waiters.into_iter() {
-                waker.wake();
-            }
+            self.0.waiters.notify();
         }
         if closed {
             self.0.unjoined.borrow_mut().take();
@@ -294,22 +288,15 @@ impl SessionRef {
     /// Resolves once `ready` holds for the session; checked again at every
     /// change the transports wait on.
     pub(crate) async fn wait(&self, ready: impl Fn(&Session) -> bool) {
-        future::poll_fn(|cx| {
-            if ready(&self.0.session.borrow()) {
-                return Poll::Ready(());
-            }
-            self.register(cx.waker());
-            Poll::Pending
-        })
-        .await
+        self.0
+            .waiters
+            .until(|| ready(&self.0.session.borrow()))
+            .await
     }
 
     /// Wakes `waker` at the session's next change that transports wait on.
     pub(crate) fn register(&self, waker: &Waker) {
-        let mut waiters = self.0.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push_back(waker.clone());
-        }
+        self.0.waiters.register(waker);
     }
 }
 

@@ -5,10 +5,13 @@
 use std::cell::RefCell;
 use std::task::{Poll, Waker};
 
-/// The tasks waiting for something on this thread to change.
+use super::Fifo;
+
+/// The tasks waiting for something on this thread to change; one is held
+/// without allocating.
 #[derive(Debug, Default)]
 pub struct Notify {
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<Fifo<Waker>>,
 }
 
 impl Notify {
@@ -20,6 +23,15 @@ impl Notify {
         }
     }
 
+    /// Wakes `waker` at the next [`notify`](Notify::notify), once however
+    /// often it is registered.
+    pub fn register(&self, waker: &Waker) {
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push_back(waker.clone());
+        }
+    }
+
     /// Waits until `done()` is true, checking it now and after every
     /// [`notify`](Notify::notify).
     pub async fn until(&self, mut done: impl FnMut() -> bool) {
@@ -27,10 +39,7 @@ impl Notify {
             if done() {
                 return Poll::Ready(());
             }
-            let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
+            self.register(cx.waker());
             Poll::Pending
         })
         .await
@@ -53,13 +62,13 @@ mod tests {
                 crate::rt::spawn(async move { notify.until(|| count.get() == 0).await })
             };
             futures_lite::future::yield_now().await;
-            assert_eq!(notify.waiters.borrow().len(), 1, "it waits");
+            assert_eq!(notify.waiters.borrow().iter().count(), 1, "it waits");
             count.set(1);
             notify.notify();
             futures_lite::future::yield_now().await;
             assert!(!waiter.is_finished(), "not yet: one is left");
             assert_eq!(
-                notify.waiters.borrow().len(),
+                notify.waiters.borrow().iter().count(),
                 1,
                 "one waker, not one per look"
             );

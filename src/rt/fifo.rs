@@ -1,8 +1,9 @@
 //! A first-in first-out queue that holds one item without allocating.
 //!
-//! Why: a session's outbox and its events for the application are empty
-//! nearly always, and hold one item for a moment when they are not (a
-//! message arrives and is handed on, an answer is queued and written). A
+//! Why: a session's outbox, its events for the application and the tasks
+//! waiting on it are empty nearly always, and hold one item for a moment
+//! when they are not (a message arrives and is handed on, an answer is
+//! queued and written, a transport waits). A
 //! `VecDeque` allocates room for four on its first push and keeps it for
 //! the session's life: 128 bytes each for the two queues, 256 bytes for
 //! every idle client. Here the one item lives inline; only a burst
