@@ -27,6 +27,9 @@ pub enum TlsError {
     /// rustls refused them: the key is not the certificate's, or of a kind
     /// it does not support.
     Refused(rustls::Error),
+    /// The crypto provider offers none of the safe protocol versions (a
+    /// build without TLS 1.2 and 1.3; not the files' fault).
+    Provider(rustls::Error),
 }
 
 impl std::fmt::Display for TlsError {
@@ -40,6 +43,7 @@ impl std::fmt::Display for TlsError {
                 write!(f, "cannot read the private key {}: {error}", path.display())
             }
             TlsError::Refused(error) => write!(f, "certificate and key do not fit: {error}"),
+            TlsError::Provider(error) => write!(f, "{error}"),
         }
     }
 }
@@ -88,7 +92,7 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError>
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(TlsError::Refused)?
+            .map_err(TlsError::Provider)?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(TlsError::Refused)?;
