@@ -156,7 +156,7 @@ impl World {
         let connected = replies
             .iter()
             .find_map(|r| r.strip_prefix("40{\"sid\":\""))
-            .and_then(|r| r.strip_suffix("\"}"))
+            .and_then(|r| r.split('"').next())
             .unwrap_or_else(|| panic!("{replies:?}"));
         Client {
             id: connected.into(),

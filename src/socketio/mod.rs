@@ -18,6 +18,7 @@
 mod assembly;
 mod namespace;
 pub mod packet;
+pub mod recovery;
 mod server;
 mod socket;
 
@@ -32,6 +33,7 @@ use crate::engineio::CloseReason;
 
 pub(crate) use assembly::assemble;
 pub use namespace::{Incoming, Namespace};
+pub use recovery::Recovery;
 pub use server::{Server, Stats};
 pub use socket::{Ack, Socket};
 
@@ -43,6 +45,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The most bytes of binary attachments one packet may carry.
     pub max_attachment_bytes: usize,
+    /// Connection state recovery.
+    pub recovery: Recovery,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
         Config {
             connect_timeout: Duration::from_secs(45),
             max_attachment_bytes: 1_000_000,
+            recovery: Recovery::default(),
         }
     }
 }
@@ -124,6 +129,23 @@ pub enum DisconnectReason {
     ServerNamespaceDisconnect,
     /// The underlying connection ended.
     Connection(CloseReason),
+}
+
+impl DisconnectReason {
+    /// Whether a client may recover from it, as socket.io decides: its
+    /// transport closed or failed, or it missed a ping. Leaving, being
+    /// disconnected by the server, and the server's own closes (a parse
+    /// error, a client too slow to read, a shutdown) are not.
+    pub fn recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::Connection(
+                CloseReason::TransportClose
+                    | CloseReason::TransportError
+                    | CloseReason::PingTimeout
+            )
+        )
+    }
 }
 
 impl fmt::Display for DisconnectReason {

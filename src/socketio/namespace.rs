@@ -13,6 +13,7 @@ type GuardHook = dyn Fn(&Socket, Incoming<'_>) -> bool;
 type EventHook = dyn Fn(&Socket, Message, Option<Ack>);
 type FallbackHook = dyn Fn(&Socket, &str, Message, Option<Ack>);
 type DisconnectHook = dyn Fn(&Socket, DisconnectReason);
+type RecoverHook = dyn Fn(&Socket);
 
 /// What a connected socket sent, as its namespace's guard sees it.
 pub enum Incoming<'a> {
@@ -33,6 +34,7 @@ pub struct Namespace {
     pub(super) name: String,
     pub(super) on_connect: RefCell<Option<Rc<ConnectHook>>>,
     pub(super) on_disconnect: RefCell<Option<Rc<DisconnectHook>>>,
+    pub(super) on_recover: RefCell<Option<Rc<RecoverHook>>>,
     pub(super) guard: RefCell<Option<Rc<GuardHook>>>,
     pub(super) events: RefCell<HashMap<String, Rc<EventHook>>>,
     pub(super) fallback: RefCell<Option<Rc<FallbackHook>>>,
@@ -92,7 +94,17 @@ impl Namespace {
         guard.is_none_or(|guard| guard(socket, incoming))
     }
 
-    /// Sets the hook that runs when a socket leaves, for any reason.
+    /// Sets the hook that runs when a socket whose connection was lost is
+    /// recovered by its client (after the connect hook passed it again):
+    /// what it emits reaches the client after what the socket kept and
+    /// before the CONNECT answer.
+    pub fn on_recover(&self, hook: impl Fn(&Socket) + 'static) -> &Self {
+        *self.on_recover.borrow_mut() = Some(Rc::new(hook));
+        self
+    }
+
+    /// Sets the hook that runs when a socket leaves, for any reason; for a
+    /// lost connection, also when the socket may be recovered later.
     pub fn on_disconnect(&self, hook: impl Fn(&Socket, DisconnectReason) + 'static) -> &Self {
         *self.on_disconnect.borrow_mut() = Some(Rc::new(hook));
         self

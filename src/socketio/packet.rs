@@ -308,18 +308,39 @@ fn push_args<'a>(out: &mut String, args: impl IntoIterator<Item = &'a RawValue>)
     }
 }
 
-/// Encodes the server's CONNECT answer: `0[nsp,]{"sid":…}`.
+/// Encodes the server's CONNECT answer: `0[nsp,]{"sid":…[,"pid":…]}`,
+/// with the private id when the socket can be recovered.
 ///
 /// ```
-/// assert_eq!(signalbox::socketio::packet::encode_connect("/", "abc"), r#"0{"sid":"abc"}"#);
-/// assert_eq!(signalbox::socketio::packet::encode_connect("/x", "a"), r#"0/x,{"sid":"a"}"#);
+/// use signalbox::socketio::packet::encode_connect;
+/// assert_eq!(encode_connect("/", "abc", None), r#"0{"sid":"abc"}"#);
+/// assert_eq!(encode_connect("/x", "a", Some("p")), r#"0/x,{"sid":"a","pid":"p"}"#);
 /// ```
-pub fn encode_connect(nsp: &str, sid: &str) -> String {
-    let mut out = header(b'0', 0, nsp, None, sid.len() + 10);
+pub fn encode_connect(nsp: &str, sid: &str, pid: Option<&str>) -> String {
+    let mut out = header(b'0', 0, nsp, None, sid.len() + 40);
     out.push_str("{\"sid\":");
     push_json_str(&mut out, sid);
+    if let Some(pid) = pid {
+        out.push_str(",\"pid\":");
+        push_json_str(&mut out, pid);
+    }
     out.push('}');
     out
+}
+
+/// Appends `offset` as an event's last argument, as socket.io's connection
+/// state recovery numbers events: `2["hi",1]` becomes `2["hi",1,"7"]`.
+///
+/// ```
+/// let mut text = String::from(r#"2["hi",1]"#);
+/// signalbox::socketio::packet::append_offset(&mut text, 7);
+/// assert_eq!(text, r#"2["hi",1,"7"]"#);
+/// ```
+pub fn append_offset(text: &mut String, offset: u64) {
+    use std::fmt::Write;
+    if text.pop() == Some(']') {
+        let _ = write!(text, ",\"{offset}\"]");
+    }
 }
 
 /// Encodes a CONNECT_ERROR: `4[nsp,]{"message":…[,"data":…]}`.
@@ -460,7 +481,7 @@ mod tests {
     #[test]
     fn what_the_server_encodes_decodes_back() {
         for nsp in ["/", "/custom"] {
-            match decode(&encode_connect(nsp, "s\"id")) {
+            match decode(&encode_connect(nsp, "s\"id", None)) {
                 Ok(Packet::Connect { nsp: got, auth }) => {
                     assert_eq!(got, nsp);
                     assert_eq!(

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use super::assembly::{AssemblyError, Partial, assemble};
 use super::namespace::Namespace;
+use super::recovery::{Pids, Returning};
 use super::socket::{SocketInner, SocketState};
 use super::{Ack, AckError, Config, DisconnectReason, Incoming, Message, Socket, packet};
 use crate::engineio::{CloseReason, Data, Handler, SessionRef};
@@ -43,7 +44,7 @@ const CONNECT_TIMEOUT_LINGER: Duration = Duration::from_secs(1);
 const MAX_CONNECTS: u32 = 32;
 
 pub(super) struct ServerInner {
-    config: Config,
+    pub(super) config: Config,
     namespaces: RefCell<HashMap<String, Rc<Namespace>>>,
     clients: RefCell<IdMap<Rc<str>, Client>>,
     /// The clients in no namespace, by the time their connect timeout
@@ -52,6 +53,16 @@ pub(super) struct ServerInner {
     alarm: Alarm,
     events_received: Cell<u64>,
     pub(super) events_sent: Cell<u64>,
+    /// The sockets that are away, by private id, each with the time it is
+    /// given up at.
+    away: RefCell<HashMap<Rc<str>, (Socket, Instant)>>,
+    /// The key private ids are made with.
+    pids: Pids,
+    /// What every socket keeps for its recovery, in bytes.
+    pub(super) kept_total: Cell<usize>,
+    /// The offset of the next event kept.
+    offset: Cell<u64>,
+    recoveries: Cell<u64>,
 }
 
 /// Event counts, for metrics.
@@ -61,6 +72,12 @@ pub struct Stats {
     pub events_received: u64,
     /// Events emitted to clients.
     pub events_sent: u64,
+    /// Sockets away now, waiting for their client to come back.
+    pub away: usize,
+    /// Sockets recovered since start.
+    pub recovered: u64,
+    /// Bytes kept for recoveries now.
+    pub kept_bytes: usize,
 }
 
 /// A Socket.IO server: its namespaces and connected clients.
@@ -78,6 +95,11 @@ impl Server {
             alarm: Alarm::new(me.clone()),
             events_received: Cell::new(0),
             events_sent: Cell::new(0),
+            away: RefCell::new(HashMap::new()),
+            pids: Pids::new(),
+            kept_total: Cell::new(0),
+            offset: Cell::new(0),
+            recoveries: Cell::new(0),
         }))
     }
 
@@ -86,6 +108,9 @@ impl Server {
         Stats {
             events_received: self.0.events_received.get(),
             events_sent: self.0.events_sent.get(),
+            away: self.0.away.borrow().len(),
+            recovered: self.0.recoveries.get(),
+            kept_bytes: self.0.kept_total.get(),
         }
     }
 
@@ -100,6 +125,7 @@ impl Server {
                     name: name.to_owned(),
                     on_connect: RefCell::new(None),
                     on_disconnect: RefCell::new(None),
+                    on_recover: RefCell::new(None),
                     guard: RefCell::new(None),
                     events: RefCell::new(HashMap::new()),
                     fallback: RefCell::new(None),
@@ -225,12 +251,22 @@ impl Server {
             session.send(Data::Text(text));
             return;
         };
+        if self.0.config.recovery.enabled() {
+            let returning = Returning::read(auth.as_deref());
+            if let Some(socket) = returning
+                .pid
+                .as_deref()
+                .and_then(|pid| self.take_away(pid, nsp))
+            {
+                return self.recover(session, socket, auth, returning.last_offset());
+            }
+        }
         // A CONNECT to a namespace the session is in passes the guard and
         // gets the same socket again: a fresh socket per packet would also
         // be a fresh start for whatever the application counts per socket.
         if let Some(current) = self.socket_of(session, nsp) {
             if namespace.admits(&current, Incoming::Reconnect) && current.connected() {
-                session.send(Data::Text(packet::encode_connect(nsp, current.id())));
+                session.send(Data::Text(self.connect_answer(&current)));
             }
             return;
         }
@@ -238,34 +274,67 @@ impl Server {
         let socket = Socket(Rc::new(SocketInner {
             id: crate::id::random().into(),
             nsp: namespace.clone(),
-            session: session.clone(),
+            session: RefCell::new(session.clone()),
             server: Rc::downgrade(&self.0),
             state: Cell::new(SocketState::Handshaking),
             held: RefCell::new(Vec::new()),
+            kept: RefCell::new(None),
             acks: RefCell::new(HashMap::new()),
             next_ack: Cell::new(0),
         }));
-        let hook = namespace.on_connect.borrow().clone();
-        // The auth payload is the hook's to read, not the socket's to keep.
-        let verdict = match hook {
-            Some(hook) => hook(&socket, auth.as_deref()),
-            None => Ok(()),
-        };
-        drop(auth);
-        if let Err(refusal) = verdict {
-            socket.0.state.set(SocketState::Disconnected);
-            socket.0.held.borrow_mut().clear();
-            let text = packet::encode_connect_error(nsp, &refusal.message, refusal.data.as_deref());
-            session.send(Data::Text(text));
+        if !self.run_connect_hook(session, &socket, auth) {
             return;
         }
         if socket.0.state.get() != SocketState::Handshaking || !session.is_open() {
             return;
         }
+        if !self.join(session, &socket) {
+            return;
+        }
+        session.send(Data::Text(self.connect_answer(&socket)));
+        socket.0.state.set(SocketState::Connected);
+        let held = std::mem::take(&mut *socket.0.held.borrow_mut());
+        for (text, attachments) in held {
+            socket.send_packet(text, attachments);
+        }
+    }
+
+    /// Runs the namespace's connect hook for `socket`; a refusal is the
+    /// client's CONNECT_ERROR, and the socket is gone.
+    fn run_connect_hook(
+        &self,
+        session: &SessionRef,
+        socket: &Socket,
+        auth: Option<Box<RawValue>>,
+    ) -> bool {
+        let hook = socket.0.nsp.on_connect.borrow().clone();
+        // The auth payload is the hook's to read, not the socket's to keep.
+        let verdict = match hook {
+            Some(hook) => hook(socket, auth.as_deref()),
+            None => Ok(()),
+        };
+        drop(auth);
+        let Err(refusal) = verdict else {
+            return true;
+        };
+        socket.0.state.set(SocketState::Disconnected);
+        socket.0.held.borrow_mut().clear();
+        socket.drop_kept();
+        let text = packet::encode_connect_error(
+            socket.namespace(),
+            &refusal.message,
+            refusal.data.as_deref(),
+        );
+        session.send(Data::Text(text));
+        false
+    }
+
+    /// Puts `socket` in `session`'s client: the connect timeout is over.
+    fn join(&self, session: &SessionRef, socket: &Socket) -> bool {
         {
             let mut clients = self.0.clients.borrow_mut();
             let Some(client) = clients.get_mut(session.sid()) else {
-                return;
+                return false;
             };
             client.sockets.push(socket.clone());
             if let Some(at) = client.connect_by.take() {
@@ -273,12 +342,91 @@ impl Server {
             }
         }
         session.set_joined(true);
-        session.send(Data::Text(packet::encode_connect(nsp, socket.id())));
-        socket.0.state.set(SocketState::Connected);
-        let held = std::mem::take(&mut *socket.0.held.borrow_mut());
-        for (text, attachments) in held {
+        true
+    }
+
+    /// The CONNECT answer: the socket's id, and with recovery its private id.
+    fn connect_answer(&self, socket: &Socket) -> String {
+        let pid = self
+            .0
+            .config
+            .recovery
+            .enabled()
+            .then(|| self.0.pids.of(socket.namespace(), socket.id()));
+        packet::encode_connect(socket.namespace(), socket.id(), pid.as_deref())
+    }
+
+    /// The socket that is away with private id `pid`, if it is in `nsp`;
+    /// it is no longer away.
+    fn take_away(&self, pid: &str, nsp: &str) -> Option<Socket> {
+        let mut away = self.0.away.borrow_mut();
+        if away.get(pid)?.0.namespace() != nsp {
+            return None;
+        }
+        let (pid, (socket, until)) = away.remove_entry(pid)?;
+        drop(away);
+        self.0.disarm(until, &Due::Recovery(pid));
+        Some(socket)
+    }
+
+    /// Brings `socket` back on `session`: the connect hook checks the
+    /// client again, then what was kept for it goes out, then what the
+    /// recover hook sends, then the CONNECT answer (so the client has it
+    /// all before its `connect` event, and reports `recovered`).
+    fn recover(
+        &self,
+        session: &SessionRef,
+        socket: Socket,
+        auth: Option<Box<RawValue>>,
+        last_offset: Option<u64>,
+    ) {
+        *socket.0.session.borrow_mut() = session.clone();
+        socket.0.state.set(SocketState::Recovering);
+        let nsp = socket.0.nsp.clone();
+        if !self.run_connect_hook(session, &socket, auth) {
+            return;
+        }
+        if socket.0.state.get() != SocketState::Recovering
+            || !session.is_open()
+            || !self.join(session, &socket)
+        {
+            socket.0.state.set(SocketState::Disconnected);
+            socket.drop_kept();
+            return;
+        }
+        self.0.recoveries.set(self.0.recoveries.get() + 1);
+        let replay = {
+            let mut kept = socket.0.kept.borrow_mut();
+            let mut total = self.0.kept_total.get();
+            let offsets = self.0.config.recovery.offsets;
+            let replay = kept
+                .as_mut()
+                .map(|kept| kept.recover(last_offset, offsets, &mut total))
+                .unwrap_or_default();
+            if !offsets {
+                *kept = None;
+            }
+            self.0.kept_total.set(total);
+            replay
+        };
+        log::debug!(
+            "session {}: socket {} recovered, {} events sent again",
+            session.sid(),
+            socket.id(),
+            replay.len()
+        );
+        for (text, attachments) in replay {
             socket.send_packet(text, attachments);
         }
+        let hook = nsp.on_recover.borrow().clone();
+        if let Some(hook) = hook {
+            hook(&socket);
+        }
+        if socket.0.state.get() != SocketState::Recovering {
+            return;
+        }
+        session.send(Data::Text(self.connect_answer(&socket)));
+        socket.0.state.set(SocketState::Connected);
     }
 
     fn protocol_error(&self, session: &SessionRef, what: &dyn fmt::Display) {
@@ -339,8 +487,14 @@ impl Handler for Server {
         if let Some(at) = client.connect_by {
             self.0.disarm(at, &Due::Connect(session.sid_rc()));
         }
+        let recovery = self.0.config.recovery.enabled();
         for socket in client.sockets {
-            socket.left(DisconnectReason::Connection(reason));
+            let reason = DisconnectReason::Connection(reason);
+            if recovery && reason.recoverable() {
+                socket.go_away(&self.0, reason);
+            } else {
+                socket.left(reason);
+            }
         }
     }
 }
@@ -357,9 +511,43 @@ pub(super) enum Due {
         socket: Rc<str>,
         id: u64,
     },
+    /// The socket that is away with this private id is given up then.
+    Recovery(Rc<str>),
 }
 
 impl ServerInner {
+    /// The offset the next kept event gets.
+    pub(super) fn peek_offset(&self) -> u64 {
+        self.offset.get()
+    }
+
+    /// A fresh offset for a kept event.
+    pub(super) fn next_offset(&self) -> u64 {
+        let offset = self.offset.get();
+        self.offset.set(offset + 1);
+        offset
+    }
+
+    /// Keeps `socket`, whose connection was lost, for its client to come
+    /// back within the recovery window.
+    pub(super) fn keep_away(&self, socket: &Socket) {
+        let pid: Rc<str> = self.pids.of(socket.namespace(), socket.id()).into();
+        let until = Instant::now() + self.config.recovery.window;
+        self.away
+            .borrow_mut()
+            .insert(pid.clone(), (socket.clone(), until));
+        self.arm(until, Due::Recovery(pid));
+    }
+
+    /// `socket` is no longer away (given up): forgets it.
+    pub(super) fn release_away(&self, socket: &Socket) {
+        let pid = self.pids.of(socket.namespace(), socket.id());
+        let entry = self.away.borrow_mut().remove_entry(pid.as_str());
+        if let Some((pid, (_, until))) = entry {
+            self.disarm(until, &Due::Recovery(pid));
+        }
+    }
+
     /// Adds a deadline (a connect timeout or an ack's); the alarm follows the earliest.
     pub(super) fn arm(&self, at: Instant, due: Due) {
         let mut deadlines = self.deadlines.borrow_mut();
@@ -399,6 +587,13 @@ impl Wake for ServerInner {
                         // Nothing it waits for is queued: it ends now, or
                         // within a second if a packet is on its way.
                         session.close_within(CONNECT_TIMEOUT_LINGER);
+                    }
+                }
+                Due::Recovery(pid) => {
+                    let entry = self.away.borrow_mut().remove(&pid);
+                    if let Some((socket, _)) = entry {
+                        log::debug!("socket {}: not recovered in time", socket.id());
+                        socket.forget();
                     }
                 }
                 Due::Ack { sid, socket, id } => {

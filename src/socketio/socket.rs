@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::namespace::Namespace;
+use super::recovery::Kept;
 use super::server::{Due, ServerInner};
 use super::{AckError, DisconnectReason, Message, Server, packet};
 use crate::engineio::{Data, SessionRef};
@@ -22,7 +23,13 @@ type AckCallback = Box<dyn FnOnce(Result<Message, AckError>)>;
 pub(super) enum SocketState {
     /// The connect hook is running: emits wait for the CONNECT answer.
     Handshaking,
+    /// Coming back on a new connection: what was kept, then the CONNECT
+    /// answer, go out in that order.
+    Recovering,
     Connected,
+    /// Its connection was lost; it is kept, with what it is sent, for its
+    /// client to come back (see [`super::recovery`]).
+    Away,
     Disconnected,
 }
 
@@ -35,10 +42,13 @@ pub(super) struct PendingAck {
 pub(super) struct SocketInner {
     pub(super) id: Rc<str>,
     pub(super) nsp: Rc<Namespace>,
-    pub(super) session: SessionRef,
+    /// The connection it is on; another one after a recovery.
+    pub(super) session: RefCell<SessionRef>,
     pub(super) server: Weak<ServerInner>,
     pub(super) state: Cell<SocketState>,
     pub(super) held: RefCell<Vec<(String, Vec<Vec<u8>>)>>,
+    /// What it keeps for its recovery; boxed, since most sockets keep nothing.
+    pub(super) kept: RefCell<Option<Box<Kept>>>,
     pub(super) acks: RefCell<HashMap<u64, PendingAck>>,
     pub(super) next_ack: Cell<u64>,
 }
@@ -80,19 +90,30 @@ impl Socket {
         &self.0.nsp.name
     }
 
-    /// The Engine.IO session underneath (shared by the client's namespaces).
-    pub fn session(&self) -> &SessionRef {
-        &self.0.session
+    /// The Engine.IO session underneath (shared by the client's
+    /// namespaces); after a recovery, the new one.
+    pub fn session(&self) -> SessionRef {
+        self.0.session.borrow().clone()
     }
 
     /// The client's address (behind a trusted proxy, the one it forwarded).
     pub fn address(&self) -> std::net::IpAddr {
-        self.0.session.address()
+        self.0.session.borrow().address()
     }
 
-    /// Whether the socket is still in its namespace.
+    /// Whether the socket is in its namespace on a live connection (not
+    /// gone, not away waiting for its client to come back).
     pub fn connected(&self) -> bool {
-        self.0.state.get() != SocketState::Disconnected
+        matches!(
+            self.0.state.get(),
+            SocketState::Handshaking | SocketState::Recovering | SocketState::Connected
+        )
+    }
+
+    /// Whether the socket is away: its connection was lost, and it is kept
+    /// for its client to recover it.
+    pub fn away(&self) -> bool {
+        self.0.state.get() == SocketState::Away
     }
 
     fn count_event(&self) {
@@ -104,14 +125,69 @@ impl Socket {
     pub(super) fn send_packet(&self, text: String, attachments: Vec<Vec<u8>>) {
         match self.0.state.get() {
             SocketState::Handshaking => self.0.held.borrow_mut().push((text, attachments)),
-            SocketState::Connected => {
-                self.0.session.send(Data::Text(text));
+            SocketState::Recovering | SocketState::Connected => {
+                let session = self.0.session.borrow();
+                session.send(Data::Text(text));
                 for attachment in attachments {
-                    self.0.session.send(Data::Binary(attachment));
+                    session.send(Data::Binary(attachment));
                 }
             }
-            SocketState::Disconnected => {}
+            SocketState::Away | SocketState::Disconnected => {}
         }
+    }
+
+    /// Sends an event (no ack asked): with recovery, kept while the socket
+    /// is away, and with offsets, numbered and kept while connected too.
+    fn send_event(&self, mut text: String, mut attachments: Vec<Vec<u8>>) {
+        let server = self.0.server.upgrade();
+        let Some(server) = server.filter(|s| s.config.recovery.enabled()) else {
+            self.send_packet(text, attachments);
+            return;
+        };
+        let state = self.0.state.get();
+        let offsets = server.config.recovery.offsets;
+        if state == SocketState::Disconnected || (state != SocketState::Away && !offsets) {
+            self.send_packet(text, attachments);
+            return;
+        }
+        let offset = server.next_offset();
+        if offsets {
+            packet::append_offset(&mut text, offset);
+        }
+        let away = state == SocketState::Away;
+        let kept = {
+            let mut kept = self.0.kept.borrow_mut();
+            let kept = kept.get_or_insert_default();
+            // Away, the packet is only kept; connected, it is sent and a
+            // copy is the log an offset is looked up in.
+            let (copy, copies) = if away {
+                (std::mem::take(&mut text), std::mem::take(&mut attachments))
+            } else {
+                (text.clone(), attachments.clone())
+            };
+            let mut total = server.kept_total.get();
+            let result = kept.push(
+                offset,
+                Instant::now(),
+                copy,
+                copies,
+                server.config.recovery.window,
+                &mut total,
+            );
+            server.kept_total.set(total);
+            result
+        };
+        if away {
+            if let Err(full) = kept {
+                log::debug!(
+                    "socket {}: too much kept while away ({full:?}); given up",
+                    self.id()
+                );
+                self.forget();
+            }
+            return;
+        }
+        self.send_packet(text, attachments);
     }
 
     /// Emits `event` with JSON arguments.
@@ -124,7 +200,7 @@ impl Socket {
         match packet::encode_event_value(self.namespace(), event, arg) {
             Ok(text) => {
                 self.count_event();
-                self.send_packet(text, Vec::new());
+                self.send_event(text, Vec::new());
             }
             Err(error) => log::error!("cannot serialize the {event} event: {error}"),
         }
@@ -146,7 +222,7 @@ impl Socket {
             attachments.len(),
         );
         self.count_event();
-        self.send_packet(text, attachments);
+        self.send_event(text, attachments);
     }
 
     /// Emits `event` and asks the client to acknowledge it; `callback` gets
@@ -198,7 +274,7 @@ impl Socket {
     /// The server's deadline for the answer to ack `id`.
     fn ack_due(&self, id: u64) -> Due {
         Due::Ack {
-            sid: self.0.session.sid_rc(),
+            sid: self.0.session.borrow().sid_rc(),
             socket: self.id_rc(),
             id,
         }
@@ -211,14 +287,17 @@ impl Socket {
     }
 
     /// Removes the socket from its namespace: the client gets a DISCONNECT,
-    /// the disconnect hook runs. The connection stays open.
+    /// the disconnect hook runs. The connection stays open. A socket that
+    /// is away is given up: its client, coming back, gets a fresh one.
     pub fn disconnect(&self) {
-        if self.0.state.get() != SocketState::Connected {
-            return;
+        match self.0.state.get() {
+            SocketState::Connected => {}
+            SocketState::Away => return self.forget(),
+            _ => return,
         }
         self.send_packet(packet::encode_disconnect(self.namespace()), Vec::new());
         if let Some(server) = self.0.server.upgrade() {
-            Server(server).remove_socket(&self.0.session, |s| s == self);
+            Server(server).remove_socket(&self.session(), |s| s == self);
         }
         self.left(DisconnectReason::ServerNamespaceDisconnect);
     }
@@ -226,21 +305,80 @@ impl Socket {
     /// Disconnects the socket, then closes its connection once what is
     /// queued has been delivered (socket.io's `disconnect(true)`).
     pub fn disconnect_and_close(&self) {
+        let away = self.away();
         self.disconnect();
-        self.0.session.close();
+        if !away {
+            self.session().close();
+        }
     }
 
     /// The socket is gone: fail its pending acks, run the disconnect hook.
     pub(super) fn left(&self, reason: DisconnectReason) {
-        if self.0.state.replace(SocketState::Disconnected) == SocketState::Disconnected {
-            return;
+        match self.0.state.replace(SocketState::Disconnected) {
+            SocketState::Disconnected => return,
+            SocketState::Away => {
+                self.0.state.set(SocketState::Away);
+                return self.forget();
+            }
+            _ => {}
         }
         self.0.held.borrow_mut().clear();
+        self.drop_kept();
+        self.fail_acks();
+        self.run_disconnect_hook(reason);
+    }
+
+    /// The connection was lost in a way its client may recover from: the
+    /// socket is kept, and what it is sent too, until `until`. For the
+    /// application it left (the disconnect hook runs); a recovery brings
+    /// it back.
+    pub(super) fn go_away(&self, server: &ServerInner, reason: DisconnectReason) {
+        if self.0.state.get() != SocketState::Connected {
+            return self.left(reason);
+        }
+        self.0.state.set(SocketState::Away);
+        self.0
+            .kept
+            .borrow_mut()
+            .get_or_insert_default()
+            .away(server.peek_offset());
+        server.keep_away(self);
+        self.fail_acks();
+        self.run_disconnect_hook(reason);
+    }
+
+    /// Gives up a socket that is away: it will not be recovered.
+    pub(super) fn forget(&self) {
+        if self.0.state.get() != SocketState::Away {
+            return;
+        }
+        self.0.state.set(SocketState::Disconnected);
+        self.drop_kept();
+        if let Some(server) = self.0.server.upgrade() {
+            server.release_away(self);
+        }
+    }
+
+    /// Drops what the socket kept, giving its bytes back to the server's total.
+    pub(super) fn drop_kept(&self) {
+        if let Some(mut kept) = self.0.kept.borrow_mut().take()
+            && let Some(server) = self.0.server.upgrade()
+        {
+            let mut total = server.kept_total.get();
+            kept.clear(&mut total);
+            server.kept_total.set(total);
+        }
+    }
+
+    fn fail_acks(&self) {
         let pending: Vec<(u64, PendingAck)> = self.0.acks.borrow_mut().drain().collect();
         for (id, ack) in pending {
             self.disarm_ack(id, ack.deadline);
             (ack.callback)(Err(AckError::Disconnected));
         }
+    }
+
+    fn run_disconnect_hook(&self, reason: DisconnectReason) {
         let hook = self.0.nsp.on_disconnect.borrow().clone();
         if let Some(hook) = hook {
             hook(self, reason);
