@@ -46,6 +46,21 @@ struct Args {
     /// how long a call may ring unanswered (default 30s)
     #[argh(option, from_str_fn(parse_duration))]
     call_timeout: Option<Duration>,
+    /// how long a socket whose connection was lost is kept for its client to
+    /// recover it, with the events sent to it meanwhile (Socket.IO
+    /// connection state recovery; default 2m, 0s turns it off)
+    #[argh(option, from_str_fn(parse_duration))]
+    recovery_window: Option<Duration>,
+    /// events carry socket.io's offset as an extra last argument, so that
+    /// those in flight when a connection died are sent again on recovery
+    /// (handlers see one argument more)
+    #[argh(switch)]
+    recovery_offsets: bool,
+    /// how long a user whose connection was lost stays registered, and in
+    /// their call, for their client to come back (default 10s, 0s: they
+    /// leave at once)
+    #[argh(option, from_str_fn(parse_duration))]
+    reconnect_grace: Option<Duration>,
     /// how long a shutdown may take to end calls and close sessions (default 5s)
     #[argh(option, from_str_fn(parse_duration))]
     shutdown_timeout: Option<Duration>,
@@ -199,6 +214,14 @@ fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("invalid switch {text:?}: expected true or false")),
+    }
+}
+
 fn parse_network(text: &str) -> Result<Network, String> {
     text.parse()
 }
@@ -263,6 +286,18 @@ macro_rules! setting {
     };
 }
 
+/// An on/off setting: the switch, else its variable (`true`/`false`,
+/// `1`/`0`, `yes`/`no`, `on`/`off`).
+macro_rules! switch_setting {
+    ($args:ident.$flag:ident => $slot:expr) => {
+        if $args.$flag {
+            $slot = true;
+        } else if let Some(value) = or_env(None, &variable(stringify!($flag)), parse_switch)? {
+            $slot = value;
+        }
+    };
+}
+
 /// A repeatable setting: the flags, else its variable's comma-separated
 /// items, each parsed, into `$slot`.
 macro_rules! list_setting {
@@ -299,6 +334,9 @@ fn config(mut args: Args) -> Result<Config, String> {
     setting!(args.max_payload => c.engine.max_payload, parse_size);
     list_setting!(args.cors_origin => c.cors_origins, text);
     setting!(args.call_timeout => c.signaling.call_timeout, parse_duration);
+    setting!(args.recovery_window => c.socketio.recovery.window, parse_duration);
+    switch_setting!(args.recovery_offsets => c.socketio.recovery.offsets);
+    setting!(args.reconnect_grace => c.signaling.reconnect_grace, parse_duration);
     setting!(args.shutdown_timeout => c.shutdown_timeout, parse_duration);
     list_setting!(args.ice_server => c.signaling.ice.urls, parse_ice_url);
     setting!(args.turn_ttl => c.signaling.ice.turn_ttl, parse_duration);

@@ -43,6 +43,9 @@ fn server() -> SocketAddr {
     config.engine.ping_timeout = Duration::from_millis(200);
     config.engine.max_payload = 100_000;
     config.socketio.connect_timeout = Duration::from_secs(1);
+    // A name whose connection drops is held for the reconnect grace, then
+    // freed: short here, so that the churn sees every name go.
+    config.signaling.reconnect_grace = Duration::from_secs(1);
     // Every attack but the handshake floods comes from 127.0.0.1, hundreds
     // of sessions in a second: not what the handshake rate is about. The
     // floods come from addresses of their own and meet the defaults.

@@ -119,6 +119,46 @@ impl super::Intercom {
                 count,
             );
         }
+        let graces = hub.grace_totals();
+        page.single(
+            "signalbox_held_users",
+            "gauge",
+            "Users whose connection was lost, held registered for the reconnect grace.",
+            hub.held_count(),
+        )
+        .family(
+            "signalbox_reconnect_graces_total",
+            "counter",
+            "Reconnect graces since start, by how they ended.",
+        )
+        .sample(
+            "signalbox_reconnect_graces_total",
+            r#"outcome="resumed""#,
+            graces.resumed,
+        )
+        .sample(
+            "signalbox_reconnect_graces_total",
+            r#"outcome="lapsed""#,
+            graces.lapsed,
+        )
+        .single(
+            "signalbox_recovery_sockets_away",
+            "gauge",
+            "Sockets whose connection was lost, kept for Socket.IO connection state recovery.",
+            events.away,
+        )
+        .single(
+            "signalbox_recovery_kept_bytes",
+            "gauge",
+            "Bytes of events kept for connection state recovery.",
+            events.kept_bytes,
+        )
+        .single(
+            "signalbox_recovered_sockets_total",
+            "counter",
+            "Sockets recovered by their client since start.",
+            events.recovered,
+        );
         page.single(
             "signalbox_events_received_total",
             "counter",

@@ -4,6 +4,7 @@ use super::*;
 use crate::signaling::limits::Limits;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(10);
 
 /// A hub, a fake clock, and effects rendered as readable lines.
 struct World {
@@ -59,10 +60,40 @@ impl World {
     fn new() -> World {
         let t0 = Instant::now();
         World {
-            hub: Hub::new(TIMEOUT, &Limits::default(), false),
+            hub: Hub::new(TIMEOUT, &Limits::default(), false).with_grace(GRACE),
             t0,
             now: t0,
         }
+    }
+
+    /// `socket`'s connection was lost in a way its client may come back from.
+    fn lose(&mut self, socket: &'static str) -> Vec<String> {
+        render(&self.hub.lost(&socket, self.now))
+    }
+
+    /// `socket` was recovered by its client.
+    fn recover(&mut self, socket: &'static str) -> Vec<String> {
+        render(&self.hub.recovered(&socket, self.now))
+    }
+
+    fn expire(&mut self) -> Vec<String> {
+        render(&self.hub.expire(self.now))
+    }
+
+    fn candidate(&mut self, socket: &'static str, to: &str, n: u32) -> Vec<String> {
+        self.ok(
+            socket,
+            "ice_candidate",
+            &format!(r#"{{"to":"{to}","candidate":{{"c":{n}}}}}"#),
+        )
+    }
+
+    /// alice (c1) in an answered call with bob (c2), carol on c3.
+    fn talking() -> World {
+        let mut w = World::three();
+        w.call("c1", "bob");
+        w.answer("c2", "alice");
+        w
     }
 
     fn at(&mut self, offset: Duration) -> &mut World {
@@ -1085,4 +1116,314 @@ mod two_nodes {
         assert!(log[1].starts_with(r#"peer door <- {"Refused""#), "{log:?}");
         assert!(p.b.in_active_call("flat") || p.b.calls.of("flat").is_some());
     }
+}
+
+#[test]
+fn a_lost_user_is_held_then_resumed_by_recovery() {
+    let mut w = World::talking();
+    assert_eq!(
+        w.lose("c2"),
+        [r#"[c1] <- peer_reconnecting {"from":"bob"}"#]
+    );
+    assert!(w.hub.is_held("bob") && w.hub.in_active_call("bob"));
+    assert_eq!((w.hub.held_count(), w.hub.user_count()), (1, 3));
+    // What alice sends meanwhile is kept for bob, not sent to the lost socket.
+    assert!(w.candidate("c1", "bob", 1).is_empty());
+    assert!(w.candidate("c1", "bob", 2).is_empty());
+    // bob is still busy for everyone else.
+    w.refused("c3", "make_call", r#"{"to":"bob","offer":{}}"#);
+    w.at(Duration::from_secs(9));
+    assert_eq!(
+        w.recover("c2"),
+        [
+            r#"[c2] <- ice_candidate {"from":"alice","candidate":{"c":1}}"#,
+            r#"[c2] <- ice_candidate {"from":"alice","candidate":{"c":2}}"#,
+            r#"[c1] <- peer_reconnected {"from":"bob"}"#,
+        ]
+    );
+    assert!(!w.hub.is_held("bob") && w.hub.in_active_call("bob"));
+    // The grace's deadline is gone with it: nothing happens at its time.
+    w.at(Duration::from_secs(60));
+    assert!(w.expire().is_empty());
+    assert_eq!(w.candidate("c2", "alice", 3).len(), 1);
+    assert_eq!(
+        w.hub.grace_totals(),
+        GraceTotals {
+            resumed: 1,
+            lapsed: 0
+        }
+    );
+    // A second drop and a second return, the same way.
+    assert_eq!(w.lose("c2").len(), 1);
+    assert_eq!(w.recover("c2").len(), 1);
+    assert_eq!(w.hub.grace_totals().resumed, 2);
+}
+
+#[test]
+fn a_held_user_is_resumed_by_registering_again() {
+    let mut w = World::talking();
+    w.lose("c2");
+    w.candidate("c1", "bob", 1);
+    // bob's app, on a new socket, registers again: no call_ended, no
+    // force_disconnect; the lost socket is given up, the new one gets
+    // the registration, then what was kept, and alice hears bob is back.
+    let effects = w.ok("c9", "register_user", r#"{"userId":"bob"}"#);
+    assert_eq!(
+        effects,
+        [
+            "disconnect [c2]",
+            r#"[c9] <- user_registered {"success":true,"userId":"bob"}"#,
+            r#"[c9] <- ice_candidate {"from":"alice","candidate":{"c":1}}"#,
+            r#"[c1] <- peer_reconnected {"from":"bob"}"#,
+        ]
+    );
+    assert_eq!(w.hub.socket_of("bob"), Some(&"c9"));
+    assert_eq!(w.hub.user_of(&"c2"), None);
+    assert!(w.hub.in_active_call("bob"));
+    assert_eq!(w.answer_candidate_reaches("c9"), 1);
+    // The lost socket, should it come back, is nobody.
+    assert!(w.recover("c2").is_empty());
+}
+
+impl World {
+    /// alice's next candidate to bob: how many effects reach `socket`.
+    fn answer_candidate_reaches(&mut self, socket: &str) -> usize {
+        let effects = self.candidate("c1", "bob", 99);
+        effects
+            .iter()
+            .filter(|e| e.starts_with(&format!("[{socket}]")))
+            .count()
+    }
+}
+
+#[test]
+fn a_grace_that_runs_out_ends_as_a_disconnect() {
+    let mut w = World::talking();
+    w.lose("c2");
+    w.at(GRACE - Duration::from_millis(1));
+    assert!(w.expire().is_empty());
+    assert_eq!(w.hub.next_deadline(), Some(w.t0 + GRACE));
+    w.at(GRACE);
+    assert_eq!(
+        render_all(&w.hub.expire(w.now)),
+        [
+            "over alice -> bob",
+            r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#,
+            "left bob",
+            "disconnect [c2]",
+        ]
+    );
+    assert!(!w.hub.is_held("bob") && w.hub.socket_of("bob").is_none());
+    assert_eq!(
+        w.hub.grace_totals(),
+        GraceTotals {
+            resumed: 0,
+            lapsed: 1
+        }
+    );
+    // Too late: the socket is nobody, the name is free.
+    assert!(w.recover("c2").is_empty());
+    w.register("c9", "bob");
+}
+
+#[test]
+fn explicit_ends_during_a_grace() {
+    // The peer hangs up while bob is away: bob hears it when back.
+    let mut w = World::talking();
+    w.lose("c2");
+    assert!(w.ok("c1", "end_call", r#"{"to":"bob"}"#).is_empty());
+    assert_eq!(w.hub.call_count(), 0);
+    assert_eq!(w.recover("c2"), [r#"[c2] <- call_ended {"from":"alice"}"#]);
+    // The peer's own connection ends for good while bob is away.
+    let mut w = World::talking();
+    w.lose("c2");
+    assert!(render(&w.hub.disconnected(&"c1", w.now)).is_empty());
+    assert_eq!(
+        w.recover("c2"),
+        [r#"[c2] <- call_ended {"from":"alice","reason":"disconnected"}"#]
+    );
+    // A user who leaves on purpose is not held: socket.disconnect() and
+    // logout_user end the call at once.
+    let mut w = World::talking();
+    assert_eq!(
+        render(&w.hub.disconnected(&"c2", w.now)),
+        [r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#]
+    );
+    let mut w = World::talking();
+    assert_eq!(
+        w.ok("c2", "logout_user", "{}"),
+        [r#"[c1] <- call_ended {"from":"bob","reason":"logged_out"}"#]
+    );
+    // No grace at all: a lost connection is a disconnect.
+    let mut w = World::talking();
+    w.hub = std::mem::replace(&mut w.hub, Hub::new(TIMEOUT, &Limits::default(), false))
+        .with_grace(Duration::ZERO);
+    assert_eq!(
+        w.lose("c2"),
+        [r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#]
+    );
+    assert_eq!(w.hub.held_count(), 0);
+}
+
+#[test]
+fn a_new_login_on_a_live_device_still_replaces_it() {
+    let mut w = World::talking();
+    // bob is live on c2: a registration elsewhere is a new login.
+    let effects = w.ok("c9", "register_user", r#"{"userId":"bob"}"#);
+    assert_eq!(
+        effects[0],
+        r#"[c1] <- call_ended {"from":"bob","reason":"new_login"}"#
+    );
+    assert_eq!(
+        effects[1],
+        r#"[c2] <- force_disconnect {"reason":"new_login"}"#
+    );
+    // alice held, a new login elsewhere takes over instead.
+    let mut w = World::talking();
+    w.lose("c1");
+    let effects = w.ok("c8", "register_user", r#"{"userId":"alice"}"#);
+    assert!(
+        effects
+            .iter()
+            .all(|e| !e.contains("call_ended") && !e.contains("force")),
+        "{effects:?}"
+    );
+    assert!(w.hub.in_active_call("alice"));
+}
+
+#[test]
+fn a_call_to_a_held_user_rings_and_waits_for_them() {
+    let mut w = World::three();
+    w.lose("c2");
+    // carol sees ordinary ringing; bob's incoming call is kept.
+    assert!(w.call("c3", "bob").is_empty());
+    assert_eq!(w.hub.ringing_count(), 1);
+    w.at(Duration::from_secs(5));
+    let effects = w.ok("c10", "register_user", r#"{"userId":"bob"}"#);
+    assert_eq!(
+        effects[1..],
+        [
+            r#"[c10] <- user_registered {"success":true,"userId":"bob"}"#.to_owned(),
+            r#"[c10] <- incoming_call {"from":"carol","offer":{"sdp":"o"}}"#.to_owned(),
+        ]
+    );
+    // carol never heard bob was away, so she hears nothing of his return.
+    assert_eq!(effects.len(), 3, "{effects:?}");
+    w.answer("c10", "carol");
+    assert!(w.hub.in_active_call("carol"));
+}
+
+#[test]
+fn the_ring_timeout_keeps_running_while_held() {
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.at(Duration::from_secs(25));
+    w.lose("c2");
+    w.at(TIMEOUT);
+    // alice hears the timeout now; bob's is kept for him.
+    assert_eq!(w.expire(), [r#"[c1] <- call_timeout {"user":"bob"}"#]);
+    assert!(w.hub.is_held("bob"));
+    w.at(TIMEOUT + Duration::from_secs(1));
+    // bob had seen the incoming call before he was lost: he hears it rang out.
+    assert_eq!(
+        w.recover("c2"),
+        [r#"[c2] <- call_timeout {"user":"alice"}"#]
+    );
+    // Had bob not come back, the lapse later finds no call to end.
+    let mut w = World::three();
+    w.call("c1", "bob");
+    w.lose("c2");
+    w.at(GRACE);
+    assert_eq!(
+        w.expire(),
+        [
+            r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#,
+            "disconnect [c2]"
+        ]
+    );
+}
+
+#[test]
+fn glare_with_a_held_user() {
+    let mut w = World::three();
+    w.lose("c2");
+    // alice calls bob, who is away; bob's app, back, calls alice at once
+    // (before it saw the kept incoming_call): bob is in that call already.
+    w.call("c1", "bob");
+    assert_eq!(
+        w.recover("c2"),
+        [r#"[c2] <- incoming_call {"from":"alice","offer":{"sdp":"o"}}"#]
+    );
+    let (error, effects) = w.refused("c2", "make_call", r#"{"to":"alice","offer":{}}"#);
+    assert_eq!(error, SignalError::AlreadyInCall);
+    assert_eq!(effects.len(), 1);
+    // The ringing call is untouched: bob answers it.
+    w.answer("c2", "alice");
+    assert!(w.hub.in_active_call("alice"));
+}
+
+#[test]
+fn what_is_kept_for_a_held_user_is_bounded() {
+    let mut w = World::talking();
+    w.lose("c2");
+    for n in 0..MAX_HELD_EVENTS as u32 {
+        w.candidate("c1", "bob", n);
+    }
+    assert_eq!(w.hub.next_deadline(), Some(w.t0 + GRACE));
+    // One more than the bound: the grace ends at the next expiry.
+    w.candidate("c1", "bob", 9999);
+    assert_eq!(w.hub.next_deadline(), Some(w.now));
+    let effects = w.expire();
+    assert_eq!(
+        effects,
+        [
+            r#"[c1] <- call_ended {"from":"bob","reason":"disconnected"}"#,
+            "disconnect [c2]"
+        ]
+    );
+    assert_eq!(w.hub.held_count(), 0);
+}
+
+#[test]
+fn call_update_is_for_the_parties_of_an_active_call() {
+    let mut w = World::three();
+    let update = r#"{"to":"bob","description":{"type":"offer","sdp":"v=0 restart"}}"#;
+    // Not in a call, or only ringing: refused.
+    assert_eq!(
+        w.refused("c1", "call_update", update).0,
+        SignalError::NoSuchCall
+    );
+    w.call("c1", "bob");
+    assert_eq!(
+        w.refused("c1", "call_update", update).0,
+        SignalError::NoSuchCall
+    );
+    w.answer("c2", "alice");
+    assert_eq!(
+        w.ok("c1", "call_update", update),
+        [
+            r#"[c2] <- call_update {"from":"alice","description":{"type":"offer","sdp":"v=0 restart"}}"#
+        ]
+    );
+    let back = r#"{"to":"alice","description":{"type":"answer","sdp":"v=0 a"}}"#;
+    assert_eq!(
+        w.ok("c2", "call_update", back),
+        [r#"[c1] <- call_update {"from":"bob","description":{"type":"answer","sdp":"v=0 a"}}"#]
+    );
+    // carol is in no call with alice.
+    let stranger = r#"{"to":"alice","description":{"type":"offer","sdp":"x"}}"#;
+    assert_eq!(
+        w.refused("c3", "call_update", stranger).0,
+        SignalError::NoSuchCall
+    );
+    // Bounded like an SDP.
+    let big = format!(
+        r#"["call_update",{{"to":"bob","description":{{"sdp":"{}"}}}}]"#,
+        "x".repeat(70_000)
+    );
+    let raw: Vec<Box<RawValue>> = serde_json::from_str(&big).unwrap();
+    assert!(matches!(
+        ClientEvent::parse("call_update", Some(&raw[1]), &Limits::default()),
+        Err(SignalError::InvalidPayload(_))
+    ));
 }

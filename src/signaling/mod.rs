@@ -29,6 +29,9 @@ pub struct Settings {
     pub ice: ice::IceConfig,
     /// When set, clients must connect with a token signed with this secret.
     pub auth_secret: Option<Vec<u8>>,
+    /// How long a user whose connection was lost stays registered, and in
+    /// their call, for their client to come back (zero: they leave at once).
+    pub reconnect_grace: Duration,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
                 ..ice::IceConfig::default()
             },
             auth_secret: None,
+            reconnect_grace: Duration::from_secs(10),
         }
     }
 }

@@ -65,6 +65,29 @@ pub enum PeerMessage {
         /// The sender's ICE candidate, opaque JSON as their client sent it.
         candidate: Box<RawValue>,
     },
+    /// A new SDP offer or answer in an active call.
+    Update {
+        /// Who sent it; dropped unless `to` is in an active call with them.
+        from: Rc<str>,
+        /// The other party.
+        to: Rc<str>,
+        /// The sender's RTCSessionDescriptionInit, opaque JSON.
+        description: Box<RawValue>,
+    },
+    /// `from` lost its connection and is held for the reconnect grace.
+    Reconnecting {
+        /// The held user.
+        from: Rc<str>,
+        /// The other party of their call.
+        to: Rc<str>,
+    },
+    /// `from` is back after a lost connection.
+    Reconnected {
+        /// The user who is back.
+        from: Rc<str>,
+        /// The other party of their call.
+        to: Rc<str>,
+    },
     /// The call rang out (sent by the caller's node, which owns the timeout).
     TimedOut {
         /// The caller.
@@ -106,6 +129,13 @@ impl PeerMessage {
                 candidate,
             },
             ServerEvent::CallTimeout { user } => PeerMessage::TimedOut { from: user, to },
+            ServerEvent::CallUpdate { from, description } => PeerMessage::Update {
+                from,
+                to,
+                description,
+            },
+            ServerEvent::PeerReconnecting { from } => PeerMessage::Reconnecting { from, to },
+            ServerEvent::PeerReconnected { from } => PeerMessage::Reconnected { from, to },
             ServerEvent::CallBusy { target_user } => PeerMessage::Refused {
                 from: target_user,
                 to,
@@ -129,6 +159,9 @@ impl PeerMessage {
             | PeerMessage::Declined { to, .. }
             | PeerMessage::Ended { to, .. }
             | PeerMessage::Candidate { to, .. }
+            | PeerMessage::Update { to, .. }
+            | PeerMessage::Reconnecting { to, .. }
+            | PeerMessage::Reconnected { to, .. }
             | PeerMessage::TimedOut { to, .. } => to,
             PeerMessage::Kick { user, .. } => user,
         }

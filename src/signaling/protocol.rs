@@ -74,10 +74,18 @@ pub enum ClientEvent {
         /// The name to log out; when given it must be the socket's own.
         user_id: Option<String>,
     },
+    /// `call_update {to, from, description}`: a new SDP offer or answer in
+    /// an active call (an ICE restart, video added, hold); `from` is ignored.
+    CallUpdate {
+        /// The other party.
+        to: String,
+        /// An RTCSessionDescriptionInit, opaque JSON of at most `max_sdp_bytes`.
+        description: Box<RawValue>,
+    },
 }
 
 /// The names of the events clients send.
-pub const CLIENT_EVENTS: [&str; 7] = [
+pub const CLIENT_EVENTS: [&str; 8] = [
     "register_user",
     "make_call",
     "answer_call",
@@ -85,6 +93,7 @@ pub const CLIENT_EVENTS: [&str; 7] = [
     "end_call",
     "ice_candidate",
     "logout_user",
+    "call_update",
 ];
 
 #[derive(Deserialize)]
@@ -115,6 +124,12 @@ struct OfferPayload {
 struct AnswerPayload {
     to: String,
     answer: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct DescriptionPayload {
+    to: String,
+    description: Box<RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +211,14 @@ impl ClientEvent {
                     candidate: p.candidate,
                 }
             }
+            "call_update" => {
+                let p: DescriptionPayload = serde_json::from_str(json).map_err(invalid)?;
+                bounded(name, "description", &p.description, limits.max_sdp_bytes)?;
+                ClientEvent::CallUpdate {
+                    to: p.to,
+                    description: p.description,
+                }
+            }
             _ => {
                 let p: OptionalUserIdPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::LogoutUser { user_id: p.user_id }
@@ -214,6 +237,7 @@ impl ClientEvent {
             ClientEvent::EndCall { .. } => "end_call",
             ClientEvent::IceCandidate { .. } => "ice_candidate",
             ClientEvent::LogoutUser { .. } => "logout_user",
+            ClientEvent::CallUpdate { .. } => "call_update",
         }
     }
 }
@@ -303,6 +327,25 @@ pub enum ServerEvent {
     /// `ice_servers {iceServers}`: STUN/TURN servers (with TURN credentials
     /// minted for this user), sent right after a successful registration.
     IceServers(super::ice::IceServers),
+    /// `call_update {from, description}`: the other party's new SDP offer
+    /// or answer in an active call.
+    CallUpdate {
+        /// The other party.
+        from: Rc<str>,
+        /// Their RTCSessionDescriptionInit.
+        description: Box<RawValue>,
+    },
+    /// `peer_reconnecting {from}`: the other party's connection was lost;
+    /// their call is held for the reconnect grace.
+    PeerReconnecting {
+        /// The other party.
+        from: Rc<str>,
+    },
+    /// `peer_reconnected {from}`: the other party is back, the call goes on.
+    PeerReconnected {
+        /// The other party.
+        from: Rc<str>,
+    },
     /// `signaling_error {event, error}`: a refused client event whose
     /// sender asked for no ack and that has no event of its own.
     SignalingError {
@@ -329,7 +372,28 @@ impl ServerEvent {
             ServerEvent::ForceDisconnect { .. } => "force_disconnect",
             ServerEvent::IceServers(_) => "ice_servers",
             ServerEvent::SignalingError { .. } => "signaling_error",
+            ServerEvent::CallUpdate { .. } => "call_update",
+            ServerEvent::PeerReconnecting { .. } => "peer_reconnecting",
+            ServerEvent::PeerReconnected { .. } => "peer_reconnected",
         }
+    }
+
+    /// About how many bytes the event holds, for the bounds on what is
+    /// kept for a user who is away.
+    pub fn size(&self) -> usize {
+        let payload = match self {
+            ServerEvent::IncomingCall { offer: raw, .. }
+            | ServerEvent::CallAnswered { answer: raw, .. }
+            | ServerEvent::IceCandidate { candidate: raw, .. }
+            | ServerEvent::CallUpdate {
+                description: raw, ..
+            } => raw.get().len(),
+            ServerEvent::CallFailed { error, .. } => error.len(),
+            ServerEvent::UserRegistered { user_id, .. } => user_id.len(),
+            ServerEvent::SignalingError { event, error } => event.len() + error.len(),
+            _ => 0,
+        };
+        64 + payload
     }
 }
 

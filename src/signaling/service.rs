@@ -90,7 +90,10 @@ impl Signaling {
         let now = Instant::now();
         let service = Rc::new_cyclic(|me: &Weak<Signaling>| Signaling {
             me: me.clone(),
-            hub: RefCell::new(Hub::new(settings.call_timeout, &limits, nodes.is_some())),
+            hub: RefCell::new(
+                Hub::new(settings.call_timeout, &limits, nodes.is_some())
+                    .with_grace(settings.reconnect_grace),
+            ),
             clients: RefCell::new(IdMap::default()),
             ice: settings.ice.clone(),
             limits,
@@ -128,12 +131,16 @@ impl Signaling {
             Ok(())
         });
         let weak = Rc::downgrade(&service);
-        namespace.on_disconnect(move |socket, _reason| {
+        namespace.on_disconnect(move |socket, reason| {
             if let Some(service) = weak.upgrade() {
-                service.clients.borrow_mut().remove(socket.id());
-                service.waiting.borrow_mut().remove(socket.id());
+                service.left(socket, reason);
+            }
+        });
+        let weak = Rc::downgrade(&service);
+        namespace.on_recover(move |socket| {
+            if let Some(service) = weak.upgrade() {
                 let effects =
-                    service.with_hub(|hub| hub.disconnected(&socket.id_rc(), Instant::now()));
+                    service.with_hub(|hub| hub.recovered(&socket.id_rc(), Instant::now()));
                 service.execute(effects, None);
             }
         });
@@ -161,6 +168,33 @@ impl Signaling {
             rt::spawn(hear_the_others(Rc::downgrade(&service), inbound)).detach();
         }
         service
+    }
+
+    /// A socket left its namespace. When its connection was lost in a way
+    /// the client may come back from, its user is held for the reconnect
+    /// grace (the socket stays known, so that the hub can give it up
+    /// later); otherwise the user leaves now.
+    fn left(&self, socket: &Socket, reason: socketio::DisconnectReason) {
+        let id = socket.id_rc();
+        self.waiting.borrow_mut().remove(&id);
+        let now = Instant::now();
+        let registered = self.hub.borrow().user_of(&id).is_some();
+        let effects = self.with_hub(|hub| {
+            if reason.recoverable() {
+                hub.lost(&id, now)
+            } else {
+                hub.disconnected(&id, now)
+            }
+        });
+        if self.hub.borrow().user_of(&id).is_none() {
+            self.clients.borrow_mut().remove(&id);
+            if registered {
+                // Its user is gone (no grace): a recovered socket would
+                // look registered to its client, and be none.
+                socket.disconnect();
+            }
+        }
+        self.execute(effects, None);
     }
 
     /// The other nodes, when there are some.
@@ -417,9 +451,13 @@ impl Signaling {
                         socket.emit_value(event.name(), &event);
                     }
                 }
-                Effect::Disconnect { socket } => {
-                    if let Some(socket) = self.socket(&socket) {
+                Effect::Disconnect { socket: id } => {
+                    if let Some(socket) = self.socket(&id) {
                         socket.disconnect_and_close();
+                        if !socket.connected() {
+                            // A socket that was away leaves no hook behind.
+                            self.clients.borrow_mut().remove(&id);
+                        }
                     }
                 }
                 Effect::Joined { user, socket } => {

@@ -101,6 +101,7 @@ impl Nodes for FakeNodes {
 
 /// The service on an endpoint, one node or one of several.
 struct World {
+    io: socketio::Server,
     engine: Engine,
     service: Rc<Signaling>,
     nodes: Option<Rc<FakeNodes>>,
@@ -111,11 +112,17 @@ struct Client {
     session: SessionRef,
     /// Its socket id, as the CONNECT reply said.
     id: Rc<str>,
+    /// Its private id, for a recovery.
+    pid: Rc<str>,
 }
 
 impl World {
     fn new(settings: Settings, several_nodes: bool) -> World {
-        let io = socketio::Server::new(socketio::Config::default());
+        World::with(settings, socketio::Config::default(), several_nodes)
+    }
+
+    fn with(settings: Settings, config: socketio::Config, several_nodes: bool) -> World {
+        let io = socketio::Server::new(config);
         let nodes = several_nodes.then(|| Rc::new(FakeNodes::default()));
         let link = nodes.clone().map(|nodes| {
             let (_keep, inbound) = smol::channel::unbounded();
@@ -125,6 +132,7 @@ impl World {
         let service = Signaling::install(&io, &settings, link);
         let engine = Engine::new(engineio::Config::default(), io.handler());
         World {
+            io,
             engine,
             service,
             nodes,
@@ -144,24 +152,46 @@ impl World {
     }
 
     fn client(&self) -> Client {
+        self.connect("40").0
+    }
+
+    /// A new session that sends `connect` (a CONNECT packet); the client,
+    /// and what came before the CONNECT answer.
+    fn connect(&self, connect: &str) -> (Client, Vec<String>) {
         let session = self
             .engine
             .open(Transport::WebSocket, "192.168.1.5".parse().unwrap(), None);
         let client = Client {
             session,
             id: "".into(),
+            pid: "".into(),
         };
-        client.send("40");
-        let replies = client.received();
-        let connected = replies
+        client.send(connect);
+        let mut replies = client.received();
+        let at = replies
             .iter()
-            .find_map(|r| r.strip_prefix("40{\"sid\":\""))
-            .and_then(|r| r.split('"').next())
+            .position(|r| r.starts_with("40{"))
             .unwrap_or_else(|| panic!("{replies:?}"));
-        Client {
-            id: connected.into(),
+        let answer: serde_json::Value = serde_json::from_str(&replies[at][2..]).unwrap();
+        replies.truncate(at);
+        let field = |name: &str| -> Rc<str> { answer[name].as_str().unwrap_or("").into() };
+        let client = Client {
+            id: field("sid"),
+            pid: field("pid"),
             ..client
-        }
+        };
+        (client, replies)
+    }
+
+    /// The client's connection is lost; a new one comes back with its pid
+    /// (and `offset`): the recovered client, and what came before the
+    /// CONNECT answer.
+    fn drop_and_recover(&self, client: Client, offset: Option<&str>) -> (Client, Vec<String>) {
+        client
+            .session
+            .terminate(crate::engineio::CloseReason::TransportClose);
+        let offset = offset.map_or(String::new(), |o| format!(r#","offset":"{o}""#));
+        self.connect(&format!(r#"40{{"pid":"{}"{offset}}}"#, client.pid))
     }
 
     /// A client registered as `name` (on several nodes, once Redis knows).
@@ -397,5 +427,167 @@ fn after_redis_came_back_this_node_publishes_everything_again() {
         let _alice = w.registered("alice");
         w.service.inbound(Inbound::Reconnected);
         assert_eq!(w.nodes().take(), ["hold 1 users, 0 calls, restore true"]);
+    });
+}
+
+/// The event names in packets, as `Client::events` shows them.
+fn names(packets: &[String]) -> Vec<&str> {
+    packets
+        .iter()
+        .map(|p| {
+            let rest = p.strip_prefix("42[\"").unwrap_or(p);
+            &rest[..rest.find('"').unwrap_or(rest.len())]
+        })
+        .collect()
+}
+
+#[test]
+fn a_lost_socket_comes_back_with_its_pid_and_its_call_goes_on() {
+    run(async || {
+        let w = World::one();
+        let alice = w.registered("alice");
+        let bob = w.registered("bob");
+        assert_eq!(bob.pid.len(), 22);
+        alice.emit("make_call", r#"{"to":"bob","offer":{"sdp":"o"}}"#);
+        bob.emit("answer_call", r#"{"to":"alice","answer":{"sdp":"a"}}"#);
+        assert_eq!(bob.events(), ["incoming_call"]);
+        assert_eq!(alice.events(), ["call_answered"]);
+        let (id, pid) = (bob.id.clone(), bob.pid.clone());
+        bob.session
+            .terminate(crate::engineio::CloseReason::TransportClose);
+        assert_eq!(alice.events(), ["peer_reconnecting"]);
+        alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":1}}"#);
+        alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":2}}"#);
+        let (bob, before) = w.connect(&format!(r#"40{{"pid":"{pid}"}}"#));
+        // Same socket, what it missed once and in order, before the answer.
+        assert_eq!((&bob.id, &bob.pid), (&id, &pid));
+        assert_eq!(
+            before,
+            [
+                r#"42["ice_candidate",{"from":"alice","candidate":{"n":1}}]"#,
+                r#"42["ice_candidate",{"from":"alice","candidate":{"n":2}}]"#,
+            ]
+        );
+        assert_eq!(alice.events(), ["peer_reconnected"]);
+        assert!(w.service.hub().in_active_call("bob"));
+        bob.emit("ice_candidate", r#"{"to":"alice","candidate":{"n":3}}"#);
+        assert_eq!(alice.events(), ["ice_candidate"]);
+        // Twice in a row, with nothing received in between.
+        let (bob, before) = w.drop_and_recover(bob, None);
+        assert_eq!((bob.id.clone(), before.len()), (id.clone(), 0));
+        let (bob, _) = w.drop_and_recover(bob, None);
+        assert_eq!(bob.id, id);
+        assert_eq!(
+            alice.events(),
+            [
+                "peer_reconnecting",
+                "peer_reconnected",
+                "peer_reconnecting",
+                "peer_reconnected"
+            ]
+        );
+        // Registering again, as apps do on every connect, changes nothing.
+        bob.emit("register_user", r#"{"userId":"bob"}"#);
+        assert_eq!(bob.events(), ["user_registered", "ice_servers"]);
+        assert!(w.service.hub().in_active_call("bob"));
+    });
+}
+
+#[test]
+fn a_socket_that_never_got_an_event_recovers_too() {
+    run(async || {
+        let w = World::one();
+        let carol = w.client();
+        let id = carol.id.clone();
+        let (carol, before) = w.drop_and_recover(carol, None);
+        assert_eq!((carol.id, before.len()), (id, 0));
+    });
+}
+
+#[test]
+fn what_is_not_recoverable_gets_a_fresh_socket() {
+    run(async || {
+        let w = World::one();
+        // A pid that is not one.
+        let (stranger, _) = w.connect(r#"40{"pid":"AAAAAAAAAAAAAAAAAAAAAA"}"#);
+        assert!(!stranger.id.is_empty());
+        // Leaving on purpose (socket.disconnect()): the call ends at once.
+        let alice = w.registered("alice");
+        let bob = w.registered("bob");
+        alice.emit("make_call", r#"{"to":"bob","offer":{"sdp":"o"}}"#);
+        bob.events();
+        bob.send("41");
+        assert_eq!(alice.events(), ["call_ended"]);
+        let (again, _) = w.connect(&format!(r#"40{{"pid":"{}"}}"#, bob.pid));
+        assert_ne!(again.id, bob.id);
+        // Closed by the server (a parse error): not recoverable either.
+        let carol = w.client();
+        carol
+            .session
+            .terminate(crate::engineio::CloseReason::ParseError);
+        let (again, _) = w.connect(&format!(r#"40{{"pid":"{}"}}"#, carol.pid));
+        assert_ne!(again.id, carol.id);
+        // Past the window: gone.
+        let dave = w.client();
+        dave.session
+            .terminate(crate::engineio::CloseReason::PingTimeout);
+        let stats = w.service_stats();
+        assert_eq!(stats.away, 1);
+    });
+}
+
+impl World {
+    fn service_stats(&self) -> socketio::Stats {
+        self.io.stats()
+    }
+}
+
+#[test]
+fn a_held_user_whose_grace_ran_out_is_not_recovered() {
+    run(async || {
+        let settings = Settings {
+            reconnect_grace: Duration::ZERO,
+            ..Settings::default()
+        };
+        let w = World::new(settings, false);
+        let alice = w.registered("alice");
+        let bob = w.registered("bob");
+        alice.emit("make_call", r#"{"to":"bob","offer":{"sdp":"o"}}"#);
+        bob.events();
+        let id = bob.id.clone();
+        // No grace: the call ends at once, and the socket, which the
+        // client would think registered, is not handed back.
+        let (bob, _) = w.drop_and_recover(bob, None);
+        assert_eq!(alice.events(), ["call_ended"]);
+        assert_ne!(bob.id, id);
+    });
+}
+
+#[test]
+fn with_offsets_events_in_flight_are_sent_again() {
+    run(async || {
+        let mut config = socketio::Config::default();
+        config.recovery.offsets = true;
+        let w = World::with(Settings::default(), config, false);
+        let alice = w.registered("alice");
+        let bob = w.registered("bob");
+        alice.emit("make_call", r#"{"to":"bob","offer":{"sdp":"o"}}"#);
+        bob.emit("answer_call", r#"{"to":"alice","answer":{"sdp":"a"}}"#);
+        // Every event ends with its offset.
+        let got = bob.received();
+        assert_eq!(names(&got), ["incoming_call"]);
+        let offset: Vec<serde_json::Value> = serde_json::from_str(&got[0][2..]).unwrap();
+        let offset = offset.last().and_then(|o| o.as_str()).unwrap().to_owned();
+        // Two candidates sent, never read: in flight when the transport died.
+        alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":1}}"#);
+        alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":2}}"#);
+        let (bob, before) = w.drop_and_recover(bob, Some(&offset));
+        assert_eq!(names(&before), ["ice_candidate", "ice_candidate"]);
+        assert!(before[0].contains(r#"{"n":1}"#) && before[1].contains(r#"{"n":2}"#));
+        // Without the offset (or a stale one), only what came while away.
+        alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":3}}"#);
+        bob.received();
+        let (_, before) = w.drop_and_recover(bob, Some("nonsense"));
+        assert!(before.is_empty(), "{before:?}");
     });
 }

@@ -603,6 +603,10 @@ serverTest('disconnect mid-call and while ringing: the peer gets call_ended reas
   await call(bob, dave);
   erin.emit('make_call', { to: bob.name, from: erin.name, offer: { sdp: 'x' } });
   assert.deepEqual(await erin.next('call_busy'), { targetUser: bob.name });
+}, {
+  // The seed's behaviour: a lost transport ends the call at once. By default
+  // it is held for the reconnect grace instead (tests/e2e/recovery.test.mjs).
+  args: ['--reconnect-grace', '0s'],
 });
 
 // ---------------------------------------------------------------------------

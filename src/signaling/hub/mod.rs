@@ -4,7 +4,7 @@
 //! business.
 
 use crate::id::IdMap;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -149,10 +149,51 @@ pub struct CallTotals {
     pub failed: u64,
 }
 
+/// How reconnect graces have ended since start, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GraceTotals {
+    /// Users who came back in time (recovered, or registered again).
+    pub resumed: u64,
+    /// Users whose grace ran out.
+    pub lapsed: u64,
+}
+
+/// A user whose socket was lost in a way its client may come back from:
+/// still registered, still in their call, their events kept.
+#[derive(Debug)]
+struct Held {
+    /// When the grace runs out.
+    until: Instant,
+    /// What they were sent meanwhile, in order.
+    queue: VecDeque<ServerEvent>,
+    /// About how many bytes `queue` holds.
+    bytes: usize,
+    /// The other party told `peer_reconnecting`, who hears
+    /// `peer_reconnected` if still in the call (a caller who rang the user
+    /// meanwhile saw only ringing, and hears nothing).
+    told: Option<Rc<str>>,
+}
+
+/// The most events kept for a held user: a call's worth of signaling many
+/// times over. Past it, or past [`MAX_HELD_BYTES`], the grace ends at once.
+pub const MAX_HELD_EVENTS: usize = 256;
+
+/// The most bytes kept for a held user: several SDPs.
+pub const MAX_HELD_BYTES: usize = 512 * 1024;
+
 /// Presence and calls on this node: who is registered on which socket, who calls whom.
 #[derive(Debug)]
 pub struct Hub<S> {
     users: HashMap<Rc<str>, S>,
+    /// Registered users whose socket was lost, for the reconnect grace.
+    held: HashMap<Rc<str>, Held>,
+    /// When each held user's grace runs out, in order.
+    graces: BTreeSet<(Instant, Rc<str>)>,
+    /// How long a lost user is held (zero: not at all).
+    grace: Duration,
+    grace_totals: GraceTotals,
+    /// The time of the last call into the hub: an overflowing grace ends then.
+    now: Instant,
     names: IdMap<S, Rc<str>>,
     /// The only name a socket may register, when it proved one with a token.
     allowed: IdMap<S, Rc<str>>,
@@ -182,6 +223,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     pub fn new(call_timeout: Duration, limits: &Limits, several_nodes: bool) -> Hub<S> {
         Hub {
             users: HashMap::new(),
+            held: HashMap::new(),
+            graces: BTreeSet::new(),
+            grace: Duration::ZERO,
+            grace_totals: GraceTotals::default(),
+            now: Instant::now(),
             names: IdMap::default(),
             allowed: IdMap::default(),
             calls: Calls::default(),
@@ -195,9 +241,30 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
     }
 
+    /// Holds users whose socket was lost for `grace` (zero: they leave at once).
+    pub fn with_grace(mut self, grace: Duration) -> Hub<S> {
+        self.grace = grace;
+        self
+    }
+
     /// How calls have ended since start.
     pub fn totals(&self) -> CallTotals {
         self.totals
+    }
+
+    /// How reconnect graces have ended since start.
+    pub fn grace_totals(&self) -> GraceTotals {
+        self.grace_totals
+    }
+
+    /// How many users are held for their reconnect grace.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether `user` is held for their reconnect grace.
+    pub fn is_held(&self, user: &str) -> bool {
+        self.held.contains_key(user)
     }
 
     /// The registered users, sorted.
@@ -245,19 +312,30 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 
     /// When the hub next needs [`Hub::expire`] called.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.calls.next_deadline(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.calls.next_deadline(),
+            self.next_sweep,
+            self.graces.first().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Ends the calls whose ringing time is up (deadline at or before
-    /// `now`), and sweeps the call-rate buckets when that is due.
+    /// `now`), ends the reconnect graces that ran out, and sweeps the
+    /// call-rate buckets when that is due.
     pub fn expire(&mut self, now: Instant) -> Vec<Effect<S>> {
+        self.now = now;
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.sweep(now);
         }
         let mut effects = Vec::new();
+        while let Some((until, user)) = self.graces.first().cloned()
+            && until <= now
+        {
+            self.lapse(&user, &mut effects);
+        }
         for call in self.calls.expire(now) {
             self.totals.timeout += 1;
             log::info!(
@@ -319,6 +397,110 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.allowed.insert(socket.clone(), user.into());
     }
 
+    /// The socket's connection was lost in a way its client may come back
+    /// from (it closed or failed, or missed a ping): its user stays
+    /// registered, and in their call, for the reconnect grace; the other
+    /// party hears `peer_reconnecting`. Without a grace, as [`disconnected`](Hub::disconnected).
+    pub fn lost(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
+        let Some(user) = self.names.get(socket).cloned() else {
+            return self.disconnected(socket, now);
+        };
+        if self.grace.is_zero() || self.held.contains_key(&user) {
+            return self.disconnected(socket, now);
+        }
+        self.allowed.remove(socket);
+        let mut effects = self.expire(now);
+        let until = now + self.grace;
+        let told = self.peer_of(&user);
+        self.held.insert(
+            user.clone(),
+            Held {
+                until,
+                queue: VecDeque::new(),
+                bytes: 0,
+                told: told.clone(),
+            },
+        );
+        self.graces.insert((until, user.clone()));
+        log::info!(
+            "{} lost its connection; held for {:?}",
+            untrusted(&user),
+            self.grace
+        );
+        if let Some(peer) = told {
+            let event = ServerEvent::PeerReconnecting { from: user };
+            self.tell(&peer, event, &mut effects);
+        }
+        effects
+    }
+
+    /// The socket a held user had was recovered by its client: the user
+    /// is back, gets what was kept for them, and the other party hears
+    /// `peer_reconnected`.
+    pub fn recovered(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
+        let mut effects = self.expire(now);
+        if let Some(user) = self.names.get(socket).cloned() {
+            self.resume(&user, socket, &mut effects);
+        }
+        effects
+    }
+
+    /// The other party of `user`'s call, if they are in one.
+    fn peer_of(&self, user: &str) -> Option<Rc<str>> {
+        self.calls.of(user)?.1.peer_of(user).cloned()
+    }
+
+    /// Ends `user`'s grace: none, if they were not held.
+    fn unhold(&mut self, user: &str) -> Option<Held> {
+        let held = self.held.remove(user)?;
+        self.graces.remove(&(held.until, user.into()));
+        Some(held)
+    }
+
+    /// A held user is back on `socket`: what was kept goes to it, in
+    /// order; the other party hears `peer_reconnected`.
+    fn resume(&mut self, user: &Rc<str>, socket: &S, effects: &mut Vec<Effect<S>>) {
+        let Some(held) = self.unhold(user) else {
+            return;
+        };
+        self.grace_totals.resumed += 1;
+        log::info!(
+            "{} is back ({} events kept)",
+            untrusted(user),
+            held.queue.len()
+        );
+        effects.extend(held.queue.into_iter().map(|event| Effect::ToSocket {
+            socket: socket.clone(),
+            event,
+        }));
+        if let Some(peer) = self
+            .peer_of(user)
+            .filter(|peer| held.told.as_ref() == Some(peer))
+        {
+            let event = ServerEvent::PeerReconnected { from: user.clone() };
+            self.tell(&peer, event, effects);
+        }
+    }
+
+    /// A held user's grace ran out (or what was kept for them overflowed):
+    /// they leave as if their connection had just closed.
+    fn lapse(&mut self, user: &Rc<str>, effects: &mut Vec<Effect<S>>) {
+        if self.unhold(user).is_none() {
+            return;
+        }
+        self.grace_totals.lapsed += 1;
+        let Some(socket) = self.users.remove(user) else {
+            return;
+        };
+        self.names.remove(&socket);
+        log::info!("{} did not come back; disconnected", untrusted(user));
+        self.end_call_of(user, reason::DISCONNECTED, effects);
+        effects.push(Effect::Left { user: user.clone() });
+        // Its client may still come back with the socket: it must get a
+        // fresh one, not a socket the hub no longer knows.
+        effects.push(Effect::Disconnect { socket });
+    }
+
     /// The socket left (its connection closed): its user leaves, and their
     /// call ends.
     pub fn disconnected(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
@@ -356,8 +538,21 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
-    fn tell(&self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
-        if let Some(socket) = self.users.get(user) {
+    fn tell(&mut self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
+        if let Some(held) = self.held.get_mut(user) {
+            let size = event.size();
+            if held.queue.len() < MAX_HELD_EVENTS && held.bytes + size <= MAX_HELD_BYTES {
+                held.bytes += size;
+                held.queue.push_back(event);
+            } else if held.until > self.now {
+                // Not everything could be kept: the grace ends at the next
+                // expiry, as soon as the service wakes.
+                log::info!("{}: too much kept while away", untrusted(user));
+                self.graces.remove(&(held.until, user.clone()));
+                held.until = self.now;
+                self.graces.insert((self.now, user.clone()));
+            }
+        } else if let Some(socket) = self.users.get(user) {
             effects.push(Effect::ToSocket {
                 socket: socket.clone(),
                 event,
@@ -420,6 +615,27 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             None => {}
         }
         let user: Rc<str> = name.as_str().into();
+        if self.held.contains_key(&user)
+            && let Some(old) = self.users.get(&user).cloned()
+        {
+            // The held user is back on a new socket: it takes over the
+            // registration and the call; the lost socket is given up.
+            log::info!("{} registered again within its grace", untrusted(&user));
+            self.names.remove(&old);
+            effects.push(Effect::Disconnect { socket: old });
+            self.users.insert(user.clone(), socket.clone());
+            self.names.insert(socket.clone(), user.clone());
+            effects.push(Effect::Joined {
+                user: user.clone(),
+                socket: socket.clone(),
+            });
+            if self.several_nodes {
+                effects.push(Effect::Barrier);
+            }
+            effects.push(reply(true, None));
+            self.resume(&user, socket, effects);
+            return Ok(());
+        }
         if let Some(old) = self.users.get(&user).cloned() {
             // One device per user: the newest registration wins.
             log::info!(
@@ -468,6 +684,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 
     /// `user` stops being registered; their call ends for the peer.
     fn leave(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<S>>) {
+        self.unhold(user);
         let present = self.users.remove(user).inspect(|socket| {
             self.names.remove(socket);
         });
@@ -561,6 +778,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 let event = ServerEvent::IceCandidate {
                     from: me.clone(),
                     candidate,
+                };
+                self.tell(&to.into(), event, effects);
+                Ok(())
+            }
+            ClientEvent::CallUpdate { to, description } => {
+                self.active_call_with(&me, &to)?;
+                let event = ServerEvent::CallUpdate {
+                    from: me.clone(),
+                    description,
                 };
                 self.tell(&to.into(), event, effects);
                 Ok(())
@@ -757,6 +983,18 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     fn call_with(&self, me: &str, peer: &str) -> Result<u64, SignalError> {
         match self.calls.of(me) {
             Some((id, call)) if call.peer_of(me).is_some_and(|p| **p == *peer) => Ok(id),
+            _ => Err(SignalError::NoSuchCall),
+        }
+    }
+
+    /// The answered call between `me` and `peer`.
+    fn active_call_with(&self, me: &str, peer: &str) -> Result<u64, SignalError> {
+        match self.calls.of(me) {
+            Some((id, call))
+                if !call.is_ringing() && call.peer_of(me).is_some_and(|p| **p == *peer) =>
+            {
+                Ok(id)
+            }
             _ => Err(SignalError::NoSuchCall),
         }
     }

@@ -100,6 +100,26 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.tell(&to, event, &mut effects);
                 }
             }
+            PeerMessage::Update {
+                from,
+                to,
+                description,
+            } => {
+                if self.active_call_with(&to, &from).is_ok() {
+                    let event = ServerEvent::CallUpdate { from, description };
+                    self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::Reconnecting { from, to } => {
+                if self.call_with(&to, &from).is_ok() {
+                    self.tell(&to, ServerEvent::PeerReconnecting { from }, &mut effects);
+                }
+            }
+            PeerMessage::Reconnected { from, to } => {
+                if self.call_with(&to, &from).is_ok() {
+                    self.tell(&to, ServerEvent::PeerReconnected { from }, &mut effects);
+                }
+            }
             PeerMessage::TimedOut { from, to } => {
                 if let Ok(id) = self.call_with(&to, &from) {
                     // Counted by the caller's node, which owns the timeout.
