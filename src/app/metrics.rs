@@ -126,6 +126,12 @@ impl super::Intercom {
             "Users whose connection was lost, held registered for the reconnect grace.",
             hub.held_count(),
         )
+        .single(
+            "signalbox_held_events",
+            "gauge",
+            "Events kept for held users, to deliver when they are back.",
+            hub.held_events(),
+        )
         .family(
             "signalbox_reconnect_graces_total",
             "counter",

@@ -772,8 +772,8 @@ mod two_nodes {
     impl Pair {
         fn new() -> Pair {
             let mut pair = Pair {
-                a: Hub::new(TIMEOUT, &Limits::default(), true),
-                b: Hub::new(TIMEOUT, &Limits::default(), true),
+                a: Hub::new(TIMEOUT, &Limits::default(), true).with_grace(GRACE),
+                b: Hub::new(TIMEOUT, &Limits::default(), true).with_grace(GRACE),
                 t0: Instant::now(),
                 log: Vec::new(),
             };
@@ -1115,6 +1115,127 @@ mod two_nodes {
         assert_eq!(log[0], "over door -> other");
         assert!(log[1].starts_with(r#"peer door <- {"Refused""#), "{log:?}");
         assert!(p.b.in_active_call("flat") || p.b.calls.of("flat").is_some());
+    }
+
+    #[test]
+    fn a_held_user_who_registers_on_the_other_node_takes_the_call_there() {
+        let mut p = Pair::new();
+        p.ring();
+        p.send(
+            false,
+            "answer_call",
+            r#"{"to":"door","answer":{"sdp":"a"}}"#,
+            1,
+        );
+        p.take();
+        // door's connection on A is lost: held there, and flat hears it.
+        let at = p.t0 + Duration::from_secs(2);
+        let effects = p.a.lost(&"d", at);
+        p.deliver(true, effects, at);
+        assert_eq!(
+            p.take(),
+            [
+                r#"a: peer flat <- {"Reconnecting":{"from":"door","to":"flat"}}"#,
+                r#"b: [f] <- peer_reconnecting {"from":"door"}"#,
+            ]
+        );
+        // flat's candidate is kept for door on A; door stays busy there.
+        p.send(
+            false,
+            "ice_candidate",
+            r#"{"to":"door","candidate":{"c":1}}"#,
+            3,
+        );
+        assert!(p.take().iter().all(|l| !l.contains("[d]")));
+        assert!(p.a.is_held("door"));
+        // door's app registers on B (another network, another node): Redis
+        // then kicks A's device, and A hands the call over.
+        let at = p.t0 + Duration::from_secs(4);
+        let outcome =
+            p.b.handle(&"d2", event("register_user", r#"{"userId":"door"}"#), at);
+        p.deliver(false, outcome.effects, at);
+        let kick = PeerMessage::Kick {
+            user: "door".into(),
+            socket: Some("d".into()),
+        };
+        let effects = p.a.peer(kick, at);
+        p.deliver(true, effects, at);
+        let log = p.take();
+        let from = log
+            .iter()
+            .position(|l| l == "a: disconnect [d]")
+            .expect("the lost socket goes");
+        assert_eq!(
+            log[from..],
+            [
+                "a: disconnect [d]".to_owned(),
+                concat!(
+                    r#"a: peer door <- {"Resume":{"user":"door","call":{"caller":"door","callee":"flat","rings_for_ms":null},"#,
+                    r#""events":[{"Candidate":{"from":"flat","to":"door","candidate":{"c":1}}}]}}"#
+                )
+                .to_owned(),
+                r#"b: [d2] <- ice_candidate {"from":"flat","candidate":{"c":1}}"#.to_owned(),
+                r#"a: peer flat <- {"Reconnected":{"from":"door","to":"flat"}}"#.to_owned(),
+                r#"b: [f] <- peer_reconnected {"from":"door"}"#.to_owned(),
+            ],
+            "{log:?}"
+        );
+        assert!(log.iter().all(|l| !l.contains("call_ended")));
+        // Both parties are on B now: A keeps nothing of the call.
+        assert_eq!(
+            (p.a.call_count(), p.a.user_count(), p.a.held_count()),
+            (0, 0, 0)
+        );
+        assert!(p.b.in_active_call("door") && p.b.in_active_call("flat"));
+        let outcome = p.b.handle(
+            &"d2",
+            event("ice_candidate", r#"{"to":"flat","candidate":{"c":2}}"#),
+            at,
+        );
+        assert_eq!(
+            render(&outcome.effects),
+            [r#"[f] <- ice_candidate {"from":"door","candidate":{"c":2}}"#]
+        );
+    }
+
+    #[test]
+    fn a_ringing_call_handed_to_a_node_without_the_peer() {
+        // The call moves to a node that had neither party: it rings there
+        // for what was left of its time.
+        let t0 = Instant::now();
+        let mut b: Hub<&'static str> =
+            Hub::new(TIMEOUT, &Limits::default(), true).with_grace(GRACE);
+        b.handle(&"d2", event("register_user", r#"{"userId":"door"}"#), t0);
+        let resume = PeerMessage::Resume {
+            user: "door".into(),
+            call: Some(crate::signaling::peer::HandedCall {
+                caller: "door".into(),
+                callee: "flat".into(),
+                rings_for_ms: Some(5_000),
+            }),
+            events: Vec::new(),
+        };
+        assert!(render(&b.peer(resume, t0)).is_empty());
+        assert_eq!(b.ringing_count(), 1);
+        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        // Handed to a user no longer here: the peer hears the end.
+        let mut c: Hub<&'static str> = Hub::new(TIMEOUT, &Limits::default(), true);
+        let resume = PeerMessage::Resume {
+            user: "door".into(),
+            call: Some(crate::signaling::peer::HandedCall {
+                caller: "door".into(),
+                callee: "flat".into(),
+                rings_for_ms: None,
+            }),
+            events: Vec::new(),
+        };
+        assert_eq!(
+            render_all(&c.peer(resume, t0)),
+            [
+                "over door -> flat",
+                r#"peer flat <- {"Ended":{"from":"door","to":"flat","reason":"disconnected"}}"#,
+            ]
+        );
     }
 }
 

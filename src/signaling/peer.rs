@@ -95,6 +95,18 @@ pub enum PeerMessage {
         /// The callee.
         to: Rc<str>,
     },
+    /// `user`, held on the sending node after their connection was lost,
+    /// registered again on this one: their call moves here, with what was
+    /// kept for them.
+    Resume {
+        /// The user who is back, now registered here.
+        user: Rc<str>,
+        /// Their call, if they were in one.
+        call: Option<HandedCall>,
+        /// What was kept for them, in order, as it would have reached this
+        /// node had they been here.
+        events: Vec<PeerMessage>,
+    },
     /// `user` registered on another node: this node's device is replaced.
     Kick {
         /// The user who registered on another node; their device here goes.
@@ -105,6 +117,18 @@ pub enum PeerMessage {
         #[serde(rename = "conn", default, skip_serializing_if = "Option::is_none")]
         socket: Option<Rc<str>>,
     },
+}
+
+/// A call handed from one node to another with one of its parties.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandedCall {
+    /// Who called.
+    pub caller: Rc<str>,
+    /// Who was called.
+    pub callee: Rc<str>,
+    /// While it rings: how many milliseconds it has left before it times
+    /// out. `None` once answered.
+    pub rings_for_ms: Option<u64>,
 }
 
 impl PeerMessage {
@@ -150,6 +174,40 @@ impl PeerMessage {
         })
     }
 
+    /// The event a message carries for its recipient's client, as it is
+    /// sent to them once their hub has acted on it (the inverse of
+    /// [`for_event`](PeerMessage::for_event)).
+    pub fn into_event(self) -> Option<ServerEvent> {
+        Some(match self {
+            PeerMessage::Ring { from, offer, .. } => ServerEvent::IncomingCall { from, offer },
+            PeerMessage::Answered { from, answer, .. } => {
+                ServerEvent::CallAnswered { from, answer }
+            }
+            PeerMessage::Declined { from, .. } => ServerEvent::CallDeclined { from },
+            PeerMessage::Ended { from, reason, .. } => ServerEvent::CallEnded {
+                from,
+                reason: known_reason(reason.as_deref()),
+            },
+            PeerMessage::Candidate {
+                from, candidate, ..
+            } => ServerEvent::IceCandidate { from, candidate },
+            PeerMessage::Update {
+                from, description, ..
+            } => ServerEvent::CallUpdate { from, description },
+            PeerMessage::TimedOut { from, .. } => ServerEvent::CallTimeout { user: from },
+            PeerMessage::Refused {
+                from, busy: true, ..
+            } => ServerEvent::CallBusy { target_user: from },
+            PeerMessage::Refused { from, .. } => ServerEvent::CallFailed {
+                error: super::protocol::SignalError::UserOffline.to_string(),
+                target_user: from,
+            },
+            PeerMessage::Reconnecting { from, .. } => ServerEvent::PeerReconnecting { from },
+            PeerMessage::Reconnected { from, .. } => ServerEvent::PeerReconnected { from },
+            PeerMessage::Resume { .. } | PeerMessage::Kick { .. } => return None,
+        })
+    }
+
     /// The user the message is for.
     pub fn recipient(&self) -> &Rc<str> {
         match self {
@@ -163,7 +221,7 @@ impl PeerMessage {
             | PeerMessage::Reconnecting { to, .. }
             | PeerMessage::Reconnected { to, .. }
             | PeerMessage::TimedOut { to, .. } => to,
-            PeerMessage::Kick { user, .. } => user,
+            PeerMessage::Kick { user, .. } | PeerMessage::Resume { user, .. } => user,
         }
     }
 }

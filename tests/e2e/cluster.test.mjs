@@ -354,6 +354,50 @@ test('a disconnect mid-call ends it for the peer on another node', async () => {
   door.emit('end_call', { to: 'other-6' });
 });
 
+test('a user held on one node stays busy cluster-wide and resumes the call by registering on another', async () => {
+  const [a, b, c] = nodes;
+  const door = await user(a, 'door-h');
+  const flat = await user(b, 'flat-h');
+  await answered(door, flat, 'flat-h', 'door-h');
+  const reconnecting = once(door, 'peer_reconnecting', EVENT_MS);
+  flat.io.engine.transport.ws._socket.destroy(); // lost, not left
+  assert.deepEqual((await reconnecting)[0], { from: 'flat-h' });
+  // Held on b: registered and busy for the whole cluster.
+  for (const node of nodes) {
+    assert.ok((await getJson(node, '/users')).connectedUsers.includes('flat-h'), node.url);
+  }
+  const other = await user(c, 'other-h');
+  const busy = once(other, 'call_busy', EVENT_MS);
+  other.emit('make_call', { to: 'flat-h', offer });
+  await busy;
+  door.emit('ice_candidate', { to: 'flat-h', candidate: candidate(1) });
+  await waitUntil(async () => {
+    const text = await (await fetch(`${b.url}/metrics`)).text();
+    return /^signalbox_held_events 1$/m.test(text);
+  }, EVENT_MS, 'the candidate kept on b', 20);
+  // The phone comes back through another node (another network).
+  const back = io(c.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  sockets.push(back);
+  const kept = collect(back, 'ice_candidate');
+  const reconnected = once(door, 'peer_reconnected', EVENT_MS);
+  const registered = once(back, 'user_registered', EVENT_MS);
+  back.emit('register_user', { userId: 'flat-h' });
+  assert.equal((await registered)[0].success, true);
+  await reconnected;
+  await waitUntil(() => kept.length === 1, EVENT_MS, 'the kept candidate on c');
+  assert.deepEqual(kept[0], { from: 'door-h', candidate: candidate(1) });
+  // The call goes on between a and c, both ways, with a renegotiation.
+  const toDoor = once(door, 'ice_candidate', EVENT_MS);
+  back.emit('ice_candidate', { to: 'door-h', candidate: candidate(2) });
+  assert.deepEqual((await toDoor)[0], { from: 'flat-h', candidate: candidate(2) });
+  const update = once(back, 'call_update', EVENT_MS);
+  door.emit('call_update', { to: 'flat-h', description: offer });
+  assert.deepEqual((await update)[0], { from: 'door-h', description: offer });
+  const ended = once(back, 'call_ended', EVENT_MS);
+  door.emit('end_call', { to: 'flat-h' });
+  assert.deepEqual((await ended)[0], { from: 'door-h' });
+});
+
 test('a node killed with SIGKILL mid-call: the peer hears within the presence TTL', async () => {
   const doomed = await startNode();
   const [a] = nodes;

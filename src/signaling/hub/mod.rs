@@ -262,6 +262,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.held.len()
     }
 
+    /// How many events are kept for held users, in all.
+    pub fn held_events(&self) -> usize {
+        self.held.values().map(|held| held.queue.len()).sum()
+    }
+
     /// Whether `user` is held for their reconnect grace.
     pub fn is_held(&self, user: &str) -> bool {
         self.held.contains_key(user)

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::{Effect, Hub, InCall};
 use crate::logging::untrusted;
-use crate::signaling::peer::{PeerMessage, known_reason};
+use crate::signaling::calls::CallState;
+use crate::signaling::peer::{HandedCall, PeerMessage, known_reason};
 use crate::signaling::protocol::{ServerEvent, SignalError, reason};
 
 /// How long past its ring timeout a call whose caller is on another node
@@ -132,6 +133,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
                 }
             }
+            PeerMessage::Kick { user, .. } if self.held.contains_key(&user) => {
+                self.hand_over(&user, now, &mut effects);
+            }
+            PeerMessage::Resume { user, call, events } => {
+                self.take_over(&user, call, events, now, &mut effects);
+            }
             PeerMessage::Kick { user, .. } => {
                 if let Some(socket) = self.users.get(&user).cloned() {
                     log::info!(
@@ -150,6 +157,145 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             }
         }
         effects
+    }
+
+    /// `user`, held here, registered again on another node: their call and
+    /// what was kept for them go there ([`PeerMessage::Resume`]); the
+    /// lost socket is given up. The peer hears `peer_reconnected`.
+    fn hand_over(&mut self, user: &Rc<str>, now: Instant, effects: &mut Vec<Effect<S>>) {
+        let Some(held) = self.unhold(user) else {
+            return;
+        };
+        let Some(socket) = self.users.remove(user) else {
+            return;
+        };
+        self.names.remove(&socket);
+        self.grace_totals.resumed += 1;
+        log::info!(
+            "{} registered again on another node; their call moves there",
+            untrusted(user)
+        );
+        effects.push(Effect::Disconnect { socket });
+        let mut peer = None;
+        let call = self.calls.of(user).map(|(id, call)| {
+            peer = call.peer_of(user).cloned();
+            let rings_for_ms = match call.state {
+                CallState::Ringing { deadline } => {
+                    let left = deadline.saturating_duration_since(now).as_millis();
+                    Some(u64::try_from(left).unwrap_or(u64::MAX))
+                }
+                CallState::Active { .. } => None,
+            };
+            (
+                id,
+                HandedCall {
+                    caller: call.caller.clone(),
+                    callee: call.callee.clone(),
+                    rings_for_ms,
+                },
+            )
+        });
+        let call = call.map(|(id, handed)| {
+            // Neither party is here any more: the call lives on elsewhere,
+            // its claims with it.
+            if peer.as_ref().is_some_and(|p| !self.users.contains_key(p)) {
+                self.calls.end(id);
+            }
+            handed
+        });
+        let events = held
+            .queue
+            .into_iter()
+            .filter_map(|event| PeerMessage::for_event(user, event))
+            .collect();
+        effects.push(Effect::ToPeer {
+            user: user.clone(),
+            message: PeerMessage::Resume {
+                user: user.clone(),
+                call,
+                events,
+            },
+        });
+        if let Some(peer) = peer.filter(|peer| held.told.as_ref() == Some(peer)) {
+            let event = ServerEvent::PeerReconnected { from: user.clone() };
+            self.tell(&peer, event, effects);
+        }
+    }
+
+    /// `user`, registered here, was held on another node, which hands over
+    /// their call and what was kept for them.
+    fn take_over(
+        &mut self,
+        user: &Rc<str>,
+        call: Option<HandedCall>,
+        events: Vec<PeerMessage>,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        let here = self.users.contains_key(user);
+        if let Some(call) = call {
+            let peer = if *call.caller == **user {
+                call.callee.clone()
+            } else {
+                call.caller.clone()
+            };
+            let same = |c: &crate::signaling::calls::Call| {
+                c.caller == call.caller && c.callee == call.callee
+            };
+            match self.calls.of(user) {
+                // The peer is here: this node had the call all along.
+                Some((_, current)) if same(current) => {}
+                None if here && self.calls.of(&peer).is_none() => {
+                    match call.rings_for_ms {
+                        Some(ms) => {
+                            // The caller's node owns the timeout; the callee's
+                            // deadline only cleans up.
+                            let mut left = Duration::from_millis(ms);
+                            if *call.callee == **user {
+                                left += PEER_GRACE;
+                            }
+                            self.calls
+                                .ring(call.caller.clone(), call.callee.clone(), now + left);
+                        }
+                        None => {
+                            let id = self
+                                .calls
+                                .ring(call.caller.clone(), call.callee.clone(), now);
+                            self.calls.answer(id, now);
+                        }
+                    }
+                    log::info!(
+                        "call {} -> {}: moved here with {}",
+                        untrusted(&call.caller),
+                        untrusted(&call.callee),
+                        untrusted(user)
+                    );
+                }
+                // The user left, or started another call, meanwhile: the
+                // handed call ends for the peer.
+                _ => {
+                    effects.push(Effect::CallOver {
+                        caller: call.caller.clone(),
+                        callee: call.callee.clone(),
+                    });
+                    let event = ServerEvent::CallEnded {
+                        from: user.clone(),
+                        reason: Some(reason::DISCONNECTED),
+                    };
+                    self.tell(&peer, event, effects);
+                    return;
+                }
+            }
+        }
+        let Some(socket) = self.users.get(user).cloned() else {
+            return;
+        };
+        effects.extend(events.into_iter().filter_map(|message| {
+            Some(Effect::ToSocket {
+                socket: socket.clone(),
+                event: message.into_event()?,
+            })
+        }));
     }
 
     /// `peer`, on another node, is gone (its node died, or it left without
