@@ -49,7 +49,7 @@ impl Intercom {
             io,
             engine,
             signaling,
-            page: web::Page::new(&config.path),
+            page: web::Page::new(&config.path, config.signaling.reconnect_grace),
         }
     }
 

@@ -7,23 +7,34 @@ const INDEX: &str = include_str!("web/index.html");
 const SCRIPT: &str = include_str!("web/app.js");
 const STYLE: &str = include_str!("web/app.css");
 
-/// The page as served: the HTML knows the server's Socket.IO path.
+/// The page as served: the HTML knows the server's Socket.IO path and its
+/// reconnect grace (how long a call waits for a page that lost its
+/// connection).
 #[derive(Debug, Clone)]
 pub struct Page {
     index: std::rc::Rc<str>,
 }
 
 impl Page {
-    /// The page for a server whose Socket.IO endpoint is at `socket_path`.
-    pub fn new(socket_path: &str) -> Page {
+    /// The page for a server whose Socket.IO endpoint is at `socket_path`
+    /// and whose calls wait `grace` for a lost party.
+    pub fn new(socket_path: &str, grace: std::time::Duration) -> Page {
         let escaped = socket_path
             .replace('&', "&amp;")
             .replace('"', "&quot;")
             .replace('<', "&lt;")
             .replace('>', "&gt;");
         let meta = |path: &str| format!(r#"<meta name="signalbox-path" content="{path}">"#);
+        let grace_meta =
+            |ms: &str| format!(r#"<meta name="signalbox-reconnect-grace" content="{ms}">"#);
+        let index = INDEX
+            .replace(&meta("/socket.io/"), &meta(&escaped))
+            .replace(
+                &grace_meta("10000"),
+                &grace_meta(&grace.as_millis().to_string()),
+            );
         Page {
-            index: INDEX.replace(&meta("/socket.io/"), &meta(&escaped)).into(),
+            index: index.into(),
         }
     }
 
@@ -63,15 +74,16 @@ mod tests {
 
     #[test]
     fn the_page_knows_the_socket_path() {
-        let page = Page::new("/intercom/io\"<x>/");
+        let page = Page::new("/intercom/io\"<x>/", std::time::Duration::from_secs(3));
         let html = page.index.to_string();
         assert!(
             html.contains(r#"content="/intercom/io&quot;&lt;x&gt;/""#),
             "{html}"
         );
         assert!(!html.contains(r#"content="/socket.io/""#));
+        assert!(html.contains(r#"<meta name="signalbox-reconnect-grace" content="3000">"#));
         assert!(
-            Page::new("/socket.io/")
+            Page::new("/socket.io/", std::time::Duration::from_secs(10))
                 .index
                 .contains(r#"content="/socket.io/""#)
         );

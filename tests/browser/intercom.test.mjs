@@ -453,7 +453,9 @@ test('calling a name that is not online: "not online"', { timeout: 30_000 }, asy
 });
 
 test('the other side leaving or not answering is told in words', { timeout: 30_000 }, async () => {
-  const short = await startServer(['--call-timeout', '1500ms']);
+  // A crashed page's connection is lost, not left: the call waits for the
+  // reconnect grace (short here), then ends.
+  const short = await startServer(['--call-timeout', '1500ms', '--reconnect-grace', '1s']);
   const alice = await openPerson('alice', { on: short });
   const bob = await openPerson('bob', { on: short });
   try {
@@ -471,6 +473,7 @@ test('the other side leaving or not answering is told in words', { timeout: 30_0
     const cdp = await bob.page.context().newCDPSession(bob.page);
     // No answer comes back from a crashed page: do not wait for one.
     cdp.send('Page.crash').catch(() => {});
+    await waitForStatus(alice, 'bob’s connection dropped. Waiting for them to come back…');
     await waitForStatus(alice, 'bob’s connection was lost');
     await waitForState(alice, 'idle');
     noPageErrors(alice, bob);
@@ -545,6 +548,79 @@ test('the server restarts: the call ends, and the pages reconnect and register a
     await closeAll(alice, bob);
     await first.stop();
     if (second) await second.stop();
+  }
+});
+
+/** alice calls bob from the list, bob answers, and audio flows both ways. */
+async function connectedCall(alice, bob) {
+  await callFromList(alice, 'bob');
+  await waitForStatus(bob, 'alice is calling you');
+  await bob.page.click('#answer');
+  await Promise.all([waitForConnected(alice), waitForConnected(bob)]);
+  await waitForInboundAudio(alice);
+  await waitForInboundAudio(bob);
+}
+
+test('a Wi-Fi blip: bob is offline for 5 s, the call stays up, and audio flows after an ICE restart', { timeout: 60_000 }, async () => {
+  const alice = await openPerson('alice');
+  const bob = await openPerson('bob');
+  try {
+    await connectedCall(alice, bob);
+    await bob.page.context().setOffline(true);
+    await waitForStatus(bob, /Connection to the server lost\. Reconnecting…/);
+    assert.match(await bob.page.textContent('#connection-text'), /reconnecting/i);
+    await waitForStatus(alice, 'bob’s connection dropped. Waiting for them to come back…');
+    assert.equal(await alice.page.evaluate(() => window.signalbox.peerAway), true);
+    await bob.page.screenshot({ path: join(OUTPUT, 'bob-reconnecting.png') });
+    // Offline is the point of the test: it lasts as long as a blip does.
+    await new Promise((r) => setTimeout(r, 5000));
+    await bob.page.context().setOffline(false);
+    await bob.page.waitForFunction(() => window.signalbox.connection === 'online' && window.signalbox.iceRestarts > 0, null, { timeout: STEP_MS });
+    await waitForStatus(alice, /bob is back|In call with bob/);
+    for (const person of [alice, bob]) {
+      await waitForState(person, 'in-call');
+      assert.equal(await person.page.isVisible('#hangup'), true);
+    }
+    await Promise.all([waitForConnected(alice), waitForConnected(bob)]);
+    // Audio keeps coming after the restart.
+    const before = [await inboundAudioPackets(alice), await inboundAudioPackets(bob)];
+    const until = Date.now() + MEDIA_MS;
+    let after = before;
+    while (Date.now() < until && !(after[0] > before[0] && after[1] > before[1])) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = [await inboundAudioPackets(alice), await inboundAudioPackets(bob)];
+    }
+    assert.ok(after[0] > before[0] && after[1] > before[1], `audio after the blip: ${before} -> ${after}`);
+    const users = await (await fetch(`${server.url}/users`)).json();
+    assert.deepEqual(users.connectedUsers, ['alice', 'bob']);
+    await alice.page.click('#hangup');
+    await waitForStatus(bob, 'alice hung up');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+  }
+});
+
+test('offline past the reconnect grace: both pages show the call ended', { timeout: 45_000 }, async () => {
+  const brief = await startServer(['--reconnect-grace', '2s']);
+  const alice = await openPerson('alice', { on: brief });
+  const bob = await openPerson('bob', { on: brief });
+  try {
+    await connectedCall(alice, bob);
+    await bob.page.context().setOffline(true);
+    await waitForStatus(alice, 'bob’s connection dropped. Waiting for them to come back…');
+    await waitForStatus(alice, 'bob’s connection was lost');
+    await waitForState(alice, 'idle');
+    await waitForStatus(bob, 'Lost the connection to the server. Call ended.');
+    await waitForState(bob, 'idle');
+    assert.equal(await bob.page.evaluate(() => window.signalbox.pc), null);
+    await bob.page.context().setOffline(false);
+    await bob.page.waitForFunction(() => window.signalbox.connection === 'online' && window.signalbox.me === 'bob', null, { timeout: STEP_MS });
+    await waitForState(bob, 'idle');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+    await brief.stop();
   }
 });
 

@@ -1,8 +1,13 @@
 /* signalbox intercom page.
  *
  * Plain JavaScript, no libraries: a small Socket.IO v4 client over WebSocket
- * only (Engine.IO 4 / Socket.IO 5 framing), the signalbox call flow, and an
- * audio-only WebRTC call with trickle ICE.
+ * only (Engine.IO 4 / Socket.IO 5 framing, with connection state recovery),
+ * the signalbox call flow, and an audio-only WebRTC call with trickle ICE.
+ *
+ * A call rides out a lost connection: the page keeps the call while it
+ * reconnects (recovering its socket, or registering again), the server holds
+ * it for its reconnect grace, and once back the page restarts ICE through
+ * call_update, since the network path may have changed.
  *
  * With tokens required (--auth-secret-file), the page joins with
  * auth {token}, as socket.io-client does: the token comes from the link
@@ -22,6 +27,12 @@
   const STORAGE_KEY = 'signalbox.name';
   const TOKEN_KEY = 'signalbox.token';
   const TOKEN_PROMPT = 'Enter your access token to use this intercom.';
+  // How long the server holds a call for a party that lost its connection.
+  const RECONNECT_GRACE_MS = (() => {
+    const meta = document.querySelector('meta[name="signalbox-reconnect-grace"]');
+    const ms = Number(meta && meta.content);
+    return Number.isFinite(ms) && ms >= 0 ? ms : 10000;
+  })();
 
   // The page is served at <server>/app/, so the server root is "../".
   const serverRoot = new URL('../', window.location.href);
@@ -83,6 +94,11 @@
       this.acks = new Map();
       this.nextAckId = 0;
       this.stopped = false;
+      // Connection state recovery: the socket's id and private id from the
+      // last CONNECT answer, and the last offset seen (--recovery-offsets).
+      this.sid = null;
+      this.pid = null;
+      this.offset = null;
     }
 
     start() {
@@ -97,6 +113,21 @@
       clearTimeout(this.retryTimer);
       this.retryTimer = 0;
       if (!this.ws) this.open();
+    }
+
+    /** Drops the connection now (the browser went offline) and reconnects later. */
+    interrupt() {
+      if (this.ws) this.drop(this.ws, 'transport close');
+    }
+
+    /** Leaves on purpose (the page is going away): a Socket.IO DISCONNECT,
+     * so that the server ends our call at once instead of holding it. */
+    leave() {
+      if (this.ws && this.connected && this.ws.readyState === WebSocket.OPEN) {
+        try { this.ws.send('41'); } catch (_) { /* closing anyway */ }
+      }
+      this.pid = null;
+      this.stop();
     }
 
     /** Stops for good: no reconnect until reconnectNow(). */
@@ -141,9 +172,14 @@
             this.pingDeadlineMs = handshake.pingInterval + handshake.pingTimeout;
           }
           this.arm(ws, this.pingDeadlineMs);
-          // Join the default namespace, with the auth payload if any.
-          const auth = this.handlers.auth();
-          ws.send(auth ? `40${JSON.stringify(auth)}` : '40');
+          // Join the default namespace, with the auth payload if any, and
+          // the private id that recovers the last socket.
+          const auth = { ...(this.handlers.auth() || {}) };
+          if (this.pid) {
+            auth.pid = this.pid;
+            if (this.offset) auth.offset = this.offset;
+          }
+          ws.send(Object.keys(auth).length ? `40${JSON.stringify(auth)}` : '40');
           break;
         }
         case '1': // Engine.IO close
@@ -177,18 +213,29 @@
         }
       }
       switch (type) {
-        case '0': // CONNECT
+        case '0': { // CONNECT
+          const sid = payload && payload.sid;
+          const recovered = Boolean(this.pid) && payload.pid === this.pid && sid === this.sid;
+          this.sid = sid;
+          this.pid = (payload && typeof payload.pid === 'string') ? payload.pid : null;
+          if (!recovered) this.offset = null;
           this.connected = true;
           this.attempt = 0;
-          this.handlers.onConnect(payload && payload.sid);
+          this.handlers.onConnect(sid, recovered);
           break;
+        }
         case '1': // DISCONNECT by the server: it does not want us back
           this.stopped = true;
+          this.pid = null;
           this.drop(ws, 'io server disconnect');
           break;
         case '2': { // EVENT
           if (!Array.isArray(payload) || typeof payload[0] !== 'string') return;
           if (id !== '') ws.send(`43${id}[]`);
+          // With offsets, each event ends with one (a string after the payload).
+          if (this.pid && payload.length > 2 && typeof payload[payload.length - 1] === 'string') {
+            this.offset = payload[payload.length - 1];
+          }
           this.handlers.onEvent(payload[0], payload[1]);
           break;
         }
@@ -271,6 +318,8 @@
     token: '', // sent as auth {token} when joining
     tokenNeeded: false, // the server refused the page for its token
     refusal: '', // the server's last CONNECT_ERROR message
+    recovered: 0, // times the socket was recovered (for tests)
+    iceRestarts: 0, // ICE restarts this page started (for tests)
   };
 
   window.signalbox = Object.freeze({
@@ -278,6 +327,9 @@
     get state() { return app.state; },
     get me() { return app.me; },
     get connection() { return app.connection; },
+    get recovered() { return app.recovered; },
+    get peerAway() { return Boolean(app.call && app.call.peerAway); },
+    get iceRestarts() { return app.iceRestarts; },
   });
 
   const wsUrl = (() => {
@@ -411,7 +463,7 @@
       const seconds = Math.max(1, Math.round(detail / 1000));
       setConnection('offline', app.refusal
         ? `Server refused the connection (${app.refusal}), retrying in ${seconds} s…`
-        : `Offline, retrying in ${seconds} s…`);
+        : `Offline, reconnecting in ${seconds} s…`);
     }
     render();
   }
@@ -452,8 +504,9 @@
     }
   }
 
-  function onSocketConnect() {
+  function onSocketConnect(sid, recovered) {
     app.refusal = '';
+    if (recovered) app.recovered += 1;
     const wasRefused = app.tokenNeeded;
     if (wasRefused) {
       app.tokenNeeded = false;
@@ -477,9 +530,12 @@
     const call = app.call;
     if (app.me && !app.wanted) app.wanted = app.me; // register again when back
     if (app.connection !== 'kicked' && reason !== 'connect error') {
-      setConnection('offline', reason === 'io server disconnect' ? 'Disconnected by the server' : 'Offline, reconnecting…');
+      setConnection('offline', reason === 'io server disconnect' ? 'Disconnected by the server' : 'Reconnecting…');
     }
-    if (call) {
+    if (call && reason !== 'io server disconnect' && reason !== 'connect error' && app.connection !== 'kicked') {
+      // The server holds the call for its grace: keep it while we come back.
+      holdCall(call);
+    } else if (call) {
       finishCall(call, 'Lost the connection to the server. Call ended.', { notify: false });
     } else if (app.connection !== 'kicked') {
       const lost = app.tokenNeeded ? TOKEN_PROMPT : 'Connection to the server lost. Reconnecting…';
@@ -556,6 +612,8 @@
   });
 
   window.addEventListener('online', () => { if (app.connection === 'offline') socket.reconnectNow(); });
+  // The network is gone: so is the connection, whatever the socket thinks.
+  window.addEventListener('offline', () => socket.interrupt());
 
   // ---------------------------------------------------------------------
   // Registration
@@ -604,6 +662,13 @@
   });
 
   function onUserRegistered({ success, userId, error }) {
+    if (success && app.call && app.call.away) {
+      app.me = userId;
+      app.wanted = null;
+      resumeCall(app.call);
+      render();
+      return;
+    }
     if (success) {
       const fresh = app.me !== userId;
       app.me = userId;
@@ -756,7 +821,105 @@
       pendingLocal: [], // our candidates, held until the server knows the call
       pendingRemote: [], // their candidates, held until setRemoteDescription
       startedAt: 0,
+      away: false, // our connection to the server is down; the server holds the call
+      awayTimer: 0, // ends the call here once the server's grace is surely over
+      peerAway: false, // the other party's connection is down
+      makingOffer: false, // an ICE-restart offer of ours is on its way
+      restarts: 0,
     };
+  }
+
+  /** Our connection dropped mid-call: keep the call while we reconnect. */
+  function holdCall(call) {
+    if (call.away) return;
+    call.away = true;
+    const seconds = Math.round(RECONNECT_GRACE_MS / 1000);
+    setStatus(`Connection to the server lost. Reconnecting… The call goes on if it is back within ${seconds} s.`);
+    call.awayTimer = setTimeout(() => {
+      finishCall(call, 'Lost the connection to the server. Call ended.', { notify: false });
+    }, RECONNECT_GRACE_MS + 1000);
+  }
+
+  /** Back online and registered: the call goes on; renegotiate the media path. */
+  function resumeCall(call) {
+    call.away = false;
+    clearTimeout(call.awayTimer);
+    setState(app.state, statusOf(call));
+    if (app.state === 'in-call') restartIce(call);
+  }
+
+  function statusOf(call) {
+    if (call.peerAway) return `${call.peer}’s connection dropped. Waiting for them to come back…`;
+    switch (app.state) {
+      case 'in-call': return `In call with ${call.peer}`;
+      case 'ringing': return `${call.peer} is calling you`;
+      case 'calling': return `Calling ${call.peer}…`;
+      default: return `Connecting to ${call.peer}…`;
+    }
+  }
+
+  /** An ICE restart: a new offer through call_update (the network may have changed). */
+  async function restartIce(call) {
+    const pc = call.pc;
+    if (!pc || app.call !== call || call.away || call.restarts >= 5) return;
+    call.restarts += 1;
+    app.iceRestarts += 1;
+    try {
+      call.makingOffer = true;
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      if (app.call !== call) return;
+      const description = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
+      socket.emit('call_update', { to: call.peer, from: app.me, description }, (reply) => {
+        if (app.call !== call || (reply && reply.ok)) return;
+        if (reply && reply.error === 'no call with that user') {
+          finishCall(call, `The call with ${call.peer} ended while you were offline.`, { notify: false });
+        }
+      });
+    } catch (err) {
+      console.warn('signalbox: ICE restart failed', err);
+    } finally {
+      call.makingOffer = false;
+    }
+  }
+
+  /** The other party's new offer or answer (call_update). */
+  async function onCallUpdate({ from, description }) {
+    const call = app.call;
+    if (!call || call.peer !== from || !call.pc || !description) return;
+    const pc = call.pc;
+    try {
+      if (description.type === 'offer') {
+        // Both restarting at once: the callee gives way (its own offer is
+        // rolled back), the caller keeps its own.
+        const collision = call.makingOffer || pc.signalingState !== 'stable';
+        if (collision && call.role === 'caller') return;
+        await pc.setRemoteDescription(description);
+        await pc.setLocalDescription(await pc.createAnswer());
+        if (app.call !== call) return;
+        const answer = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
+        socket.emit('call_update', { to: call.peer, from: app.me, description: answer });
+      } else if (description.type === 'answer' && pc.signalingState === 'have-local-offer') {
+        await pc.setRemoteDescription(description);
+      }
+    } catch (err) {
+      console.warn('signalbox: renegotiation failed', err);
+    }
+  }
+
+  function onPeerReconnecting({ from }) {
+    const call = app.call;
+    if (!call || call.peer !== from) return;
+    call.peerAway = true;
+    setStatus(statusOf(call));
+    render();
+  }
+
+  function onPeerReconnected({ from }) {
+    const call = app.call;
+    if (!call || call.peer !== from) return;
+    call.peerAway = false;
+    setStatus(`${from} is back. ${statusOf(call)}`);
+    render();
   }
 
   async function startCall(peer) {
@@ -975,6 +1138,7 @@
       }
     }
     app.call = null;
+    clearTimeout(call.awayTimer);
     stopRinging();
     if (call.pc) {
       const pc = call.pc;
@@ -1029,9 +1193,12 @@
     };
     pc.onconnectionstatechange = () => {
       if (app.call !== call) return;
-      if (pc.connectionState === 'failed') {
-        finishCall(call, `The audio connection to ${call.peer} failed. Call ended.`, { notify: true });
-      }
+      if (pc.connectionState !== 'failed') return;
+      // A changed network: a restart finds the new path. While away, the
+      // restart waits for the connection to the server.
+      if (call.away || call.peerAway) return;
+      if (call.restarts < 5 && socket.connected) restartIce(call);
+      else finishCall(call, `The audio connection to ${call.peer} failed. Call ended.`, { notify: true });
     };
     return pc;
   }
@@ -1160,11 +1327,14 @@
       case 'call_failed': onCallFailed(payload); break;
       case 'ice_candidate': onRemoteCandidate(payload); break;
       case 'force_disconnect': onForceDisconnect(payload); break;
+      case 'call_update': onCallUpdate(payload); break;
+      case 'peer_reconnecting': onPeerReconnecting(payload); break;
+      case 'peer_reconnected': onPeerReconnected(payload); break;
       case 'signaling_error':
         // Races (a candidate or hang-up crossing the other side's hang-up)
         // are expected; anything else is worth showing.
         console.info('signalbox: refused by the server', payload);
-        if (!['ice_candidate', 'end_call', 'decline_call', 'logout_user'].includes(payload.event)) {
+        if (!['ice_candidate', 'end_call', 'decline_call', 'logout_user', 'call_update'].includes(payload.event)) {
           setStatus(`The server refused ${payload.event}: ${payload.error}`);
         }
         break;
@@ -1187,7 +1357,10 @@
   window.addEventListener('pagehide', () => {
     const call = app.call;
     if (call) finishCall(call, 'Call ended', { notify: true });
+    socket.leave();
   });
+  // Back from the browser's page cache: join again.
+  window.addEventListener('pageshow', (e) => { if (e.persisted) socket.reconnectNow(); });
 
   try {
     const saved = localStorage.getItem(STORAGE_KEY);
