@@ -415,6 +415,10 @@ pub(crate) struct Client {
     pub(crate) events: channel::Receiver<String>,
     pub(crate) state: Rc<ClientState>,
     pub(crate) ping_interval: Duration,
+    /// The socket id and, when the server offers recovery, the private id
+    /// the CONNECT answer gave.
+    pub(crate) sid: String,
+    pub(crate) pid: Option<String>,
     pub(crate) _reader: Task<()>,
 }
 
@@ -479,6 +483,17 @@ impl Client {
         polling: bool,
         keep_posts: bool,
     ) -> Result<Client, String> {
+        Client::connect_as(net, name, polling, keep_posts, None).await
+    }
+
+    /// `connect`, coming back with the private id of a lost socket.
+    pub(crate) async fn connect_as(
+        net: &Rc<Net>,
+        name: String,
+        polling: bool,
+        keep_posts: bool,
+        pid: Option<&str>,
+    ) -> Result<Client, String> {
         let (mut tx, mut rx, open) = if polling {
             let target = format!("{}?EIO=4&transport=polling", net.path);
             let mut http = Http::open(net).await.map_err(|e| format!("connect: {e}"))?;
@@ -532,28 +547,40 @@ impl Client {
             .map(Duration::from_millis)
             .ok_or_else(|| format!("bad open packet {open:?}"))?;
 
-        tx.send(&["40"])
+        let connect = match pid {
+            Some(pid) => format!("40{}", json!({ "pid": pid })),
+            None => "40".to_owned(),
+        };
+        tx.send(&[&connect])
             .await
             .map_err(|e| format!("namespace connect: {e}"))?;
-        loop {
+        // A recovered socket gets what it missed before the CONNECT answer.
+        let mut early = Vec::new();
+        let answer = loop {
             let packet = rx
                 .next()
                 .await
                 .map_err(|e| format!("namespace connect: {e}"))?;
-            if packet.starts_with("40") {
-                break;
+            if let Some(answer) = packet.strip_prefix("40") {
+                break serde_json::from_str::<Value>(answer).unwrap_or_default();
             } else if packet.starts_with("44") {
                 return Err(format!("namespace refused: {packet}"));
             } else if packet == "2" {
                 tx.send(&["3"]).await.map_err(|e| format!("pong: {e}"))?;
             } else if packet.starts_with('1') {
                 return Err("session closed during connect".into());
+            } else if packet.starts_with("42") {
+                early.push(packet);
             }
-        }
+        };
+        let field = |name: &str| answer[name].as_str().map(str::to_owned);
 
         let tx = Rc::new(Mutex::new(tx));
         let state = Rc::new(ClientState::default());
         let (queue, events) = channel::unbounded();
+        for packet in early {
+            let _ = queue.try_send(packet);
+        }
         let reader = spawn(read_loop(rx, tx.clone(), queue, state.clone()));
         Ok(Client {
             name,
@@ -562,6 +589,8 @@ impl Client {
             events,
             state,
             ping_interval,
+            sid: field("sid").unwrap_or_default(),
+            pid: field("pid"),
             _reader: reader,
         })
     }

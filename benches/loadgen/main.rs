@@ -47,6 +47,8 @@ scenarios:
   calls [P]            P caller/callee pairs make --repeat calls each (default 50)
   relay [P]            P pairs in calls relay ICE candidates flat out (default 50)
   reconnect-storm N    N registered clients drop their TCP and come back at once
+  recovery-storm N     N clients in N/2 calls drop their TCP and come back at once
+                       with their socket's pid (connection state recovery)
   soak N               N clients churn (connect, register, call, leave, again) for
                        --duration, sampling the server every --sample (default 1000)
   fairness             a probe's request and a canary call's candidate, every
@@ -122,6 +124,7 @@ enum Scenario {
     Calls,
     Relay,
     ReconnectStorm,
+    RecoveryStorm,
     Soak,
     Fairness,
     Churn,
@@ -134,6 +137,7 @@ impl Scenario {
             Scenario::Calls => "calls",
             Scenario::Relay => "relay",
             Scenario::ReconnectStorm => "reconnect-storm",
+            Scenario::RecoveryStorm => "recovery-storm",
             Scenario::Soak => "soak",
             Scenario::Fairness => "fairness",
             Scenario::Churn => "churn",
@@ -247,6 +251,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         Some("calls") => Scenario::Calls,
         Some("relay") => Scenario::Relay,
         Some("reconnect-storm" | "storm") => Scenario::ReconnectStorm,
+        Some("recovery-storm") => Scenario::RecoveryStorm,
         Some("soak") => Scenario::Soak,
         Some("fairness") => Scenario::Fairness,
         Some("churn") => Scenario::Churn,
@@ -260,7 +265,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         Some(n) => parse_number("COUNT", n)?,
         None => match scenario {
             Scenario::Calls | Scenario::Relay => 50,
-            Scenario::Hold | Scenario::ReconnectStorm | Scenario::Soak => 1000,
+            Scenario::Hold
+            | Scenario::ReconnectStorm
+            | Scenario::RecoveryStorm
+            | Scenario::Soak => 1000,
             Scenario::Fairness => 1,
             Scenario::Churn => 100_000,
         },
@@ -429,6 +437,7 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
         Scenario::Calls => calls::calls(ctx.clone()).await,
         Scenario::Relay => relay::relay(ctx.clone()).await,
         Scenario::ReconnectStorm => storm::reconnect_storm(ctx.clone()).await,
+        Scenario::RecoveryStorm => storm::recovery_storm(ctx.clone()).await,
         Scenario::Soak => soak::soak(ctx.clone()).await,
         Scenario::Fairness => fairness::fairness(ctx.clone()).await,
         Scenario::Churn => churn::churn(ctx.clone()).await,
@@ -487,7 +496,7 @@ fn main() {
     };
     let clients = match opts.scenario {
         Scenario::Calls | Scenario::Relay => opts.count * 2,
-        Scenario::Hold | Scenario::ReconnectStorm => opts.count,
+        Scenario::Hold | Scenario::ReconnectStorm | Scenario::RecoveryStorm => opts.count,
         Scenario::Soak => soak_pairs(opts.count) * 2,
         Scenario::Fairness => 8,
         Scenario::Churn => opts.concurrency,

@@ -160,6 +160,19 @@ impl SessionRef {
         }
     }
 
+    /// Takes the messages queued and not yet sent (for a socket that moves
+    /// to another session); the rest of the queue is dropped.
+    pub fn take_messages(&self) -> Vec<Data> {
+        self.with(|session| {
+            std::iter::from_fn(|| session.poll_transmit())
+                .filter_map(|packet| match packet {
+                    super::packet::Packet::Message(data) => Some(data),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
     /// Ends the session now, dropping whatever is queued.
     pub(crate) fn terminate(&self, reason: CloseReason) {
         self.update(|session| session.end(reason), Hear::Now);

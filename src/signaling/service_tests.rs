@@ -447,7 +447,7 @@ fn a_lost_socket_comes_back_with_its_pid_and_its_call_goes_on() {
         let w = World::one();
         let alice = w.registered("alice");
         let bob = w.registered("bob");
-        assert_eq!(bob.pid.len(), 22);
+        assert_eq!(bob.pid.len(), bob.session.sid().len() + 1 + 22);
         alice.emit("make_call", r#"{"to":"bob","offer":{"sdp":"o"}}"#);
         bob.emit("answer_call", r#"{"to":"alice","answer":{"sdp":"a"}}"#);
         assert_eq!(bob.events(), ["incoming_call"]);
@@ -459,7 +459,8 @@ fn a_lost_socket_comes_back_with_its_pid_and_its_call_goes_on() {
         alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":1}}"#);
         alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":2}}"#);
         let (bob, before) = w.connect(&format!(r#"40{{"pid":"{pid}"}}"#));
-        // Same socket, what it missed once and in order, before the answer.
+        // Same socket (a new pid for its new session), what it missed once
+        // and in order, before the answer.
         assert_eq!((&bob.id, &bob.pid), (&id, &pid));
         assert_eq!(
             before,
@@ -589,5 +590,37 @@ fn with_offsets_events_in_flight_are_sent_again() {
         bob.received();
         let (_, before) = w.drop_and_recover(bob, Some("nonsense"));
         assert!(before.is_empty(), "{before:?}");
+    });
+}
+
+#[test]
+fn a_socket_whose_old_connection_still_looks_alive_is_taken_over_with_its_pid() {
+    run(async || {
+        let w = World::one();
+        let alice = w.registered("alice");
+        let bob = w.registered("bob");
+        alice.emit("make_call", r#"{"to":"bob","offer":{"sdp":"o"}}"#);
+        bob.emit("answer_call", r#"{"to":"alice","answer":{"sdp":"a"}}"#);
+        alice.events();
+        // bob's network is gone, but the server has not noticed: what
+        // alice sends waits in bob's old session.
+        bob.events();
+        alice.emit("ice_candidate", r#"{"to":"bob","candidate":{"n":1}}"#);
+        let (back, before) = w.connect(&format!(r#"40{{"pid":"{}"}}"#, bob.pid));
+        assert_eq!(back.id, bob.id);
+        assert_eq!(back.pid, bob.pid, "the socket's pid for its life");
+        assert_eq!(names(&before), ["ice_candidate"]);
+        assert!(!bob.session.is_open(), "the old session is ended");
+        // The call never noticed.
+        assert!(alice.events().is_empty());
+        assert!(w.service.hub().in_active_call("bob"));
+        back.emit("ice_candidate", r#"{"to":"alice","candidate":{"n":2}}"#);
+        assert_eq!(alice.events(), ["ice_candidate"]);
+        // Taken over again from its new session, then recovered after a loss.
+        let (again, _) = w.connect(&format!(r#"40{{"pid":"{}"}}"#, bob.pid));
+        assert_eq!(again.id, bob.id);
+        assert!(!back.session.is_open());
+        let (last, _) = w.drop_and_recover(again, None);
+        assert_eq!(last.id, bob.id);
     });
 }

@@ -73,6 +73,13 @@ impl KeptPacket {
     }
 }
 
+/// A packet as kept: its text, and its binary attachments.
+pub type KeptPacketParts = (String, Vec<Vec<u8>>);
+
+/// What a recovery sends again: whether the client's offset was found, and
+/// the packets in order.
+pub type Replay = (bool, Vec<KeptPacketParts>);
+
 /// Why a packet could not be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
@@ -189,12 +196,14 @@ impl Kept {
     /// client's last offset when it is kept (offsets on), else those kept
     /// since the socket went away. With `offsets`, what was sent stays kept
     /// as the log the next offset is looked up in; without, nothing does.
+    /// Also says whether the client's offset was found (what follows it is
+    /// then everything it missed).
     pub fn recover(
         &mut self,
         last_offset: Option<u64>,
         offsets: bool,
         total: &mut usize,
-    ) -> Vec<(String, Vec<Vec<u8>>)> {
+    ) -> Replay {
         let found = last_offset.filter(|_| offsets).and_then(|last| {
             self.packets
                 .iter()
@@ -210,20 +219,22 @@ impl Kept {
         });
         self.away_from = None;
         if offsets {
-            return self
+            let replay = self
                 .packets
                 .iter()
                 .skip(from)
                 .map(|p| (p.text.clone(), p.attachments.clone()))
                 .collect();
+            return (found.is_some(), replay);
         }
         *total -= self.bytes;
         self.bytes = 0;
-        std::mem::take(&mut self.packets)
+        let replay = std::mem::take(&mut self.packets)
             .into_iter()
             .skip(from)
             .map(|p| (p.text, p.attachments))
-            .collect()
+            .collect();
+        (false, replay)
     }
 }
 
@@ -267,18 +278,33 @@ impl Pids {
         Pids { key }
     }
 
-    /// The private id of socket `sid` in namespace `nsp`: 22 characters.
-    pub fn of(&self, nsp: &str, sid: &str) -> String {
+    /// The private id of socket `sid` in namespace `nsp`, first made on the
+    /// Engine.IO session `origin`: that session's id, a dot, and 22
+    /// characters of MAC. It stays the socket's for its life (a client
+    /// reports `recovered` only when the pid is the same). The session's id
+    /// finds the socket when its client comes back before its old
+    /// connection is known to be dead (a polling client, a TCP connection
+    /// lost without a word); the MAC makes the whole unguessable.
+    pub fn of(&self, nsp: &str, sid: &str, origin: &str) -> String {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
             return String::new();
         };
-        mac.update(nsp.as_bytes());
-        mac.update(&[0]);
-        mac.update(sid.as_bytes());
+        for part in [nsp, sid, origin] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
         let tag = mac.finalize().into_bytes();
-        let mut pid = String::with_capacity(22);
+        let mut pid = String::with_capacity(origin.len() + 23);
+        pid.push_str(origin);
+        pid.push('.');
         base64::encode_url_into(&tag[..16], &mut pid);
         pid
+    }
+
+    /// The Engine.IO session a pid was made on (unchecked: compare the pid
+    /// with [`of`](Pids::of) before trusting it).
+    pub fn origin_of(pid: &str) -> Option<&str> {
+        pid.rsplit_once('.').map(|(session, _)| session)
     }
 }
 
@@ -298,7 +324,7 @@ mod tests {
         kept.push(offset, at, format!("e{offset}"), Vec::new(), WINDOW, total)
     }
 
-    fn texts(replay: Vec<(String, Vec<Vec<u8>>)>) -> Vec<String> {
+    fn texts((_, replay): Replay) -> Vec<String> {
         replay.into_iter().map(|(text, _)| text).collect()
     }
 
@@ -321,7 +347,7 @@ mod tests {
         assert_eq!(total, 0);
         // Nothing twice, even when nothing came.
         kept.away(8);
-        assert!(kept.recover(None, false, &mut total).is_empty());
+        assert!(kept.recover(None, false, &mut total).1.is_empty());
     }
 
     #[test]
@@ -346,7 +372,7 @@ mod tests {
         push(&mut kept, 5, t0, &mut total).unwrap();
         assert_eq!(texts(kept.recover(Some(999), true, &mut total)), ["e5"]);
         kept.away(6);
-        assert!(kept.recover(None, true, &mut total).is_empty());
+        assert!(kept.recover(None, true, &mut total).1.is_empty());
         kept.clear(&mut total);
         assert_eq!(total, 0);
     }
@@ -402,12 +428,14 @@ mod tests {
     #[test]
     fn pids_are_private_and_stable() {
         let pids = Pids::new();
-        let pid = pids.of("/", "abc");
-        assert_eq!(pid.len(), 22);
-        assert_eq!(pid, pids.of("/", "abc"));
-        assert_ne!(pid, pids.of("/", "abd"));
-        assert_ne!(pid, pids.of("/x", "abc"));
-        assert_ne!(pid, Pids::new().of("/", "abc"));
+        let pid = pids.of("/", "abc", "s1");
+        assert_eq!(pid.len(), 2 + 1 + 22);
+        assert_eq!(Pids::origin_of(&pid), Some("s1"));
+        assert_eq!(pid, pids.of("/", "abc", "s1"));
+        assert_ne!(pid, pids.of("/", "abd", "s1"));
+        assert_ne!(pid, pids.of("/x", "abc", "s1"));
+        assert_ne!(pid, pids.of("/", "abc", "s2"));
+        assert_ne!(pid, Pids::new().of("/", "abc", "s1"));
     }
 
     #[test]

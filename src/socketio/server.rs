@@ -58,6 +58,9 @@ pub(super) struct ServerInner {
     away: RefCell<HashMap<Rc<str>, (Socket, Instant)>>,
     /// The key private ids are made with.
     pids: Pids,
+    /// Recovered sockets: the session each was first on (which its pid
+    /// names) → the session it is on now.
+    moved: RefCell<HashMap<Rc<str>, Rc<str>>>,
     /// What every socket keeps for its recovery, in bytes.
     pub(super) kept_total: Cell<usize>,
     /// The offset of the next event kept.
@@ -97,6 +100,7 @@ impl Server {
             events_sent: Cell::new(0),
             away: RefCell::new(HashMap::new()),
             pids: Pids::new(),
+            moved: RefCell::new(HashMap::new()),
             kept_total: Cell::new(0),
             offset: Cell::new(0),
             recoveries: Cell::new(0),
@@ -253,12 +257,12 @@ impl Server {
         };
         if self.0.config.recovery.enabled() {
             let returning = Returning::read(auth.as_deref());
-            if let Some(socket) = returning
-                .pid
-                .as_deref()
-                .and_then(|pid| self.take_away(pid, nsp))
-            {
-                return self.recover(session, socket, auth, returning.last_offset());
+            let found = returning.pid.as_deref().and_then(|pid| {
+                let away = self.take_away(pid, nsp).map(|socket| (socket, Vec::new()));
+                away.or_else(|| self.take_over(pid, nsp, session))
+            });
+            if let Some((socket, unsent)) = found {
+                return self.recover(session, socket, auth, returning.last_offset(), unsent);
             }
         }
         // A CONNECT to a namespace the session is in passes the guard and
@@ -273,6 +277,7 @@ impl Server {
 
         let socket = Socket(Rc::new(SocketInner {
             id: crate::id::random().into(),
+            origin: session.sid_rc(),
             nsp: namespace.clone(),
             session: RefCell::new(session.clone()),
             server: Rc::downgrade(&self.0),
@@ -352,7 +357,7 @@ impl Server {
             .config
             .recovery
             .enabled()
-            .then(|| self.0.pids.of(socket.namespace(), socket.id()));
+            .then(|| self.0.pid_of(socket));
         packet::encode_connect(socket.namespace(), socket.id(), pid.as_deref())
     }
 
@@ -369,6 +374,45 @@ impl Server {
         Some(socket)
     }
 
+    /// The socket with private id `pid` in `nsp`, still on a session of its
+    /// own that looks alive (a polling client that stopped polling, a TCP
+    /// connection lost without a word: the server hears of it only at the
+    /// ping timeout), taken from it for the client that has come back with
+    /// the pid. That session ends; what it had not sent yet comes along, if
+    /// the socket was all it carried.
+    fn take_over(&self, pid: &str, nsp: &str, session: &SessionRef) -> Option<(Socket, Vec<Data>)> {
+        let origin = Pids::origin_of(pid)?;
+        let old = self.0.moved.borrow().get(origin).cloned();
+        let old = old.as_deref().unwrap_or(origin);
+        if old == session.sid() {
+            return None;
+        }
+        let (socket, old_session, alone) = {
+            let mut clients = self.0.clients.borrow_mut();
+            let client = clients.get_mut(old)?;
+            let index = client
+                .sockets
+                .iter()
+                .position(|s| s.namespace() == nsp && s.connected() && self.0.pid_of(s) == pid)?;
+            let socket = client.sockets.remove(index);
+            (socket, client.session.clone(), client.sockets.is_empty())
+        };
+        log::debug!(
+            "session {}: socket {} taken over by session {}",
+            old_session.sid(),
+            socket.id(),
+            session.sid()
+        );
+        let unsent = if alone {
+            old_session.take_messages()
+        } else {
+            Vec::new()
+        };
+        socket.fail_acks();
+        old_session.terminate(CloseReason::TransportClose);
+        Some((socket, unsent))
+    }
+
     /// Brings `socket` back on `session`: the connect hook checks the
     /// client again, then what was kept for it goes out, then what the
     /// recover hook sends, then the CONNECT answer (so the client has it
@@ -379,6 +423,7 @@ impl Server {
         socket: Socket,
         auth: Option<Box<RawValue>>,
         last_offset: Option<u64>,
+        unsent: Vec<Data>,
     ) {
         *socket.0.session.borrow_mut() = session.clone();
         socket.0.state.set(SocketState::Recovering);
@@ -395,7 +440,13 @@ impl Server {
             return;
         }
         self.0.recoveries.set(self.0.recoveries.get() + 1);
-        let replay = {
+        if *socket.0.origin != *session.sid() {
+            self.0
+                .moved
+                .borrow_mut()
+                .insert(socket.0.origin.clone(), session.sid_rc());
+        }
+        let (found, replay) = {
             let mut kept = socket.0.kept.borrow_mut();
             let mut total = self.0.kept_total.get();
             let offsets = self.0.config.recovery.offsets;
@@ -413,8 +464,15 @@ impl Server {
             "session {}: socket {} recovered, {} events sent again",
             session.sid(),
             socket.id(),
-            replay.len()
+            replay.len() + if found { 0 } else { unsent.len() }
         );
+        // What the old session had not sent, unless the client's offset
+        // found it all in the log (which holds every event sent).
+        if !found {
+            for data in unsent {
+                session.send(data);
+            }
+        }
         for (text, attachments) in replay {
             socket.send_packet(text, attachments);
         }
@@ -528,10 +586,23 @@ impl ServerInner {
         offset
     }
 
+    /// The private id of `socket`.
+    pub(super) fn pid_of(&self, socket: &Socket) -> String {
+        self.pids
+            .of(socket.namespace(), socket.id(), &socket.0.origin)
+    }
+
+    /// `socket` is gone for good: where it moved is no longer needed.
+    pub(super) fn forget_move(&self, socket: &Socket) {
+        if *socket.0.origin != *socket.session().sid() {
+            self.moved.borrow_mut().remove(&socket.0.origin);
+        }
+    }
+
     /// Keeps `socket`, whose connection was lost, for its client to come
     /// back within the recovery window.
     pub(super) fn keep_away(&self, socket: &Socket) {
-        let pid: Rc<str> = self.pids.of(socket.namespace(), socket.id()).into();
+        let pid: Rc<str> = self.pid_of(socket).into();
         let until = Instant::now() + self.config.recovery.window;
         self.away
             .borrow_mut()
@@ -541,7 +612,7 @@ impl ServerInner {
 
     /// `socket` is no longer away (given up): forgets it.
     pub(super) fn release_away(&self, socket: &Socket) {
-        let pid = self.pids.of(socket.namespace(), socket.id());
+        let pid = self.pid_of(socket);
         let entry = self.away.borrow_mut().remove_entry(pid.as_str());
         if let Some((pid, (_, until))) = entry {
             self.disarm(until, &Due::Recovery(pid));

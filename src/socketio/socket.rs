@@ -44,6 +44,8 @@ pub(super) struct SocketInner {
     pub(super) nsp: Rc<Namespace>,
     /// The connection it is on; another one after a recovery.
     pub(super) session: RefCell<SessionRef>,
+    /// The id of the session it was first on, which its pid names.
+    pub(super) origin: Rc<str>,
     pub(super) server: Weak<ServerInner>,
     pub(super) state: Cell<SocketState>,
     pub(super) held: RefCell<Vec<(String, Vec<Vec<u8>>)>>,
@@ -324,6 +326,9 @@ impl Socket {
         }
         self.0.held.borrow_mut().clear();
         self.drop_kept();
+        if let Some(server) = self.0.server.upgrade() {
+            server.forget_move(self);
+        }
         self.fail_acks();
         self.run_disconnect_hook(reason);
     }
@@ -356,6 +361,7 @@ impl Socket {
         self.drop_kept();
         if let Some(server) = self.0.server.upgrade() {
             server.release_away(self);
+            server.forget_move(self);
         }
     }
 
@@ -370,7 +376,7 @@ impl Socket {
         }
     }
 
-    fn fail_acks(&self) {
+    pub(super) fn fail_acks(&self) {
         let pending: Vec<(u64, PendingAck)> = self.0.acks.borrow_mut().drain().collect();
         for (id, ack) in pending {
             self.disarm_ack(id, ack.deadline);

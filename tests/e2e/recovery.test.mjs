@@ -94,6 +94,7 @@ class Device {
 async function lossyProxy(url) {
   const target = new URL(url);
   const pairs = new Set();
+  const silent = [];
   const proxy = createServer((client) => {
     const upstream = tcpConnect(Number(target.port), target.hostname);
     const pair = { client, upstream };
@@ -123,7 +124,25 @@ async function lossyProxy(url) {
         upstream.resetAndDestroy();
       }
     },
-    close: () => new Promise((r) => proxy.close(r)),
+    /** The client's side goes; the server's stays open and hears nothing. */
+    cutClientSide() {
+      for (const pair of [...pairs]) {
+        pairs.delete(pair);
+        pair.upstream.removeAllListeners('close').removeAllListeners('error').on('error', () => {});
+        pair.upstream.unpipe(pair.client);
+        pair.client.removeAllListeners('close').removeAllListeners('error').on('error', () => {});
+        pair.client.resetAndDestroy();
+        silent.push(pair.upstream);
+      }
+    },
+    close: () => {
+      for (const upstream of silent) upstream.destroy();
+      for (const { client, upstream } of [...pairs]) {
+        client.destroy();
+        upstream.destroy();
+      }
+      return new Promise((r) => proxy.close(r));
+    },
   };
 }
 
@@ -256,6 +275,39 @@ for (const offsets of [true, false]) {
       const [recovered] = await bob.take('$connect');
       assert.equal(recovered, true);
       assert.deepEqual(candidatesOf(bob.takeAll('ice_candidate')), offsets ? [1, 2, 3, 4] : [4]);
+      bob.close();
+    } finally {
+      await proxy.close();
+    }
+  }, { args: offsets ? ['--recovery-offsets'] : [] });
+}
+
+for (const offsets of [false, true]) {
+  recoveryTest(`a connection lost without a word to the server: the client takes its socket over with its pid, and the call never notices${offsets ? ' (--recovery-offsets: and what was in flight comes again)' : ''}`, async ({ server, device }) => {
+    const proxy = await lossyProxy(server.url);
+    try {
+      const alice = await device().register(uname('alice'));
+      const bob = await new Device(proxy.url).register(uname('bob'));
+      await call(alice, bob);
+      const id = bob.socket.id;
+      proxy.freeze();
+      for (const n of [1, 2]) {
+        await alice.socket.emitWithAck('ice_candidate', { to: bob.name, from: alice.name, candidate: candidate(n) });
+      }
+      // bob's side of the network is gone; the server still sees a live
+      // connection, and would until the ping timeout.
+      proxy.cutClientSide();
+      const [recovered, sameId] = await bob.take('$connect');
+      assert.equal(recovered, true);
+      assert.equal(sameId, id);
+      // Written to the old connection, so in flight: sent again only with offsets.
+      assert.deepEqual(candidatesOf(bob.takeAll('ice_candidate')), offsets ? [1, 2] : []);
+      assert.deepEqual(alice.takeAll('peer_reconnecting'), []);
+      sendCandidates(alice, bob, [3]);
+      assert.deepEqual(candidatesOf([await bob.take('ice_candidate')]), [3]);
+      sendCandidates(bob, alice, [4]);
+      assert.deepEqual(candidatesOf([await alice.take('ice_candidate')]), [4]);
+      assert.equal(await metric(server, 'signalbox_recovered_sockets_total'), 1);
       bob.close();
     } finally {
       await proxy.close();
