@@ -78,3 +78,13 @@ impl IdHasher {
 
 /// A map keyed by server-generated identifiers.
 pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Gives a map's room back once it has emptied out to well under what it
+/// holds room for (after a burst: a map keeps its peak's room otherwise).
+pub fn shrink_when_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 4 * map.len() + 64 {
+        map.shrink_to_fit();
+    }
+}

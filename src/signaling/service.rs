@@ -44,6 +44,8 @@ pub struct Signaling {
     waiting: RefCell<IdMap<SocketId, Waiting>>,
     /// Set to the first of the hub's and the refresh's deadlines.
     alarm: Alarm,
+    /// Graces that ran out since memory was last handed back.
+    lapsed_since_give_back: std::cell::Cell<u64>,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
@@ -105,6 +107,7 @@ impl Signaling {
             nodes,
             waiting: RefCell::new(IdMap::default()),
             alarm: Alarm::new(me.clone()),
+            lapsed_since_give_back: std::cell::Cell::new(0),
         });
         service.set_alarm();
         let auth_secret = settings.auth_secret.clone();
@@ -618,14 +621,33 @@ impl Wake for Signaling {
     /// Rings out the calls whose time is up, sweeps, and keeps this node's
     /// presence and claims alive in Redis and its peers checked.
     fn wake(self: Rc<Self>, now: Instant) {
-        let (effects, swept) = {
+        let (effects, swept, lapsed) = {
             let mut hub = self.hub.borrow_mut();
-            (hub.expire(now), hub.take_swept())
+            let before = hub.grace_totals().lapsed;
+            let effects = hub.expire(now);
+            (
+                effects,
+                hub.take_swept(),
+                hub.grace_totals().lapsed - before,
+            )
         };
         self.execute(effects, None);
-        // Thousands of names gone at once: their memory goes back too.
-        if swept >= SWEPT_ENOUGH_TO_GIVE_BACK {
+        // Thousands of names gone (swept, or their graces ran out, one by
+        // one after a burst of lost connections): their memory goes back.
+        let lapsed = self.lapsed_since_give_back.get() + lapsed;
+        let burst_over = lapsed >= 256 && self.hub.borrow().held_count() == 0;
+        if lapsed > 0 {
+            crate::id::shrink_when_sparse(&mut self.clients.borrow_mut());
+            crate::id::shrink_when_sparse(&mut self.waiting.borrow_mut());
+        }
+        if swept >= SWEPT_ENOUGH_TO_GIVE_BACK
+            || lapsed >= SWEPT_ENOUGH_TO_GIVE_BACK as u64
+            || burst_over
+        {
             rt::give_back_memory();
+            self.lapsed_since_give_back.set(0);
+        } else {
+            self.lapsed_since_give_back.set(lapsed);
         }
         let due = self.refresh.borrow_mut().as_mut().map(|r| r.due(now));
         if let (Some(due), Some(nodes)) = (due, &self.nodes) {

@@ -33,6 +33,10 @@ struct Client {
     connects: u32,
 }
 
+/// How many away sockets must have been given up for their memory to be
+/// handed back to the system (a few MiB).
+const EXPIRED_ENOUGH_TO_GIVE_BACK: usize = 4096;
+
 /// How long a session closed at its connect timeout may take to collect
 /// what is queued for it.
 const CONNECT_TIMEOUT_LINGER: Duration = Duration::from_secs(1);
@@ -66,6 +70,9 @@ pub(super) struct ServerInner {
     /// The offset of the next event kept.
     offset: Cell<u64>,
     recoveries: Cell<u64>,
+    /// Away sockets given up at the end of their window since memory was
+    /// last handed back.
+    expired_since_give_back: Cell<usize>,
 }
 
 /// Event counts, for metrics.
@@ -104,6 +111,7 @@ impl Server {
             kept_total: Cell::new(0),
             offset: Cell::new(0),
             recoveries: Cell::new(0),
+            expired_since_give_back: Cell::new(0),
         }))
     }
 
@@ -665,6 +673,19 @@ impl Wake for ServerInner {
                     if let Some((socket, _)) = entry {
                         log::debug!("socket {}: not recovered in time", socket.id());
                         socket.forget();
+                        // Thousands of sockets lost in a burst and never
+                        // recovered: their memory goes back to the system.
+                        let expired = self.expired_since_give_back.get() + 1;
+                        crate::id::shrink_when_sparse(&mut self.away.borrow_mut());
+                        crate::id::shrink_when_sparse(&mut self.moved.borrow_mut());
+                        crate::id::shrink_when_sparse(&mut self.clients.borrow_mut());
+                        let burst_over = expired >= 256 && self.away.borrow().is_empty();
+                        if expired >= EXPIRED_ENOUGH_TO_GIVE_BACK || burst_over {
+                            crate::rt::give_back_memory();
+                            self.expired_since_give_back.set(0);
+                        } else {
+                            self.expired_since_give_back.set(expired);
+                        }
                     }
                 }
                 Due::Ack { sid, socket, id } => {

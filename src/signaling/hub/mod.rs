@@ -336,10 +336,19 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.sweep(now);
         }
         let mut effects = Vec::new();
+        let mut lapsed = false;
         while let Some((until, user)) = self.graces.first().cloned()
             && until <= now
         {
             self.lapse(&user, &mut effects);
+            lapsed = true;
+        }
+        if lapsed {
+            // A burst of lost connections held many users at once.
+            crate::id::shrink_when_sparse(&mut self.held);
+            crate::id::shrink_when_sparse(&mut self.users);
+            crate::id::shrink_when_sparse(&mut self.names);
+            crate::id::shrink_when_sparse(&mut self.allowed);
         }
         for call in self.calls.expire(now) {
             self.totals.timeout += 1;
