@@ -528,12 +528,21 @@ fn what_is_not_recoverable_gets_a_fresh_socket() {
             .terminate(crate::engineio::CloseReason::ParseError);
         let (again, _) = w.connect(&format!(r#"40{{"pid":"{}"}}"#, carol.pid));
         assert_ne!(again.id, carol.id);
-        // Past the window: gone.
+        // Past the window: gone, and what it kept with it.
         let dave = w.client();
         dave.session
             .terminate(crate::engineio::CloseReason::PingTimeout);
-        let stats = w.service_stats();
-        assert_eq!(stats.away, 1);
+        assert_eq!(w.service_stats().away, 1);
+        let window = socketio::Recovery::default().window;
+        w.io.expire(std::time::Instant::now() + window - Duration::from_secs(1));
+        assert_eq!(w.service_stats().away, 1, "not yet");
+        w.io.expire(std::time::Instant::now() + window + Duration::from_secs(1));
+        assert_eq!(
+            (w.service_stats().away, w.service_stats().kept_bytes),
+            (0, 0)
+        );
+        let (again, _) = w.connect(&format!(r#"40{{"pid":"{}"}}"#, dave.pid));
+        assert_ne!(again.id, dave.id);
     });
 }
 

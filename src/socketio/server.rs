@@ -151,6 +151,13 @@ impl Server {
         Rc::new(self.clone())
     }
 
+    /// Runs the server's deadlines due by `now` (connect timeouts, acks,
+    /// recovery windows), as its alarm would: for tests with a fake clock.
+    #[cfg(test)]
+    pub(crate) fn expire(&self, now: Instant) {
+        Wake::wake(self.0.clone(), now);
+    }
+
     /// How many Engine.IO sessions the server holds.
     pub fn client_count(&self) -> usize {
         self.0.clients.borrow().len()
