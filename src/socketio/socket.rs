@@ -138,10 +138,14 @@ impl Socket {
         }
     }
 
-    /// Sends an event (no ack asked): with recovery, kept while the socket
-    /// is away, and with offsets, numbered and kept while connected too.
+    /// Counts and sends an event (no ack asked): with recovery, kept while
+    /// the socket is away, and with offsets, numbered and kept while
+    /// connected too. One look at the server serves both, on every emit.
     fn send_event(&self, mut text: String, mut attachments: Vec<Vec<u8>>) {
         let server = self.0.server.upgrade();
+        if let Some(server) = &server {
+            server.events_sent.set(server.events_sent.get() + 1);
+        }
         let Some(server) = server.filter(|s| s.config.recovery.enabled()) else {
             self.send_packet(text, attachments);
             return;
@@ -201,7 +205,6 @@ impl Socket {
     pub fn emit_value<T: Serialize + ?Sized>(&self, event: &str, arg: &T) {
         match packet::encode_event_value(self.namespace(), event, arg) {
             Ok(text) => {
-                self.count_event();
                 self.send_event(text, Vec::new());
             }
             Err(error) => log::error!("cannot serialize the {event} event: {error}"),
@@ -223,7 +226,6 @@ impl Socket {
             args.iter().map(Borrow::borrow),
             attachments.len(),
         );
-        self.count_event();
         self.send_event(text, attachments);
     }
 
