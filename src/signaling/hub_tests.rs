@@ -1548,3 +1548,6 @@ fn call_update_is_for_the_parties_of_an_active_call() {
         Err(SignalError::InvalidPayload(_))
     ));
 }
+
+#[path = "hub_groups_tests.rs"]
+mod groups;

@@ -6,6 +6,8 @@
 
 pub mod calls;
 pub mod cluster;
+pub mod directory;
+pub mod fork;
 pub mod hub;
 pub mod ice;
 pub mod limits;
@@ -32,6 +34,9 @@ pub struct Settings {
     /// How long a user whose connection was lost stays registered, and in
     /// their call, for their client to come back (zero: they leave at once).
     pub reconnect_grace: Duration,
+    /// The directory file (`--directory`): groups, devices, forwarding,
+    /// who may call whom; read at start and on SIGHUP.
+    pub directory: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -45,6 +50,7 @@ impl Default for Settings {
             },
             auth_secret: None,
             reconnect_grace: Duration::from_secs(10),
+            directory: None,
         }
     }
 }

@@ -137,7 +137,7 @@ impl PeerMessage {
     pub fn for_event(to: &Rc<str>, event: ServerEvent) -> Option<PeerMessage> {
         let to = to.clone();
         Some(match event {
-            ServerEvent::IncomingCall { from, offer } => PeerMessage::Ring { from, to, offer },
+            ServerEvent::IncomingCall { from, offer, .. } => PeerMessage::Ring { from, to, offer },
             ServerEvent::CallAnswered { from, answer } => {
                 PeerMessage::Answered { from, to, answer }
             }
@@ -179,7 +179,11 @@ impl PeerMessage {
     /// [`for_event`](PeerMessage::for_event)).
     pub fn into_event(self) -> Option<ServerEvent> {
         Some(match self {
-            PeerMessage::Ring { from, offer, .. } => ServerEvent::IncomingCall { from, offer },
+            PeerMessage::Ring { from, offer, .. } => ServerEvent::IncomingCall {
+                from,
+                offer,
+                group: None,
+            },
             PeerMessage::Answered { from, answer, .. } => {
                 ServerEvent::CallAnswered { from, answer }
             }

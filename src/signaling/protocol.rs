@@ -82,10 +82,15 @@ pub enum ClientEvent {
         /// An RTCSessionDescriptionInit, opaque JSON of at most `max_sdp_bytes`.
         description: Box<RawValue>,
     },
+    /// `set_dnd {on}`: do-not-disturb on or off for the socket's user.
+    SetDnd {
+        /// Whether calls should pass the user by.
+        on: bool,
+    },
 }
 
 /// The names of the events clients send.
-pub const CLIENT_EVENTS: [&str; 8] = [
+pub const CLIENT_EVENTS: [&str; 9] = [
     "register_user",
     "make_call",
     "answer_call",
@@ -94,6 +99,7 @@ pub const CLIENT_EVENTS: [&str; 8] = [
     "ice_candidate",
     "logout_user",
     "call_update",
+    "set_dnd",
 ];
 
 #[derive(Deserialize)]
@@ -130,6 +136,11 @@ struct AnswerPayload {
 struct DescriptionPayload {
     to: String,
     description: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct DndPayload {
+    on: bool,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +230,10 @@ impl ClientEvent {
                     description: p.description,
                 }
             }
+            "set_dnd" => {
+                let p: DndPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::SetDnd { on: p.on }
+            }
             _ => {
                 let p: OptionalUserIdPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::LogoutUser { user_id: p.user_id }
@@ -238,6 +253,7 @@ impl ClientEvent {
             ClientEvent::IceCandidate { .. } => "ice_candidate",
             ClientEvent::LogoutUser { .. } => "logout_user",
             ClientEvent::CallUpdate { .. } => "call_update",
+            ClientEvent::SetDnd { .. } => "set_dnd",
         }
     }
 }
@@ -266,12 +282,15 @@ pub enum ServerEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// `incoming_call {from, offer}`
+    /// `incoming_call {from, offer[, group]}`
     IncomingCall {
         /// The caller.
         from: Rc<str>,
         /// The caller's SDP offer.
         offer: Box<RawValue>,
+        /// The group called, when the call rings a group's members.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<Rc<str>>,
     },
     /// `call_answered {from, answer}`
     CallAnswered {
@@ -346,6 +365,20 @@ pub enum ServerEvent {
         /// The other party.
         from: Rc<str>,
     },
+    /// `call_forwarded {from, to}`: nobody at `from` answered (or could),
+    /// so the call rings `to` now.
+    CallForwarded {
+        /// The user or group that was rung.
+        from: Rc<str>,
+        /// The user or group that rings now.
+        to: Rc<str>,
+    },
+    /// `dnd {on}`: the user's do-not-disturb, told to each of its devices
+    /// when it changes and to a device that registers while it is on.
+    Dnd {
+        /// Whether calls pass the user by.
+        on: bool,
+    },
     /// `signaling_error {event, error}`: a refused client event whose
     /// sender asked for no ack and that has no event of its own.
     SignalingError {
@@ -375,6 +408,8 @@ impl ServerEvent {
             ServerEvent::CallUpdate { .. } => "call_update",
             ServerEvent::PeerReconnecting { .. } => "peer_reconnecting",
             ServerEvent::PeerReconnected { .. } => "peer_reconnected",
+            ServerEvent::CallForwarded { .. } => "call_forwarded",
+            ServerEvent::Dnd { .. } => "dnd",
         }
     }
 
@@ -407,6 +442,10 @@ pub mod reason {
     pub const NEW_LOGIN: &str = "new_login";
     /// The server is shutting down.
     pub const SERVER_SHUTDOWN: &str = "server_shutdown";
+    /// Another member of the group (or another device of the user) answered.
+    pub const ANSWERED_ELSEWHERE: &str = "answered_elsewhere";
+    /// Nobody answered in time: the call went on to someone else.
+    pub const FORWARDED: &str = "forwarded";
 }
 
 /// Why a client event was refused.
@@ -441,6 +480,12 @@ pub enum SignalError {
     /// Several nodes: Redis, which holds who is where and who is busy,
     /// cannot be reached.
     Unavailable,
+    /// The directory does not let the caller call that name (`may_call`).
+    NotAllowed,
+    /// The callee is in do-not-disturb, and no forwarding is set.
+    DoNotDisturb,
+    /// `register_user` with the name of a group of the directory.
+    GroupName,
 }
 
 impl SignalError {
@@ -457,6 +502,9 @@ impl SignalError {
                 | SignalError::UserBusy
                 | SignalError::TooManyCalls
                 | SignalError::Unavailable
+                | SignalError::NotAllowed
+                | SignalError::DoNotDisturb
+                | SignalError::GroupName
         )
     }
 }
@@ -482,6 +530,9 @@ impl fmt::Display for SignalError {
             SignalError::Unavailable => {
                 f.write_str("the intercom is briefly unavailable: try again")
             }
+            SignalError::NotAllowed => f.write_str("not allowed to call this user"),
+            SignalError::DoNotDisturb => f.write_str("user does not want to be disturbed"),
+            SignalError::GroupName => f.write_str("that name is a group's: register your own"),
         }
     }
 }
@@ -590,9 +641,18 @@ mod tests {
             (
                 ServerEvent::IncomingCall {
                     from: "a".into(),
-                    offer,
+                    offer: offer.clone(),
+                    group: None,
                 },
                 r#"{"from":"a","offer":{"sdp":"x"}}"#,
+            ),
+            (
+                ServerEvent::IncomingCall {
+                    from: "a".into(),
+                    offer,
+                    group: Some("flat-12".into()),
+                },
+                r#"{"from":"a","offer":{"sdp":"x"},"group":"flat-12"}"#,
             ),
             (
                 ServerEvent::CallEnded {

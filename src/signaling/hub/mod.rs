@@ -4,7 +4,7 @@
 //! business.
 
 use crate::id::IdMap;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,9 @@ use serde_json::value::RawValue;
 
 use crate::logging::untrusted;
 use crate::rate::Bucket;
-use crate::signaling::calls::{Call, CallState, Calls};
+use crate::signaling::calls::{Call, CallId, CallState, Calls};
+use crate::signaling::directory::Directory;
+use crate::signaling::fork::Fork;
 use crate::signaling::limits::Limits;
 use crate::signaling::peer::PeerMessage;
 use crate::signaling::protocol::{ClientEvent, ServerEvent, SignalError, reason, valid_user_name};
@@ -161,7 +163,9 @@ pub struct GraceTotals {
 /// A user whose socket was lost in a way its client may come back from:
 /// still registered, still in their call, their events kept.
 #[derive(Debug)]
-struct Held {
+struct Held<S> {
+    /// The device whose connection was lost.
+    socket: S,
     /// When the grace runs out.
     until: Instant,
     /// What they were sent meanwhile, in order.
@@ -184,9 +188,14 @@ pub const MAX_HELD_BYTES: usize = 512 * 1024;
 /// Presence and calls on this node: who is registered on which socket, who calls whom.
 #[derive(Debug)]
 pub struct Hub<S> {
+    /// Each registered user's first (oldest) device.
     users: HashMap<Rc<str>, S>,
+    /// The other devices of users the directory allows several, oldest first.
+    more: HashMap<Rc<str>, Vec<S>>,
+    /// Which devices of a user with several hear their call.
+    routes: HashMap<Rc<str>, Route<S>>,
     /// Registered users whose socket was lost, for the reconnect grace.
-    held: HashMap<Rc<str>, Held>,
+    held: HashMap<Rc<str>, Held<S>>,
     /// When each held user's grace runs out, in order.
     graces: BTreeSet<(Instant, Rc<str>)>,
     /// How long a lost user is held (zero: not at all).
@@ -212,6 +221,23 @@ pub struct Hub<S> {
     swept: usize,
     /// Several nodes: who is busy is Redis's to say (see [`Effect::Claim`]).
     several_nodes: bool,
+    /// Groups, devices, forwarding and who may call whom.
+    directory: Rc<Directory>,
+    /// The plans of ringing calls that ring groups or may be forwarded.
+    forks: HashMap<CallId, Fork>,
+    /// When each fork is next due, in order.
+    fork_deadlines: BTreeSet<(Instant, CallId)>,
+    /// Users in do-not-disturb.
+    dnd: HashSet<Rc<str>>,
+}
+
+/// Where a call's events go for a user with several devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route<S> {
+    /// The devices still ringing (each may decline alone).
+    Ringing(Vec<S>),
+    /// The device that made or answered the call.
+    Bound(S),
 }
 
 /// How often full call-rate buckets are swept.
@@ -223,6 +249,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     pub fn new(call_timeout: Duration, limits: &Limits, several_nodes: bool) -> Hub<S> {
         Hub {
             users: HashMap::new(),
+            more: HashMap::new(),
+            routes: HashMap::new(),
             held: HashMap::new(),
             graces: BTreeSet::new(),
             grace: Duration::ZERO,
@@ -238,7 +266,27 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             next_sweep: None,
             swept: 0,
             several_nodes,
+            directory: Rc::default(),
+            forks: HashMap::new(),
+            fork_deadlines: BTreeSet::new(),
+            dnd: HashSet::new(),
         }
+    }
+
+    /// Uses `directory` for calls from now on; calls in progress keep
+    /// the plan they started with.
+    pub fn set_directory(&mut self, directory: Rc<Directory>) {
+        self.directory = directory;
+    }
+
+    /// The directory in use.
+    pub fn directory(&self) -> &Rc<Directory> {
+        &self.directory
+    }
+
+    /// Whether `user` is in do-not-disturb.
+    pub fn is_dnd(&self, user: &str) -> bool {
+        self.dnd.contains(user)
     }
 
     /// Holds users whose socket was lost for `grace` (zero: they leave at once).
@@ -321,6 +369,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.calls.next_deadline(),
             self.next_sweep,
             self.graces.first().map(|(at, _)| *at),
+            self.fork_deadlines.first().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -350,7 +399,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             crate::id::shrink_when_sparse(&mut self.names);
             crate::id::shrink_when_sparse(&mut self.allowed);
         }
-        for call in self.calls.expire(now) {
+        while let Some(&(at, id)) = self.fork_deadlines.first()
+            && at <= now
+        {
+            self.fork_due(id, now, &mut effects);
+        }
+        for (id, call) in self.calls.expire(now) {
+            self.ended(id, &call);
             self.totals.timeout += 1;
             log::info!(
                 "call {} -> {}: timed out",
@@ -358,11 +413,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 untrusted(&call.callee)
             );
             self.over(&call, &mut effects);
-            for (to, other) in [(&call.caller, &call.callee), (&call.callee, &call.caller)] {
+            let event = ServerEvent::CallTimeout {
+                user: call.callee.clone(),
+            };
+            self.tell(&call.caller, event, &mut effects);
+            for other in call.others(&call.caller) {
                 let event = ServerEvent::CallTimeout {
-                    user: other.clone(),
+                    user: call.caller.clone(),
                 };
-                self.tell(to, event, &mut effects);
+                self.tell(&other, event, &mut effects);
             }
         }
         effects
@@ -422,6 +481,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         if self.grace.is_zero() || self.held.contains_key(&user) {
             return self.disconnected(socket, now);
         }
+        if self.device_count(&user) > 1
+            && !(self.calls.of(&user).is_some() && self.routes_to(&user, socket))
+        {
+            // Its other devices are there: nothing of this one to keep.
+            return self.disconnected(socket, now);
+        }
         self.allowed.remove(socket);
         let mut effects = self.expire(now);
         let until = now + self.grace;
@@ -429,6 +494,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.held.insert(
             user.clone(),
             Held {
+                socket: socket.clone(),
                 until,
                 queue: VecDeque::new(),
                 bytes: 0,
@@ -453,7 +519,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// `peer_reconnected`.
     pub fn recovered(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
         let mut effects = self.expire(now);
-        if let Some(user) = self.names.get(socket).cloned() {
+        if let Some(user) = self.names.get(socket).cloned()
+            && self
+                .held
+                .get(&user)
+                .is_some_and(|held| held.socket == *socket)
+        {
             self.resume(&user, socket, &mut effects);
         }
         effects
@@ -465,7 +536,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 
     /// Ends `user`'s grace: none, if they were not held.
-    fn unhold(&mut self, user: &str) -> Option<Held> {
+    fn unhold(&mut self, user: &str) -> Option<Held<S>> {
         let held = self.held.remove(user)?;
         self.graces.remove(&(held.until, user.into()));
         Some(held)
@@ -499,14 +570,22 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// A held user's grace ran out (or what was kept for them overflowed):
     /// they leave as if their connection had just closed.
     fn lapse(&mut self, user: &Rc<str>, effects: &mut Vec<Effect<S>>) {
-        if self.unhold(user).is_none() {
+        let Some(held) = self.unhold(user) else {
+            return;
+        };
+        self.grace_totals.lapsed += 1;
+        if self.remove_device(user, &held.socket, reason::DISCONNECTED, effects) {
+            log::info!("a device of {} did not come back", untrusted(user));
+            effects.push(Effect::Disconnect {
+                socket: held.socket,
+            });
             return;
         }
-        self.grace_totals.lapsed += 1;
         let Some(socket) = self.users.remove(user) else {
             return;
         };
         self.names.remove(&socket);
+        self.dnd.remove(user);
         log::info!("{} did not come back; disconnected", untrusted(user));
         self.end_call_of(user, reason::DISCONNECTED, effects);
         effects.push(Effect::Left { user: user.clone() });
@@ -520,8 +599,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     pub fn disconnected(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
         self.allowed.remove(socket);
         let mut effects = self.expire(now);
+        if let Some(user) = self.names.get(socket).cloned()
+            && self.remove_device(&user, socket, reason::DISCONNECTED, &mut effects)
+        {
+            log::info!("a device of {} disconnected", untrusted(&user));
+            return effects;
+        }
         if let Some(user) = self.names.remove(socket) {
             self.users.remove(&user);
+            self.dnd.remove(&user);
             log::info!("{} disconnected", untrusted(&user));
             self.end_call_of(&user, reason::DISCONNECTED, &mut effects);
             effects.push(Effect::Left { user });
@@ -532,6 +618,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Ends every call, telling both parties `reason`.
     pub fn end_all_calls(&mut self, reason: &'static str) -> Vec<Effect<S>> {
         let mut effects = Vec::new();
+        self.forks.clear();
+        self.fork_deadlines.clear();
+        self.routes.clear();
         for call in self.calls.end_all() {
             log::info!(
                 "call {} -> {}: ended ({reason})",
@@ -539,12 +628,17 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 untrusted(&call.callee)
             );
             self.over(&call, &mut effects);
-            for (to, from) in [(&call.caller, &call.callee), (&call.callee, &call.caller)] {
+            let event = ServerEvent::CallEnded {
+                from: call.callee.clone(),
+                reason: Some(reason),
+            };
+            self.tell(&call.caller, event, &mut effects);
+            for other in call.others(&call.caller) {
                 let event = ServerEvent::CallEnded {
-                    from: from.clone(),
+                    from: call.caller.clone(),
                     reason: Some(reason),
                 };
-                self.tell(to, event, &mut effects);
+                self.tell(&other, event, &mut effects);
             }
         }
         effects
@@ -566,16 +660,45 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 held.until = self.now;
                 self.graces.insert((self.now, user.clone()));
             }
+        } else if let Some(route) = self.routes.get(user) {
+            let sockets = match route {
+                Route::Bound(socket) => std::slice::from_ref(socket),
+                Route::Ringing(sockets) => sockets.as_slice(),
+            };
+            to_each(sockets, event, effects);
         } else if let Some(socket) = self.users.get(user) {
-            effects.push(Effect::ToSocket {
-                socket: socket.clone(),
-                event,
-            });
+            match self.more.get(user) {
+                Some(more) => {
+                    to_each(std::slice::from_ref(socket), event.clone(), effects);
+                    to_each(more, event, effects);
+                }
+                None => effects.push(Effect::ToSocket {
+                    socket: socket.clone(),
+                    event,
+                }),
+            }
         } else if let Some(message) = PeerMessage::for_event(user, event) {
             effects.push(Effect::ToPeer {
                 user: user.clone(),
                 message,
             });
+        }
+    }
+
+    /// Sends each of `others` what `make` builds from `from` and `payload`.
+    fn tell_all<P: Clone>(
+        &mut self,
+        others: &[Rc<str>],
+        from: &Rc<str>,
+        payload: P,
+        effects: &mut Vec<Effect<S>>,
+        make: impl Fn(Rc<str>, P) -> ServerEvent,
+    ) {
+        if let Some((last, rest)) = others.split_last() {
+            for other in rest {
+                self.tell(other, make(from.clone(), payload.clone()), effects);
+            }
+            self.tell(last, make(from.clone(), payload), effects);
         }
     }
 
@@ -603,6 +726,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         };
         let refusal = if !valid_user_name(&name) {
             Some(SignalError::InvalidUserName)
+        } else if self.directory.group(&name).is_some() {
+            Some(SignalError::GroupName)
         } else if self
             .allowed
             .get(socket)
@@ -624,31 +749,33 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             Some(current) => {
                 // The socket takes another name: the old one logs out.
                 let current = current.clone();
-                self.leave(&current, reason::LOGGED_OUT, effects);
+                self.sign_off(&current, socket, reason::LOGGED_OUT, effects);
             }
             None => {}
         }
         let user: Rc<str> = name.as_str().into();
-        if self.held.contains_key(&user)
-            && let Some(old) = self.users.get(&user).cloned()
-        {
+        if let Some(old) = self.held.get(&user).map(|held| held.socket.clone()) {
             // The held user is back on a new socket: it takes over the
             // registration and the call; the lost socket is given up.
             log::info!("{} registered again within its grace", untrusted(&user));
             self.names.remove(&old);
-            effects.push(Effect::Disconnect { socket: old });
-            self.users.insert(user.clone(), socket.clone());
-            self.names.insert(socket.clone(), user.clone());
-            effects.push(Effect::Joined {
-                user: user.clone(),
-                socket: socket.clone(),
+            effects.push(Effect::Disconnect {
+                socket: old.clone(),
             });
-            if self.several_nodes {
-                effects.push(Effect::Barrier);
+            self.replace_device(&user, &old, socket);
+            if let Some(held) = self.held.get_mut(&user) {
+                held.socket = socket.clone();
             }
-            effects.push(reply(true, None));
+            self.joined(&user, socket, reply(true, None), effects);
             self.resume(&user, socket, effects);
+            self.tell_dnd(&user, Some(socket), effects);
             return Ok(());
+        }
+        if self.users.contains_key(&user)
+            && !self.several_nodes
+            && (self.device_count(&user) > 1 || self.directory.devices(&user) > 1)
+        {
+            return self.add_device(&user, socket, reply, effects);
         }
         if let Some(old) = self.users.get(&user).cloned() {
             // One device per user: the newest registration wins.
@@ -666,16 +793,28 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             effects.push(Effect::Disconnect { socket: old });
         }
         self.users.insert(user.clone(), socket.clone());
+        self.joined(&user, socket, reply(true, None), effects);
+        Ok(())
+    }
+
+    /// `socket` is `user`'s now: the I/O side hears of it, then the
+    /// client gets `reply` (on several nodes, once they all know).
+    fn joined(
+        &mut self,
+        user: &Rc<str>,
+        socket: &S,
+        reply: Effect<S>,
+        effects: &mut Vec<Effect<S>>,
+    ) {
         self.names.insert(socket.clone(), user.clone());
         effects.push(Effect::Joined {
-            user,
+            user: user.clone(),
             socket: socket.clone(),
         });
         if self.several_nodes {
             effects.push(Effect::Barrier);
         }
-        effects.push(reply(true, None));
-        Ok(())
+        effects.push(reply);
     }
 
     fn logout(
@@ -692,16 +831,34 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         if name.is_some_and(|n| *n != *me) {
             return Err(SignalError::NotYourName);
         }
-        self.leave(&me, reason::LOGGED_OUT, effects);
+        self.sign_off(&me, socket, reason::LOGGED_OUT, effects);
         Ok(())
+    }
+
+    /// `socket` stops being `user`'s: one of their devices goes, or the
+    /// user leaves with their last.
+    fn sign_off(
+        &mut self,
+        user: &Rc<str>,
+        socket: &S,
+        why: &'static str,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        if !self.remove_device(user, socket, why, effects) {
+            self.leave(user, why, effects);
+        }
     }
 
     /// `user` stops being registered; their call ends for the peer.
     fn leave(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<S>>) {
         self.unhold(user);
+        self.dnd.remove(user);
         let present = self.users.remove(user).inspect(|socket| {
             self.names.remove(socket);
         });
+        for socket in self.more.remove(user).unwrap_or_default() {
+            self.names.remove(&socket);
+        }
         log::info!("{} left ({why})", untrusted(user));
         self.end_call_of(user, why, effects);
         // Withdrawn after the call's end went out: a message from the peer
@@ -712,10 +869,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 
     fn end_call_of(&mut self, user: &Rc<str>, why: &'static str, effects: &mut Vec<Effect<S>>) {
-        let Some((id, _)) = self.calls.of(user) else {
+        let Some((id, call)) = self.calls.of(user) else {
             return;
         };
-        let Some(call) = self.calls.end(id) else {
+        if call.is_leg(user) {
+            // One member of a ringing group: the others ring on.
+            self.leg_gone(id, user, Some(why), effects);
+            return;
+        }
+        let Some(call) = self.finish(id) else {
             return;
         };
         log::info!(
@@ -725,12 +887,27 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             untrusted(user)
         );
         self.over(&call, effects);
-        if let Some(peer) = call.peer_of(user) {
+        for other in call.others(user) {
             let event = ServerEvent::CallEnded {
                 from: user.clone(),
                 reason: Some(why),
             };
-            self.tell(peer, event, effects);
+            self.tell(&other, event, effects);
+        }
+    }
+
+    /// Ends call `id` here: the call and what the hub kept for it.
+    fn finish(&mut self, id: CallId) -> Option<Call> {
+        let call = self.calls.end(id)?;
+        self.ended(id, &call);
+        Some(call)
+    }
+
+    /// Forgets what the hub kept for call `id`, which ended.
+    fn ended(&mut self, id: CallId, call: &Call) {
+        self.take_fork(id);
+        for user in [&call.caller, &call.callee].into_iter().chain(&call.legs) {
+            self.routes.remove(user);
         }
     }
 
@@ -748,19 +925,26 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             }
             ClientEvent::AnswerCall { to, answer } => {
                 let id = self.ringing_from(&me, &to)?;
-                self.calls.answer(id, now);
-                self.totals.answered += 1;
-                log::info!("call {} -> {}: answered", untrusted(&to), untrusted(&me));
-                let event = ServerEvent::CallAnswered {
-                    from: me.clone(),
-                    answer,
-                };
-                self.tell(&to.into(), event, effects);
+                if !self.routes_to(&me, socket) {
+                    return Err(SignalError::NoIncomingCall);
+                }
+                self.answered(id, &me, socket, answer, now, effects);
                 Ok(())
             }
             ClientEvent::DeclineCall { to } => {
                 let id = self.ringing_from(&me, &to)?;
-                if let Some(call) = self.calls.end(id) {
+                if !self.routes_to(&me, socket) {
+                    return Err(SignalError::NoIncomingCall);
+                }
+                if self.device_declines(&me, socket) {
+                    return Ok(());
+                }
+                if self.calls.get(id).is_some_and(|call| call.is_leg(&me)) {
+                    log::info!("call {} -> {}: declined", untrusted(&to), untrusted(&me));
+                    self.leg_gone(id, &me, None, effects);
+                    return Ok(());
+                }
+                if let Some(call) = self.finish(id) {
                     self.over(&call, effects);
                 }
                 self.totals.declined += 1;
@@ -770,8 +954,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 Ok(())
             }
             ClientEvent::EndCall { to } => {
-                let id = self.call_with(&me, &to)?;
-                if let Some(call) = self.calls.end(id) {
+                let id = self.call_with(&me, &to, socket)?;
+                if self.calls.get(id).is_some_and(|call| call.is_leg(&me)) {
+                    // A member who hangs up while it rings only stops ringing.
+                    self.leg_gone(id, &me, None, effects);
+                    return Ok(());
+                }
+                if let Some(call) = self.finish(id) {
                     log::info!(
                         "call {} -> {}: ended by {}",
                         untrusted(&call.caller),
@@ -779,30 +968,59 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                         untrusted(&me)
                     );
                     self.over(&call, effects);
+                    for other in call.others(&me) {
+                        let event = ServerEvent::CallEnded {
+                            from: me.clone(),
+                            reason: None,
+                        };
+                        self.tell(&other, event, effects);
+                    }
                 }
-                let event = ServerEvent::CallEnded {
-                    from: me.clone(),
-                    reason: None,
-                };
-                self.tell(&to.into(), event, effects);
                 Ok(())
             }
             ClientEvent::IceCandidate { to, candidate } => {
-                self.call_with(&me, &to)?;
-                let event = ServerEvent::IceCandidate {
-                    from: me.clone(),
-                    candidate,
+                let id = self.call_with(&me, &to, socket)?;
+                let Some(call) = self.calls.get(id) else {
+                    return Err(SignalError::NoSuchCall);
                 };
-                self.tell(&to.into(), event, effects);
+                let others = call.others(&me);
+                if call.is_ringing()
+                    && *call.caller == *me
+                    && let Some(fork) = self.forks.get_mut(&id)
+                {
+                    fork.keep_candidate(&candidate);
+                }
+                self.tell_all(&others, &me, candidate, effects, |from, candidate| {
+                    ServerEvent::IceCandidate { from, candidate }
+                });
                 Ok(())
             }
             ClientEvent::CallUpdate { to, description } => {
-                self.active_call_with(&me, &to)?;
-                let event = ServerEvent::CallUpdate {
-                    from: me.clone(),
-                    description,
+                let id = self.active_call_with(&me, &to, socket)?;
+                let others = self
+                    .calls
+                    .get(id)
+                    .map(|c| c.others(&me))
+                    .unwrap_or_default();
+                self.tell_all(&others, &me, description, effects, |from, description| {
+                    ServerEvent::CallUpdate { from, description }
+                });
+                Ok(())
+            }
+            ClientEvent::SetDnd { on } => {
+                let changed = if on {
+                    self.dnd.insert(me.clone())
+                } else {
+                    self.dnd.remove(&me)
                 };
-                self.tell(&to.into(), event, effects);
+                if changed {
+                    log::info!(
+                        "{}: do-not-disturb {}",
+                        untrusted(&me),
+                        if on { "on" } else { "off" }
+                    );
+                    self.tell_dnd(&me, None, effects);
+                }
                 Ok(())
             }
             ClientEvent::RegisterUser { .. } | ClientEvent::LogoutUser { .. } => Ok(()),
@@ -827,6 +1045,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             Some(SignalError::CallingYourself)
         } else if self.calls.of(me).is_some() {
             Some(SignalError::AlreadyInCall)
+        } else if !self.directory.may_call(me, to) {
+            Some(SignalError::NotAllowed)
         } else {
             None
         }
@@ -873,7 +1093,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.calls
             .ring(me.clone(), callee.clone(), now + self.call_timeout);
         log::info!("call {} -> {}: ringing", untrusted(&me), untrusted(&callee));
-        let event = ServerEvent::IncomingCall { from: me, offer };
+        let event = ServerEvent::IncomingCall {
+            from: me,
+            offer,
+            group: None,
+        };
         self.tell(&callee, event, effects);
     }
 
@@ -901,16 +1125,14 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             });
             return Ok(());
         }
-        let claim = if !self.users.contains_key(&callee) {
-            Claim::Offline
-        } else if self.calls.of(&callee).is_some() {
-            Claim::Busy
-        } else {
-            Claim::Granted
-        };
-        let outcome = self.claimed(me, &callee, offer, claim, now);
-        effects.extend(outcome.effects);
-        outcome.result
+        if self.device_count(&me) > 1 {
+            self.routes.insert(me.clone(), Route::Bound(socket.clone()));
+        }
+        let result = self.dial(&me, Fork::new(callee, offer, 0), None, now, effects);
+        if result.is_err() {
+            self.routes.remove(&me);
+        }
+        result
     }
 
     /// The answer to the claim for a call from `caller` to `callee`: ring,
@@ -981,11 +1203,14 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
     }
 
-    /// The ringing call from `caller` to `me`.
+    /// The ringing call from `caller` to `me` (called, or ringing as a
+    /// member of a group).
     fn ringing_from(&self, me: &str, caller: &str) -> Result<u64, SignalError> {
         match self.calls.of(me) {
             Some((id, call))
-                if call.is_ringing() && *call.callee == *me && *call.caller == *caller =>
+                if call.is_ringing()
+                    && *call.caller == *caller
+                    && (*call.callee == *me || call.is_leg(me)) =>
             {
                 Ok(id)
             }
@@ -993,22 +1218,29 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
     }
 
-    /// The ringing or active call between `me` and `peer`.
-    fn call_with(&self, me: &str, peer: &str) -> Result<u64, SignalError> {
+    /// The ringing or active call between `me` and `peer` (as `me` names
+    /// them: a group, or a member of it, for the caller), from a device
+    /// of `me`'s that is in it.
+    fn call_with(&self, me: &str, peer: &str, socket: &S) -> Result<u64, SignalError> {
         match self.calls.of(me) {
-            Some((id, call)) if call.peer_of(me).is_some_and(|p| **p == *peer) => Ok(id),
+            Some((id, call)) if call.is_between(me, peer) && self.routes_to(me, socket) => Ok(id),
             _ => Err(SignalError::NoSuchCall),
         }
     }
 
-    /// The answered call between `me` and `peer`.
-    fn active_call_with(&self, me: &str, peer: &str) -> Result<u64, SignalError> {
+    /// The answered call between `me` and `peer`, as [`Hub::call_with`].
+    fn active_call_with(&self, me: &str, peer: &str, socket: &S) -> Result<u64, SignalError> {
+        match self.call_with(me, peer, socket) {
+            Ok(id) if self.calls.get(id).is_some_and(|call| !call.is_ringing()) => Ok(id),
+            _ => Err(SignalError::NoSuchCall),
+        }
+    }
+
+    /// The ringing or active call between `me` and `peer`, whichever of
+    /// `me`'s devices is in it (for what comes from another node).
+    fn call_between(&self, me: &str, peer: &str) -> Result<u64, SignalError> {
         match self.calls.of(me) {
-            Some((id, call))
-                if !call.is_ringing() && call.peer_of(me).is_some_and(|p| **p == *peer) =>
-            {
-                Ok(id)
-            }
+            Some((id, call)) if call.is_between(me, peer) => Ok(id),
             _ => Err(SignalError::NoSuchCall),
         }
     }
@@ -1021,7 +1253,25 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 }
 
+mod devices;
+mod groups;
 mod peers;
+
+/// Sends `event` to each of `sockets`.
+fn to_each<S: Clone>(sockets: &[S], event: ServerEvent, effects: &mut Vec<Effect<S>>) {
+    if let Some((last, rest)) = sockets.split_last() {
+        for socket in rest {
+            effects.push(Effect::ToSocket {
+                socket: socket.clone(),
+                event: event.clone(),
+            });
+        }
+        effects.push(Effect::ToSocket {
+            socket: last.clone(),
+            event,
+        });
+    }
+}
 
 #[cfg(test)]
 #[path = "../hub_tests.rs"]

@@ -48,14 +48,18 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                         untrusted(&from),
                         untrusted(&to)
                     );
-                    let event = ServerEvent::IncomingCall { from, offer };
+                    let event = ServerEvent::IncomingCall {
+                        from,
+                        offer,
+                        group: None,
+                    };
                     self.tell(&to, event, &mut effects);
                 }
             }
             PeerMessage::Refused { from, to, busy } => {
                 if let Ok(id) = self.ringing_to(&to, &from) {
                     // The callee's node released the claims.
-                    self.calls.end(id);
+                    self.finish(id);
                     let error = if busy {
                         SignalError::UserBusy
                     } else {
@@ -78,7 +82,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             }
             PeerMessage::Declined { from, to } => {
                 if let Ok(id) = self.ringing_to(&to, &from) {
-                    self.calls.end(id);
+                    self.finish(id);
                     log::info!(
                         "call {} -> {}: declined (on another node)",
                         untrusted(&to),
@@ -96,7 +100,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 to,
                 candidate,
             } => {
-                if self.call_with(&to, &from).is_ok() {
+                if self.call_between(&to, &from).is_ok() {
                     let event = ServerEvent::IceCandidate { from, candidate };
                     self.tell(&to, event, &mut effects);
                 }
@@ -106,25 +110,25 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 to,
                 description,
             } => {
-                if self.active_call_with(&to, &from).is_ok() {
+                if self.call_between(&to, &from).is_ok() && self.in_active_call(&to) {
                     let event = ServerEvent::CallUpdate { from, description };
                     self.tell(&to, event, &mut effects);
                 }
             }
             PeerMessage::Reconnecting { from, to } => {
-                if self.call_with(&to, &from).is_ok() {
+                if self.call_between(&to, &from).is_ok() {
                     self.tell(&to, ServerEvent::PeerReconnecting { from }, &mut effects);
                 }
             }
             PeerMessage::Reconnected { from, to } => {
-                if self.call_with(&to, &from).is_ok() {
+                if self.call_between(&to, &from).is_ok() {
                     self.tell(&to, ServerEvent::PeerReconnected { from }, &mut effects);
                 }
             }
             PeerMessage::TimedOut { from, to } => {
-                if let Ok(id) = self.call_with(&to, &from) {
+                if let Ok(id) = self.call_between(&to, &from) {
                     // Counted by the caller's node, which owns the timeout.
-                    self.calls.end(id);
+                    self.finish(id);
                     log::info!(
                         "call {} -> {}: timed out (on another node)",
                         untrusted(&from),
@@ -199,7 +203,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             // Neither party is here any more: the call lives on elsewhere,
             // its claims with it.
             if peer.as_ref().is_some_and(|p| !self.users.contains_key(p)) {
-                self.calls.end(id);
+                self.finish(id);
             }
             handed
         });
@@ -308,7 +312,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let locals: Vec<Rc<str>> = self
             .users
             .keys()
-            .filter(|user| self.call_with(user, peer).is_ok())
+            .filter(|user| self.call_between(user, peer).is_ok())
             .cloned()
             .collect();
         for user in locals {
@@ -365,10 +369,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         release: bool,
         effects: &mut Vec<Effect<S>>,
     ) {
-        let Ok(id) = self.call_with(me, &peer) else {
+        let Ok(id) = self.call_between(me, &peer) else {
             return;
         };
-        if let Some(call) = self.calls.end(id) {
+        if let Some(call) = self.finish(id) {
             log::info!(
                 "call {} -> {}: ended by {} (on another node)",
                 untrusted(&call.caller),
