@@ -18,6 +18,11 @@ use crate::base64;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The name inside an admin token (`signalbox token --admin`): not a
+/// user name (none has `*`), so no client can register with it, and no
+/// user's token opens the installer's pages.
+pub const ADMIN: &str = "*admin";
+
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {

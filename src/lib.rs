@@ -57,6 +57,11 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
             None => None,
         };
         let intercom = Intercom::with_cluster(&config, cluster);
+        if let Some(path) = &config.signaling.directory {
+            let directory =
+                signaling::directory::Directory::load(path).map_err(io::Error::other)?;
+            intercom.set_directory(directory);
+        }
         let mut site = intercom.site();
         let tls = match &config.tls {
             Some((cert, key)) => {
@@ -80,7 +85,7 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
             while let Some(signal) = signals.next().await {
                 match signal {
                     Ok(Signal::Usr2) => wedge_if_testing(),
-                    Ok(Signal::Hup) => reload(tls.as_deref()),
+                    Ok(Signal::Hup) => reload(tls.as_deref(), &intercom),
                     Ok(signal) => return Ok(signal),
                     Err(error) => return Err(error),
                 }
@@ -107,15 +112,23 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
     })
 }
 
-/// SIGHUP: reads the certificate and key again; live connections keep
-/// theirs.
-fn reload(tls: Option<&tls::Tls>) {
+/// SIGHUP: reads the certificate and key again (live connections keep
+/// theirs), and the directory (calls in progress keep theirs).
+fn reload(tls: Option<&tls::Tls>, intercom: &Intercom) {
     match tls.map(tls::Tls::reload) {
         Some(Ok(())) => log::info!("SIGHUP: certificate reloaded"),
         Some(Err(error)) => {
             log::error!("SIGHUP: certificate not reloaded, the old one stays: {error}")
         }
-        None => log::info!("SIGHUP: nothing to reload"),
+        None => {}
+    }
+    match intercom.reload_directory() {
+        Some(Ok(())) => log::info!("SIGHUP: directory reloaded"),
+        Some(Err(error)) => {
+            log::error!("SIGHUP: directory not reloaded, the old one stays: {error}")
+        }
+        None if tls.is_none() => log::info!("SIGHUP: nothing to reload"),
+        None => {}
     }
 }
 

@@ -61,6 +61,11 @@ struct Args {
     /// leave at once)
     #[argh(option, from_str_fn(parse_duration))]
     reconnect_grace: Option<Duration>,
+    /// the directory file (TOML): users with several devices, ring groups,
+    /// forwarding when nobody answers, who may call whom; SIGHUP reloads it
+    /// (default: none, each name is one device)
+    #[argh(option)]
+    directory: Option<PathBuf>,
     /// how long a shutdown may take to end calls and close sessions (default 5s)
     #[argh(option, from_str_fn(parse_duration))]
     shutdown_timeout: Option<Duration>,
@@ -179,7 +184,11 @@ enum Command {
 struct TokenArgs {
     /// the user name the token lets its holder register
     #[argh(option)]
-    user: String,
+    user: Option<String>,
+    /// a token for the installer's pages instead (GET /directory), which
+    /// registers no name
+    #[argh(switch)]
+    admin: bool,
     /// how long the token stays valid (default 30d)
     #[argh(
         option,
@@ -195,12 +204,17 @@ struct TokenArgs {
 
 /// `signalbox token`: prints a token on stdout.
 fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
-    if !signalbox::signaling::protocol::valid_user_name(&args.user) {
-        return Err(format!(
-            "invalid user name {:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - . @",
-            args.user
-        ));
-    }
+    let user = match (args.user, args.admin) {
+        (None, true) => signalbox::auth::ADMIN.to_owned(),
+        (Some(_), true) => return Err("give --user or --admin, not both".into()),
+        (None, false) => return Err("give --user NAME (or --admin)".into()),
+        (Some(user), false) if !signalbox::signaling::protocol::valid_user_name(&user) => {
+            return Err(format!(
+                "invalid user name {user:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - . @"
+            ));
+        }
+        (Some(user), false) => user,
+    };
     let secret = secret(
         args.auth_secret_file.or(outer),
         "SIGNALBOX_AUTH_SECRET_FILE",
@@ -210,7 +224,7 @@ fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let expiry = now.saturating_add(args.ttl.as_secs());
-    println!("{}", signalbox::auth::mint(&secret, &args.user, expiry));
+    println!("{}", signalbox::auth::mint(&secret, &user, expiry));
     Ok(())
 }
 
@@ -377,6 +391,7 @@ fn config(mut args: Args) -> Result<Config, String> {
             .map_err(|_| format!("invalid PORT {port:?}: expected a port number"))?;
         c.listen.set_port(port);
     }
+    c.signaling.directory = or_env(args.directory, &variable("directory"), path)?;
     let cert = or_env(args.tls_cert, &variable("tls_cert"), path)?;
     let key = or_env(args.tls_key, &variable("tls_key"), path)?;
     c.tls = match (cert, key) {

@@ -20,6 +20,7 @@ use crate::http::forwarded::Proxies;
 use crate::server::{Activity, Site};
 use crate::signaling::Signaling;
 use crate::signaling::cluster::{Nodes, NodesLink};
+use crate::signaling::directory::{Directory, DirectoryError};
 use crate::socketio;
 
 /// The whole intercom: Socket.IO with signaling on it, and its pages.
@@ -63,6 +64,25 @@ impl Intercom {
         .trust(Proxies::new(self.config.trusted_proxies.iter().copied()))
         .mount(&self.config.path, self.engine.clone())
         .pages(move |request| intercom.answer(request))
+    }
+
+    /// Uses `directory` for new calls.
+    pub fn set_directory(&self, directory: Directory) {
+        let (groups, users) = (directory.groups().len(), directory.user_count());
+        log::info!("directory: {groups} groups, {users} users with settings");
+        if self.cluster().is_some() && !directory.is_empty() {
+            log::warn!(
+                "directory: on several nodes only may_call applies; groups, devices, forwarding and do-not-disturb need a single node"
+            );
+        }
+        self.signaling.set_directory(Rc::new(directory));
+    }
+
+    /// Reads the directory file again (SIGHUP); `None` without one. A file
+    /// that does not check leaves the directory as it was.
+    pub fn reload_directory(&self) -> Option<Result<(), DirectoryError>> {
+        let path = self.config.signaling.directory.as_ref()?;
+        Some(Directory::load(path).map(|directory| self.set_directory(directory)))
     }
 
     /// One line on what the server is doing, for `systemctl status`.

@@ -205,6 +205,11 @@ impl Signaling {
         self.nodes.as_deref()
     }
 
+    /// Uses `directory` for new calls; calls in progress keep their plan.
+    pub fn set_directory(&self, directory: Rc<super::directory::Directory>) {
+        self.with_hub(|hub| hub.set_directory(directory));
+    }
+
     /// The hub, for reading counts and users.
     pub fn hub(&self) -> std::cell::Ref<'_, Hub<SocketId>> {
         self.hub.borrow()
