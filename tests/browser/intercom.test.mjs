@@ -483,6 +483,36 @@ test('the other side leaving or not answering is told in words', { timeout: 30_0
   }
 });
 
+test('a call to a group of two pages: the first to answer talks, the other is told in words', { timeout: 45_000 }, async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'signalbox-browser-')), 'directory.toml');
+  writeFileSync(file, '[groups.family]\nmembers = ["bob", "carol"]\n');
+  const grouped = await startServer(['--directory', file]);
+  const alice = await openPerson('alice', { on: grouped });
+  const bob = await openPerson('bob', { on: grouped });
+  const carol = await openPerson('carol', { on: grouped });
+  try {
+    await alice.page.fill('#dial-name', 'family');
+    await alice.page.click('#dial');
+    await waitForStatus(alice, 'Calling family…');
+    await waitForStatus(bob, 'alice is calling family');
+    await waitForStatus(carol, 'alice is calling family');
+    await watchInboundAudio(carol);
+    await carol.page.click('#answer');
+    await waitForStatus(bob, 'alice’s call to family was answered on another device');
+    await waitForState(bob, 'idle');
+    await Promise.all([waitForConnected(alice), waitForConnected(carol)]);
+    await waitForStatus(alice, /^In call with carol \(family\)/);
+    assert.ok(await waitForInboundAudio(carol) > 0, 'carol hears alice');
+    assert.ok(await waitForInboundAudio(alice) > 0, 'alice hears carol');
+    await alice.page.click('#hangup');
+    await waitForStatus(carol, 'alice hung up');
+    noPageErrors(alice, bob, carol);
+  } finally {
+    await closeAll(alice, bob, carol);
+    await grouped.stop();
+  }
+});
+
 test('names: the rule is explained, and a name opened elsewhere disconnects the old page', { timeout: 30_000 }, async () => {
   const first = await openPerson('erin', { register: false });
   let second;

@@ -811,6 +811,10 @@
     return {
       id: ++callSeq,
       peer,
+      // The names the other side may go by: what was dialed (a group, or
+      // where the call was forwarded) besides who answered.
+      names: new Set([peer]),
+      group: null, // the group a call to us rang (callee)
       role, // 'caller' | 'callee'
       offer: null, // the caller's offer, for the callee
       pc: null,
@@ -851,8 +855,8 @@
   function statusOf(call) {
     if (call.peerAway) return `${call.peer}’s connection dropped. Waiting for them to come back…`;
     switch (app.state) {
-      case 'in-call': return `In call with ${call.peer}`;
-      case 'ringing': return `${call.peer} is calling you`;
+      case 'in-call': return `In call with ${call.peer}${dialed(call)}`;
+      case 'ringing': return call.group ? `${call.peer} is calling ${call.group}` : `${call.peer} is calling you`;
       case 'calling': return `Calling ${call.peer}…`;
       default: return `Connecting to ${call.peer}…`;
     }
@@ -969,6 +973,8 @@
     switch (error) {
       case 'user is offline': return `${peer} is not online`;
       case 'user is busy': return `${peer} is busy`;
+      case 'user does not want to be disturbed': return `${peer} does not want to be disturbed`;
+      case 'not allowed to call this user': return `You may not call ${peer}.`;
       case 'cannot call yourself': return 'You can’t call yourself.';
       case 'you are already in a call': return 'You are already in a call.';
       default:
@@ -977,7 +983,12 @@
     }
   }
 
-  function onIncomingCall({ from, offer }) {
+  /** Whether `name` is the other side of `call`, by any name it goes by. */
+  function isPeer(call, name) {
+    return !!call && (call.peer === name || call.names.has(name));
+  }
+
+  function onIncomingCall({ from, offer, group }) {
     if (typeof from !== 'string') return;
     const current = app.call;
     if (current) {
@@ -992,9 +1003,10 @@
     }
     const call = newCall(from, 'callee');
     call.offer = offer;
+    if (typeof group === 'string') call.group = group;
     app.call = call;
     showError(ui.micError, null);
-    setState('ringing', `${from} is calling you`);
+    setState('ringing', call.group ? `${from} is calling ${call.group}` : `${from} is calling you`);
     startRinging();
     if (navigator.vibrate) {
       try { navigator.vibrate([400, 200, 400]); } catch (_) { /* not allowed */ }
@@ -1065,7 +1077,11 @@
 
   function onCallAnswered({ from, answer }) {
     const call = app.call;
-    if (!call || call.role !== 'caller' || call.peer !== from || !call.pc) return;
+    if (!call || call.role !== 'caller' || !call.pc || call.remoteSet || typeof from !== 'string') return;
+    // A group's member (or a device of a user with several) answers in
+    // its own name: the call is with them from now on.
+    call.names.add(call.peer);
+    call.peer = from;
     beginInCall(call);
     call.pc.setRemoteDescription(answer).then(() => {
       if (app.call !== call) return;
@@ -1079,15 +1095,34 @@
 
   function beginInCall(call) {
     call.startedAt = performance.now();
-    setState('in-call', `In call with ${call.peer}`);
+    setState('in-call', `In call with ${call.peer}${dialed(call)}`);
+  }
+
+  /** ` (flat-12)` when the call went to a group and someone in it answered. */
+  function dialed(call) {
+    const other = [...call.names].find((n) => n !== call.peer);
+    return other ? ` (${other})` : '';
+  }
+
+  function onCallForwarded({ from, to }) {
+    const call = app.call;
+    if (!call || call.role !== 'caller' || !isPeer(call, from) || typeof to !== 'string') return;
+    call.names.add(to);
+    call.peer = to;
+    setStatus(`No answer from ${from}. Calling ${to}…`);
+    render();
   }
 
   function onCallEnded({ from, reason }) {
     const call = app.call;
-    if (!call || call.peer !== from) return;
+    if (!isPeer(call, from)) return;
     const wasRinging = app.state === 'ringing' || app.state === 'answering';
     let text;
     switch (reason) {
+      case 'answered_elsewhere': text = call.group
+        ? `${from}’s call to ${call.group} was answered on another device`
+        : `${from}’s call was answered on another device`; break;
+      case 'forwarded': text = `${from}’s call went on to someone else`; break;
       case 'disconnected': text = `${from}’s connection was lost`; break;
       case 'logged_out': text = `${from} logged out`; break;
       case 'new_login': text = `${from} signed in on another device`; break;
@@ -1102,25 +1137,25 @@
 
   function onCallDeclined({ from }) {
     const call = app.call;
-    if (!call || call.role !== 'caller' || call.peer !== from) return;
+    if (!call || call.role !== 'caller' || !isPeer(call, from)) return;
     finishCall(call, `${from} declined`, { notify: false });
   }
 
   function onCallTimeout({ user }) {
     const call = app.call;
-    if (!call || call.peer !== user) return;
+    if (!isPeer(call, user)) return;
     finishCall(call, call.role === 'caller' ? `No answer from ${user}` : `Missed call from ${user}`, { notify: false });
   }
 
   function onCallBusy({ targetUser }) {
     const call = app.call;
-    if (!call || call.role !== 'caller' || call.placed || call.peer !== targetUser) return;
+    if (!call || call.role !== 'caller' || call.remoteSet || !isPeer(call, targetUser)) return;
     finishCall(call, `${targetUser} is busy`, { notify: false });
   }
 
   function onCallFailed({ error, targetUser }) {
     const call = app.call;
-    if (!call || call.role !== 'caller' || call.placed || call.peer !== targetUser) return;
+    if (!call || call.role !== 'caller' || call.remoteSet || !isPeer(call, targetUser)) return;
     finishCall(call, failureText(error, targetUser), { notify: false });
   }
 
@@ -1330,6 +1365,7 @@
       case 'call_update': onCallUpdate(payload); break;
       case 'peer_reconnecting': onPeerReconnecting(payload); break;
       case 'peer_reconnected': onPeerReconnected(payload); break;
+      case 'call_forwarded': onCallForwarded(payload); break;
       case 'signaling_error':
         // Races (a candidate or hang-up crossing the other side's hang-up)
         // are expected; anything else is worth showing.
