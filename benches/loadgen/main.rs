@@ -45,6 +45,11 @@ usage: cargo bench --bench loadgen -- <scenario> [COUNT] [options]
 scenarios:
   hold N               N clients connect, register and stay through a ping cycle
   calls [P]            P caller/callee pairs make --repeat calls each (default 50)
+  group-calls [G]      G doors call a ring group each, --members answering at
+                       once, --repeat times (default 50; the server's directory
+                       must hold the groups: see `directory`)
+  directory [G]        prints the directory file group-calls needs, for
+                       --members and --prefix, and exits
   relay [P]            P pairs in calls relay ICE candidates flat out (default 50)
   reconnect-storm N    N registered clients drop their TCP and come back at once
   recovery-storm N     N clients in N/2 calls drop their TCP and come back at once
@@ -72,7 +77,8 @@ options (anywhere on the line):
   --per-source N       connections per loopback source address (25000)
   --hold D             hold: how long to stay connected (30s; at least one ping cycle)
   --ping-interval D    hold: the server's ping interval (default: from its handshake)
-  --repeat N           calls: calls per pair (20)
+  --repeat N           calls: calls per pair (20); group-calls: per group
+  --members N          group-calls, directory: members per group (10)
   --ice K              calls: ICE candidates each way per call (5)
   --duration D         relay: how long to send (10s); soak: how long to churn (10m)
   --window N           relay: candidates in flight per direction of a pair (16)
@@ -100,6 +106,7 @@ mod churn;
 mod client;
 mod ctx;
 mod fairness;
+mod groups;
 mod hold;
 mod process;
 mod relay;
@@ -128,6 +135,8 @@ enum Scenario {
     Soak,
     Fairness,
     Churn,
+    GroupCalls,
+    Directory,
 }
 
 impl Scenario {
@@ -141,6 +150,8 @@ impl Scenario {
             Scenario::Soak => "soak",
             Scenario::Fairness => "fairness",
             Scenario::Churn => "churn",
+            Scenario::GroupCalls => "group-calls",
+            Scenario::Directory => "directory",
         }
     }
 }
@@ -164,6 +175,7 @@ struct Opts {
     hold: Duration,
     ping_interval: Option<Duration>,
     repeat: usize,
+    members: usize,
     ice: usize,
     duration: Duration,
     window: usize,
@@ -255,6 +267,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         Some("soak") => Scenario::Soak,
         Some("fairness") => Scenario::Fairness,
         Some("churn") => Scenario::Churn,
+        Some("group-calls") => Scenario::GroupCalls,
+        Some("directory") => Scenario::Directory,
         Some(other) => return Err(format!("unknown scenario {other:?}")),
         None => return Err("which scenario?".into()),
     };
@@ -264,7 +278,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let count = match positional.get(1) {
         Some(n) => parse_number("COUNT", n)?,
         None => match scenario {
-            Scenario::Calls | Scenario::Relay => 50,
+            Scenario::Calls | Scenario::Relay | Scenario::GroupCalls | Scenario::Directory => 50,
             Scenario::Hold
             | Scenario::ReconnectStorm
             | Scenario::RecoveryStorm
@@ -349,6 +363,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             .map(|v| parse_duration(&v))
             .transpose()?,
         repeat: number("--repeat", take("repeat"), 20)?,
+        members: number("--members", take("members"), 10)?.clamp(1, 64),
         ice: number("--ice", take("ice"), 5)?,
         duration: run_for,
         window: number("--window", take("window"), 16)?.max(1),
@@ -391,6 +406,13 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
 }
 
 async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
+    if opts.scenario == Scenario::Directory {
+        print!(
+            "{}",
+            groups::directory(&opts.prefix, opts.count, opts.members)
+        );
+        return true;
+    }
     let net = Rc::new(Net {
         addr: opts.addr,
         host: opts.host.clone(),
@@ -441,6 +463,8 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
         Scenario::Soak => soak::soak(ctx.clone()).await,
         Scenario::Fairness => fairness::fairness(ctx.clone()).await,
         Scenario::Churn => churn::churn(ctx.clone()).await,
+        Scenario::GroupCalls => groups::group_calls(ctx.clone()).await,
+        Scenario::Directory => unreachable!("printed before any server is asked"),
     };
     let extra = json!({
         "url": ctx.opts.url,
@@ -500,10 +524,12 @@ fn main() {
         Scenario::Soak => soak_pairs(opts.count) * 2,
         Scenario::Fairness => 8,
         Scenario::Churn => opts.concurrency,
+        Scenario::GroupCalls => opts.count * (opts.members + 1),
+        Scenario::Directory => 0,
     };
     let keep_posts = matches!(
         opts.scenario,
-        Scenario::Calls | Scenario::Relay | Scenario::Soak
+        Scenario::Calls | Scenario::Relay | Scenario::Soak | Scenario::GroupCalls
     );
     if let Err(error) = fd_budget(&opts, clients, keep_posts, nofile.0) {
         eprintln!("loadgen: {error}");
