@@ -289,7 +289,7 @@ fn a_forward_to_a_user_at_the_ring_timeout_and_answered_there() {
 }
 
 #[test]
-fn nobody_there_forwards_at_once_and_forwarding_chains_stop() {
+fn nobody_there_is_refused_a_forward_to_nobody_goes_on_and_chains_stop() {
     let mut w = World::new();
     let directory = Directory::parse(
         "t.toml",
@@ -308,7 +308,17 @@ no_answer = "e"
     w.hub.set_directory(Rc::new(directory));
     w.register("x", "caller");
     w.register("e", "e");
-    // a, b, c, d are offline: three hops, then the fourth target fails.
+    // a is offline: refused as ever, though a forwards.
+    let (error, effects) = w.refused("x", "make_call", r#"{"to":"a","offer":{}}"#);
+    assert_eq!(error, SignalError::UserOffline);
+    assert_eq!(
+        effects,
+        [r#"[x] <- call_failed {"error":"user is offline","targetUser":"a"}"#]
+    );
+    // a is there in do-not-disturb: forwarded at once, and b, c, d being
+    // offline, on to each one's forward: three hops, then the last fails.
+    w.register("aa", "a");
+    w.dnd("aa", true);
     let (error, effects) = w.refused("x", "make_call", r#"{"to":"a","offer":{}}"#);
     assert_eq!(error, SignalError::UserOffline);
     assert_eq!(

@@ -18,8 +18,9 @@ use crate::signaling::protocol::{ServerEvent, SignalError, reason};
 impl<S: Clone + Eq + Hash> Hub<S> {
     /// Rings `fork.target` for `caller`: a new call (`id` `None`), or the
     /// call `id` going on to someone else (its old callees freed). When
-    /// nobody there can ring, the call goes on at once where the directory
-    /// forwards it, or is refused.
+    /// nobody there can ring, the call is refused (busy, or offline), but
+    /// for two cases where the directory's forwarding applies at once: a
+    /// user in do-not-disturb, and a target the call was forwarded to.
     pub(super) fn dial(
         &mut self,
         caller: &Rc<str>,
@@ -34,7 +35,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             let group = directory.group(&name);
             let (mut ringable, refusal) = self.ringable(caller, &name, group.is_some());
             if ringable.is_empty() {
-                if let Some(forward) = directory.no_answer(&name)
+                let forwards = refusal == SignalError::DoNotDisturb || fork.hops > 0;
+                if forwards
+                    && let Some(forward) = directory.no_answer(&name)
                     && fork.may_forward()
                 {
                     log::info!(
