@@ -564,3 +564,34 @@ fn a_reload_keeps_calls_in_progress() {
     let (error, _) = w.refused("d", "make_call", r#"{"to":"turns","offer":{}}"#);
     assert_eq!(error, SignalError::UserOffline);
 }
+
+#[test]
+fn a_device_joining_mid_call_leaves_the_call_where_it_was() {
+    let mut w = World::new();
+    let directory = Directory::parse("t.toml", "[users.anna]\ndevices = 2\n").unwrap();
+    w.hub.set_directory(Rc::new(directory));
+    w.register("g", "guard");
+    w.register("a1", "anna");
+    w.call("g", "anna");
+    // A second device while it rings does not ring, and cannot answer.
+    w.register("a2", "anna");
+    let (error, _) = w.refused("a2", "answer_call", r#"{"to":"guard","answer":{}}"#);
+    assert_eq!(error, SignalError::NoIncomingCall);
+    w.answer("a1", "guard");
+    assert_eq!(
+        w.candidate("g", "anna", 1),
+        [r#"[a1] <- ice_candidate {"from":"guard","candidate":{"c":1}}"#]
+    );
+    // The new device's connection lost: nothing held, the call goes on.
+    assert_eq!(w.lose("a2"), Vec::<String>::new());
+    assert!(!w.hub.is_held("anna"));
+    // A ringing device lost is simply gone; the others ring on.
+    w.end("g", "anna");
+    w.register("a3", "anna");
+    w.call("g", "anna");
+    assert_eq!(w.lose("a3"), Vec::<String>::new());
+    assert_eq!(
+        w.candidate("g", "anna", 2),
+        [r#"[a1] <- ice_candidate {"from":"guard","candidate":{"c":2}}"#]
+    );
+}

@@ -105,7 +105,16 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             });
             effects.push(Effect::Disconnect { socket: oldest });
         }
-        if self.users.contains_key(user) {
+        if let Some(first) = self.users.get(user).cloned() {
+            if self.calls.of(user).is_some() && !self.routes.contains_key(user) {
+                // In a call from when it had one device: the call stays
+                // that device's (ringing, or answered), not the new one's.
+                let route = match self.calls.of(user).map(|(_, call)| call.is_ringing()) {
+                    Some(true) => Route::Ringing(vec![first]),
+                    _ => Route::Bound(first),
+                };
+                self.routes.insert(user.clone(), route);
+            }
             self.more
                 .entry(user.clone())
                 .or_default()

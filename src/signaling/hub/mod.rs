@@ -482,9 +482,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             return self.disconnected(socket, now);
         }
         if self.device_count(&user) > 1
-            && !(self.calls.of(&user).is_some() && self.routes_to(&user, socket))
+            && self.routes.get(&user) != Some(&Route::Bound(socket.clone()))
         {
-            // Its other devices are there: nothing of this one to keep.
+            // Its other devices are there, and the call (if any) is not
+            // this one's: nothing of it to keep.
             return self.disconnected(socket, now);
         }
         self.allowed.remove(socket);
