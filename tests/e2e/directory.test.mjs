@@ -148,7 +148,10 @@ test('a door calls a group of three, one on polling: the second answers, the oth
 test('several devices under one name ring together; the call stays on the one that answered', withLogs(async () => {
   server = await startServer('signalbox', ['--directory', writeDirectory('b.toml', DIRECTORY)], { resolve: signalboxBin });
   try {
-    const [phone, tablet, guard] = await devices(server.url, ['anna', 'anna', 'guard-desk']);
+    // One after the other, so that the phone is the oldest device.
+    const phone = await new Device(server.url).register('anna');
+    const tablet = await new Device(server.url).register('anna');
+    const guard = await new Device(server.url).register('guard-desk');
     phone.name = 'anna-phone';
     tablet.name = 'anna-tablet';
     guard.emit('make_call', { to: 'anna', offer: OFFER });
