@@ -41,6 +41,9 @@ pub struct Call {
     pub legs: Vec<Rc<str>>,
     /// Ringing or active.
     pub state: CallState,
+    /// Several nodes: a copy of a group's call whose caller is on another
+    /// node, which decides it; here ring only the members on this node.
+    pub mirror: bool,
 }
 
 impl Call {
@@ -67,6 +70,12 @@ impl Call {
         } else {
             self.peer_of(user).is_some_and(|peer| **peer == *name)
         }
+    }
+
+    /// The name the caller called: the group, or the user. A claim in
+    /// Redis holds `caller>called` for every party of the call.
+    pub fn called(&self) -> &Rc<str> {
+        self.group.as_ref().unwrap_or(&self.callee)
     }
 
     /// Whether `user` is one of the members ringing for a group.
@@ -142,8 +151,20 @@ impl Calls {
             group,
             legs,
             state,
+            mirror: false,
         };
         self.calls.insert(id, call);
+        id
+    }
+
+    /// Starts the copy of `caller`'s ringing call to `group` whose caller
+    /// is on another node (see [`Call::mirror`]); members are added with
+    /// [`Calls::add_leg`].
+    pub fn mirror(&mut self, caller: Rc<str>, group: Rc<str>, deadline: Instant) -> CallId {
+        let id = self.ring_group(caller, group, deadline);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.mirror = true;
+        }
         id
     }
 
@@ -222,6 +243,13 @@ impl Calls {
         } else {
             call.group = None;
             self.by_user.insert(callee, id);
+        }
+    }
+
+    /// Call `id`, moved here from another node, was made to `group`.
+    pub fn made_to(&mut self, id: CallId, group: Rc<str>) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.group = Some(group);
         }
     }
 

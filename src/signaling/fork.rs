@@ -104,6 +104,19 @@ impl Fork {
         self.queue.pop_front()
     }
 
+    /// The members not rung yet, in order.
+    pub fn waiting(&self) -> impl Iterator<Item = &Rc<str>> {
+        self.queue.iter()
+    }
+
+    /// `member` rings next, out of turn: those before them are skipped
+    /// (several nodes, where Redis found who of the queue can ring).
+    pub fn skip_to(&mut self, member: &str) {
+        if let Some(at) = self.queue.iter().position(|m| **m == *member) {
+            self.queue.drain(..=at);
+        }
+    }
+
     /// A member started ringing in turn at `now`: the next one's turn comes
     /// after the step, if there is a next one.
     pub fn stepped(&mut self, now: Instant) {

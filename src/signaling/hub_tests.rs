@@ -48,7 +48,23 @@ fn line(effect: &Effect<&'static str>) -> String {
         Effect::ToPeer { user, message } => {
             format!("peer {user} <- {}", serde_json::to_string(message).unwrap())
         }
-        Effect::CallOver { caller, callee } => format!("over {caller} -> {callee}"),
+        Effect::CallOver {
+            caller,
+            callee,
+            member: None,
+        } => format!("over {caller} -> {callee}"),
+        Effect::CallOver {
+            caller,
+            callee,
+            member: Some(member),
+        } => format!("over {caller} -> {callee} ({member})"),
+        Effect::ClaimMembers { claim, .. } => format!(
+            "claim {} -> {}: {}{}",
+            claim.caller,
+            claim.called,
+            claim.members.join(" "),
+            if claim.first_only { " (first)" } else { "" }
+        ),
         Effect::Joined { user, .. } => format!("joined {user}"),
         Effect::Barrier => "barrier".into(),
         Effect::Claim { caller, callee, .. } => format!("claim {caller} -> {callee}"),
@@ -1106,6 +1122,7 @@ mod two_nodes {
         p.deliver(false, other.effects, now);
         p.take();
         let ring = PeerMessage::Ring {
+            group: None,
             from: "door".into(),
             to: "other".into(),
             offer: RawValue::from_string("{}".into()).unwrap(),
@@ -1209,6 +1226,7 @@ mod two_nodes {
         let resume = PeerMessage::Resume {
             user: "door".into(),
             call: Some(crate::signaling::peer::HandedCall {
+                group: None,
                 caller: "door".into(),
                 callee: "flat".into(),
                 rings_for_ms: Some(5_000),
@@ -1223,6 +1241,7 @@ mod two_nodes {
         let resume = PeerMessage::Resume {
             user: "door".into(),
             call: Some(crate::signaling::peer::HandedCall {
+                group: None,
                 caller: "door".into(),
                 callee: "flat".into(),
                 rings_for_ms: None,
@@ -1551,3 +1570,6 @@ fn call_update_is_for_the_parties_of_an_active_call() {
 
 #[path = "hub_groups_tests.rs"]
 mod groups;
+
+#[path = "hub_cluster_tests.rs"]
+mod cluster;

@@ -8,12 +8,13 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::protocol::{ServerEvent, reason};
+use super::protocol::{ServerEvent, SignalError, reason};
 
 /// A message for the hub of the node where `to` (or `user`) is connected.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerMessage {
-    /// `from` calls `to`; the caller's node holds the claims and the timeout.
+    /// `from` calls `to`; the caller's node holds the claims, the timeout
+    /// and, for a group, the race between its members.
     Ring {
         /// The caller.
         from: Rc<str>,
@@ -21,6 +22,9 @@ pub enum PeerMessage {
         to: Rc<str>,
         /// The caller's SDP offer.
         offer: Box<RawValue>,
+        /// The group `to` rings for, as a member.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<Rc<str>>,
     },
     /// The callee could not be rung.
     Refused {
@@ -30,6 +34,9 @@ pub enum PeerMessage {
         to: Rc<str>,
         /// True for busy, false for offline.
         busy: bool,
+        /// The callee is in do-not-disturb (`busy` is false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dnd: bool,
     },
     /// The callee answered.
     Answered {
@@ -129,6 +136,10 @@ pub struct HandedCall {
     /// While it rings: how many milliseconds it has left before it times
     /// out. `None` once answered.
     pub rings_for_ms: Option<u64>,
+    /// The group the caller called, for a group's answered call (the
+    /// claims name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Rc<str>>,
 }
 
 impl PeerMessage {
@@ -137,7 +148,12 @@ impl PeerMessage {
     pub fn for_event(to: &Rc<str>, event: ServerEvent) -> Option<PeerMessage> {
         let to = to.clone();
         Some(match event {
-            ServerEvent::IncomingCall { from, offer, .. } => PeerMessage::Ring { from, to, offer },
+            ServerEvent::IncomingCall { from, offer, group } => PeerMessage::Ring {
+                from,
+                to,
+                offer,
+                group,
+            },
             ServerEvent::CallAnswered { from, answer } => {
                 PeerMessage::Answered { from, to, answer }
             }
@@ -164,11 +180,13 @@ impl PeerMessage {
                 from: target_user,
                 to,
                 busy: true,
+                dnd: false,
             },
-            ServerEvent::CallFailed { target_user, .. } => PeerMessage::Refused {
+            ServerEvent::CallFailed { error, target_user } => PeerMessage::Refused {
                 from: target_user,
                 to,
                 busy: false,
+                dnd: error == SignalError::DoNotDisturb.to_string(),
             },
             _ => return None,
         })
@@ -179,11 +197,9 @@ impl PeerMessage {
     /// [`for_event`](PeerMessage::for_event)).
     pub fn into_event(self) -> Option<ServerEvent> {
         Some(match self {
-            PeerMessage::Ring { from, offer, .. } => ServerEvent::IncomingCall {
-                from,
-                offer,
-                group: None,
-            },
+            PeerMessage::Ring {
+                from, offer, group, ..
+            } => ServerEvent::IncomingCall { from, offer, group },
             PeerMessage::Answered { from, answer, .. } => {
                 ServerEvent::CallAnswered { from, answer }
             }
@@ -202,8 +218,13 @@ impl PeerMessage {
             PeerMessage::Refused {
                 from, busy: true, ..
             } => ServerEvent::CallBusy { target_user: from },
-            PeerMessage::Refused { from, .. } => ServerEvent::CallFailed {
-                error: super::protocol::SignalError::UserOffline.to_string(),
+            PeerMessage::Refused { from, dnd, .. } => ServerEvent::CallFailed {
+                error: if dnd {
+                    SignalError::DoNotDisturb
+                } else {
+                    SignalError::UserOffline
+                }
+                .to_string(),
                 target_user: from,
             },
             PeerMessage::Reconnecting { from, .. } => ServerEvent::PeerReconnecting { from },
@@ -238,6 +259,8 @@ pub fn known_reason(name: Option<&str>) -> Option<&'static str> {
             reason::LOGGED_OUT,
             reason::NEW_LOGIN,
             reason::SERVER_SHUTDOWN,
+            reason::ANSWERED_ELSEWHERE,
+            reason::FORWARDED,
         ]
         .into_iter()
         .find(|known| *known == name)
@@ -256,6 +279,7 @@ mod tests {
             from: "door".into(),
             to: "flat".into(),
             offer,
+            group: None,
         };
         let wire = serde_json::to_string(&message).unwrap();
         assert_eq!(

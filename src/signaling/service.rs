@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use smol::channel::Receiver;
 
 use super::cluster::{Inbound, Nodes, NodesLink, Refresh};
-use super::hub::{Effect, Hub, Outcome};
+use super::hub::{Effect, Hub, MemberClaim, Outcome};
 use super::ice::IceConfig;
 use super::limits::Limits;
 use super::peer::PeerMessage;
@@ -358,10 +358,16 @@ impl Signaling {
                 effects: Vec::new(),
             },
         };
-        let claiming = outcome
-            .effects
-            .iter()
-            .any(|effect| matches!(effect, Effect::Claim { .. }));
+        let claiming = outcome.effects.iter().any(|effect| {
+            matches!(
+                effect,
+                Effect::Claim { .. }
+                    | Effect::ClaimMembers {
+                        socket: Some(_),
+                        ..
+                    }
+            )
+        });
         if claiming {
             // Answered when the claim is: see `claimed`.
             let wait = Waiting {
@@ -503,9 +509,18 @@ impl Signaling {
                         nodes.left(user);
                     }
                 }
-                Effect::CallOver { caller, callee } => {
+                Effect::CallOver {
+                    caller,
+                    callee,
+                    member,
+                } => {
                     if let Some(nodes) = &self.nodes {
-                        nodes.release(&caller, &callee);
+                        nodes.release(&caller, &callee, member.as_ref());
+                    }
+                }
+                Effect::ClaimMembers { socket, claim } => {
+                    if let Some(nodes) = &self.nodes {
+                        nodes.claim_members(socket, claim);
                     }
                 }
                 Effect::Claim {
@@ -541,28 +556,59 @@ impl Signaling {
         let Some(Waiting {
             offer: Some(offer),
             ack,
-            mut later,
+            later,
         }) = wait
         else {
             // The caller left meanwhile: give the claims back.
             if claim == super::hub::Claim::Granted
                 && let Some(nodes) = &self.nodes
             {
-                nodes.release(&caller, &callee);
+                nodes.release(&caller, &callee, None);
             }
             return;
         };
         let outcome =
             self.with_hub(|hub| hub.claimed(caller, &callee, offer, claim, Instant::now()));
         self.execute(outcome.effects, None);
-        let Some(socket) = self.socket(&socket_id) else {
+        self.go_on_after_claim(&socket_id, ack, later, outcome.result);
+    }
+
+    /// The cluster answered a round of member claims: the hub goes on;
+    /// when a `make_call` waited for it, its ack, then the events its
+    /// socket sent meanwhile.
+    fn members_claimed(
+        &self,
+        socket_id: Option<Rc<str>>,
+        claim: MemberClaim,
+        answer: Result<Vec<super::hub::Claim>, super::hub::Claim>,
+    ) {
+        let wait = socket_id
+            .as_ref()
+            .and_then(|id| self.waiting.borrow_mut().remove(id));
+        let outcome = self.with_hub(|hub| hub.members_claimed(claim, answer, Instant::now()));
+        self.execute(outcome.effects, None);
+        if let (Some(socket_id), Some(wait)) = (socket_id, wait) {
+            self.go_on_after_claim(&socket_id, wait.ack, wait.later, outcome.result);
+        }
+    }
+
+    /// A `make_call` that waited for the cluster is answered; the events
+    /// its socket sent meanwhile are handled in order.
+    fn go_on_after_claim(
+        &self,
+        socket_id: &Rc<str>,
+        ack: Option<Ack>,
+        mut later: VecDeque<(&'static str, Message, Option<Ack>)>,
+        result: Result<(), SignalError>,
+    ) {
+        let Some(socket) = self.socket(socket_id) else {
             return;
         };
-        self.answer(&socket, "make_call", ack, outcome.result);
+        self.answer(&socket, "make_call", ack, result);
         while let Some((name, message, ack)) = later.pop_front() {
             if self.wait_behind_claim(&socket, name, message, ack) {
                 // Another make_call now waits: the rest queue behind it.
-                if let Some(wait) = self.waiting.borrow_mut().get_mut(&socket_id) {
+                if let Some(wait) = self.waiting.borrow_mut().get_mut(socket_id) {
                     wait.later.extend(later);
                 }
                 return;
@@ -591,6 +637,11 @@ impl Signaling {
                 callee,
                 claim,
             } => self.claimed(socket, caller, callee, claim),
+            Inbound::MembersClaimed {
+                socket,
+                claim,
+                answer,
+            } => self.members_claimed(socket, claim, answer),
             Inbound::Lost(user) => {
                 let effects = self.with_hub(|hub| hub.peer_lost(&user, now));
                 if !effects.is_empty() {

@@ -64,8 +64,20 @@ impl Nodes for FakeNodes {
         self.said(format!("claim {caller} -> {callee}"));
     }
 
-    fn release(&self, caller: &Rc<str>, callee: &Rc<str>) {
-        self.said(format!("release {caller} -> {callee}"));
+    fn claim_members(&self, _socket: Option<Rc<str>>, claim: MemberClaim) {
+        self.said(format!(
+            "claim {} -> {}: {}",
+            claim.caller,
+            claim.called,
+            claim.members.join(" ")
+        ));
+    }
+
+    fn release(&self, caller: &Rc<str>, callee: &Rc<str>, member: Option<&Rc<str>>) {
+        match member {
+            Some(member) => self.said(format!("release {caller} -> {callee} ({member})")),
+            None => self.said(format!("release {caller} -> {callee}")),
+        }
     }
 
     fn hold(&self, users: &[Registration<Rc<str>>], calls: &[InCall], restore: bool) {

@@ -6,10 +6,13 @@
 //!   connected, with a time to live that node keeps refreshing (a node that
 //!   dies loses its users when their keys expire). A registration elsewhere
 //!   tells that node to let go of that socket, and no other.
-//! - `<prefix>call:<name>` → `caller>callee` while the user rings or talks:
-//!   the claim that makes "busy" hold across nodes. Set for both parties at
-//!   once by the caller's node, released by each party's own node when the
-//!   call ends for them, refreshed like presence.
+//! - `<prefix>call:<name>` → `caller>called` while the user rings or talks:
+//!   the claim that makes "busy" hold across nodes. `called` is the name
+//!   the caller called: the callee, or a group (every member ringing, and
+//!   the one who answered, holds `caller>group`). Set for the caller and
+//!   those rung at once by the caller's node, released by each party's own
+//!   node when the call ends for them (and a group member's by the
+//!   caller's node when it stops ringing), refreshed like presence.
 //! - `<prefix>node:<id>`, a pub/sub channel per node: messages for its users
 //!   ([`PeerMessage`] as JSON).
 //!
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use smol::channel::Receiver;
 
-use super::hub::{Claim, InCall, Registration};
+use super::hub::{Claim, InCall, MemberClaim, Registration};
 use super::peer::PeerMessage;
 
 #[cfg(feature = "cluster")]
@@ -55,9 +58,14 @@ pub trait Nodes {
     /// Claims `caller` and `callee` for a new call; the answer comes back
     /// as [`Inbound::Claimed`] for `socket`.
     fn claim(&self, socket: Rc<str>, caller: Rc<str>, callee: Rc<str>);
+    /// Claims in Redis those of a group's members (or the one user) who
+    /// can ring for `claim.caller`'s call, with the caller; the answer
+    /// comes back as [`Inbound::MembersClaimed`].
+    fn claim_members(&self, socket: Option<Rc<str>>, claim: MemberClaim);
     /// The call `caller → callee` is over: release both parties' claims
-    /// (those that are still this call's).
-    fn release(&self, caller: &Rc<str>, callee: &Rc<str>);
+    /// (those that are still this call's), or with `member` that member's
+    /// alone.
+    fn release(&self, caller: &Rc<str>, callee: &Rc<str>, member: Option<&Rc<str>>);
     /// Refreshes the presence of `users` and the claims of `calls`.
     /// Presence that Redis lost is set again; claims only when `restore`
     /// (just after Redis came back).
@@ -189,6 +197,18 @@ pub enum Inbound {
         callee: Rc<str>,
         /// What Redis said; `Unavailable` when it did not answer (the claim goes back).
         claim: Claim,
+    },
+    /// The answer to [`Nodes::claim_members`].
+    MembersClaimed {
+        /// The socket whose `make_call` waits for it, if one does.
+        socket: Option<Rc<str>>,
+        /// What was asked.
+        claim: MemberClaim,
+        /// Each member's claim, in the order asked (only up to the first
+        /// granted when `first_only`); or why none was made: the caller
+        /// is in another call, or Redis did not answer (what may have been
+        /// claimed goes back).
+        answer: Result<Vec<Claim>, Claim>,
     },
     /// A user on another node is gone: their claim on the call with our
     /// user is no longer there (their node died, or the call ended

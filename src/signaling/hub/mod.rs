@@ -74,6 +74,16 @@ pub enum Effect<S> {
         /// The caller's SDP offer.
         offer: Box<RawValue>,
     },
+    /// Several nodes: claim in Redis those of a group's members (or the
+    /// one user) who can ring for a call; the answer goes to
+    /// [`Hub::members_claimed`]. With `socket`, that socket's `make_call`
+    /// waits for it, as for [`Effect::Claim`].
+    ClaimMembers {
+        /// The caller's socket, for a new call.
+        socket: Option<S>,
+        /// What to claim.
+        claim: MemberClaim,
+    },
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
         /// The name that was registered; no socket here has it any more.
@@ -86,9 +96,33 @@ pub enum Effect<S> {
     CallOver {
         /// Who called; the claims to release are those holding `caller>callee`.
         caller: Rc<str>,
-        /// Who was called.
+        /// Who was called: a user, or a group's name ([`Call::called`]).
         callee: Rc<str>,
+        /// A group's member whose claim alone goes back, as the call goes
+        /// on without them (or ends, member by member); `None`: the claims
+        /// of `caller` and `callee`.
+        member: Option<Rc<str>>,
     },
+}
+
+/// Several nodes: a round of claims in Redis for the members a call may
+/// ring (see [`Effect::ClaimMembers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberClaim {
+    /// Which round, so that a late answer is not taken for a newer one.
+    pub round: u64,
+    /// Who calls; their claim is set to `caller>called` if any member's is.
+    pub caller: Rc<str>,
+    /// The group (or the user) rung now.
+    pub called: Rc<str>,
+    /// What the caller's claim holds now, for a call that goes on (a turn
+    /// or a forward): `caller>previous`; `None` for a new call, whose
+    /// caller must be free.
+    pub previous: Option<Rc<str>>,
+    /// The members to claim, in order.
+    pub members: Vec<Rc<str>>,
+    /// Claim only the first who can ring (in-order groups).
+    pub first_only: bool,
 }
 
 /// The result of one client event: whether it was accepted, and what follows.
@@ -229,6 +263,10 @@ pub struct Hub<S> {
     fork_deadlines: BTreeSet<(Instant, CallId)>,
     /// Users in do-not-disturb.
     dnd: HashSet<Rc<str>>,
+    /// Several nodes: calls whose members Redis is asked to claim, by caller.
+    claiming: HashMap<Rc<str>, groups::Claiming>,
+    /// The number of the last claim round.
+    rounds: u64,
 }
 
 /// Where a call's events go for a user with several devices.
@@ -270,6 +308,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             forks: HashMap::new(),
             fork_deadlines: BTreeSet::new(),
             dnd: HashSet::new(),
+            claiming: HashMap::new(),
+            rounds: 0,
         }
     }
 
@@ -703,12 +743,29 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
     }
 
-    /// A call ended here: both parties are free again.
+    /// A call ended here: both parties are free again. On several nodes, a
+    /// group's members' claims go back one by one; a mirror leaves the
+    /// caller's to the caller's node.
     fn over(&self, call: &Call, effects: &mut Vec<Effect<S>>) {
-        effects.push(Effect::CallOver {
-            caller: call.caller.clone(),
-            callee: call.callee.clone(),
-        });
+        let called = call.called();
+        if !(call.mirror && call.is_ringing()) {
+            effects.push(Effect::CallOver {
+                caller: call.caller.clone(),
+                callee: called.clone(),
+                member: None,
+            });
+        }
+        if !self.several_nodes || call.group.is_none() {
+            return;
+        }
+        let answered = (call.callee != *called).then_some(&call.callee);
+        for member in call.legs.iter().chain(answered) {
+            effects.push(Effect::CallOver {
+                caller: call.caller.clone(),
+                callee: called.clone(),
+                member: Some(member.clone()),
+            });
+        }
     }
 
     fn register(
@@ -875,7 +932,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         };
         if call.is_leg(user) {
             // One member of a ringing group: the others ring on.
-            self.leg_gone(id, user, Some(why), effects);
+            self.leg_gone(id, user, groups::LegEnd::Left(why), effects);
             return;
         }
         let Some(call) = self.finish(id) else {
@@ -929,7 +986,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 if !self.routes_to(&me, socket) {
                     return Err(SignalError::NoIncomingCall);
                 }
-                self.answered(id, &me, socket, answer, now, effects);
+                self.answered(id, &me, Some(socket), answer, now, effects);
                 Ok(())
             }
             ClientEvent::DeclineCall { to } => {
@@ -942,7 +999,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 }
                 if self.calls.get(id).is_some_and(|call| call.is_leg(&me)) {
                     log::info!("call {} -> {}: declined", untrusted(&to), untrusted(&me));
-                    self.leg_gone(id, &me, None, effects);
+                    self.leg_gone(id, &me, groups::LegEnd::Declined, effects);
                     return Ok(());
                 }
                 if let Some(call) = self.finish(id) {
@@ -958,7 +1015,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 let id = self.call_with(&me, &to, socket)?;
                 if self.calls.get(id).is_some_and(|call| call.is_leg(&me)) {
                     // A member who hangs up while it rings only stops ringing.
-                    self.leg_gone(id, &me, None, effects);
+                    self.leg_gone(id, &me, groups::LegEnd::Declined, effects);
                     return Ok(());
                 }
                 if let Some(call) = self.finish(id) {
@@ -985,9 +1042,16 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     return Err(SignalError::NoSuchCall);
                 };
                 let others = call.others(&me);
+                let plan = match self.forks.get_mut(&id) {
+                    Some(fork) => Some(fork),
+                    None => self
+                        .claiming
+                        .get_mut(&me)
+                        .map(|claiming| &mut claiming.fork),
+                };
                 if call.is_ringing()
                     && *call.caller == *me
-                    && let Some(fork) = self.forks.get_mut(&id)
+                    && let Some(fork) = plan
                 {
                     fork.keep_candidate(&candidate);
                 }
@@ -1063,10 +1127,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         effects: &mut Vec<Effect<S>>,
     ) {
         let here = self.users.contains_key(me);
-        let event = if *error == SignalError::UserBusy {
+        if *error == SignalError::UserBusy {
             self.totals.busy += u64::from(here);
             log::info!("call {} -> {}: busy", untrusted(me), untrusted(&to));
-            ServerEvent::CallBusy { target_user: to }
         } else {
             self.totals.failed += u64::from(here);
             log::info!(
@@ -1074,11 +1137,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 untrusted(me),
                 untrusted(&to)
             );
-            ServerEvent::CallFailed {
-                error: error.to_string(),
-                target_user: to,
-            }
-        };
+        }
+        let event = groups::refusal_event(to, error);
         self.tell(me, event, effects);
     }
 
@@ -1116,6 +1176,16 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         if let Some(error) = self.call_refusal(&me, &callee, now) {
             self.refuse_call(&me, callee, &error, effects);
             return Err(error);
+        }
+        let forks =
+            self.directory.group(&callee).is_some() || self.directory.no_answer(&callee).is_some();
+        if self.several_nodes && forks {
+            if self.device_count(&me) > 1 {
+                self.routes.insert(me.clone(), Route::Bound(socket.clone()));
+            }
+            let fork = Fork::new(callee, offer, 0);
+            self.claim_round(&me, fork, None, groups::Round::Dial, Some(socket), effects);
+            return Ok(());
         }
         if self.several_nodes {
             effects.push(Effect::Claim {
@@ -1164,7 +1234,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             };
         }
         if !self.users.contains_key(&caller) || self.calls.of(&caller).is_some() {
-            effects.push(Effect::CallOver { caller, callee });
+            effects.push(Effect::CallOver {
+                caller,
+                callee,
+                member: None,
+            });
             return Outcome {
                 result: Err(SignalError::AlreadyInCall),
                 effects,
@@ -1177,6 +1251,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             effects.push(Effect::CallOver {
                 caller: caller.clone(),
                 callee: callee.clone(),
+                member: None,
             });
             let error = SignalError::UserBusy;
             self.refuse_call(&caller, callee, &error, &mut effects);

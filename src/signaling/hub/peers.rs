@@ -6,9 +6,10 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::groups::LegEnd;
 use super::{Effect, Hub, InCall};
 use crate::logging::untrusted;
-use crate::signaling::calls::CallState;
+use crate::signaling::calls::{CallId, CallState};
 use crate::signaling::peer::{HandedCall, PeerMessage, known_reason};
 use crate::signaling::protocol::{ServerEvent, SignalError, reason};
 
@@ -21,7 +22,18 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     pub fn peer(&mut self, message: PeerMessage, now: Instant) -> Vec<Effect<S>> {
         let mut effects = self.expire(now);
         match message {
-            PeerMessage::Ring { from, to, offer } => {
+            PeerMessage::Ring {
+                from,
+                to,
+                offer,
+                group: Some(group),
+            } => self.ring_for_group(from, to, group, offer, now, &mut effects),
+            PeerMessage::Ring {
+                from,
+                to,
+                offer,
+                group: None,
+            } => {
                 let refusal = if !self.users.contains_key(&to) {
                     Some(SignalError::UserOffline)
                 } else if self.calls.of(&to).is_some() || self.calls.of(&from).is_some() {
@@ -29,6 +41,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     // yet); the claims go back (released only where they
                     // are this call's).
                     Some(SignalError::UserBusy)
+                } else if self.dnd.contains(&to) {
+                    Some(SignalError::DoNotDisturb)
                 } else {
                     None
                 };
@@ -36,6 +50,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     effects.push(Effect::CallOver {
                         caller: from.clone(),
                         callee: to.clone(),
+                        member: None,
                     });
                     self.refuse_call(&from, to, &error, &mut effects);
                 } else {
@@ -48,6 +63,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                         untrusted(&from),
                         untrusted(&to)
                     );
+                    self.ring_devices(&to);
                     let event = ServerEvent::IncomingCall {
                         from,
                         offer,
@@ -56,20 +72,30 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.tell(&to, event, &mut effects);
                 }
             }
-            PeerMessage::Refused { from, to, busy } => {
-                if let Ok(id) = self.ringing_to(&to, &from) {
+            PeerMessage::Refused {
+                from,
+                to,
+                busy,
+                dnd,
+            } => {
+                let error = if busy {
+                    SignalError::UserBusy
+                } else if dnd {
+                    SignalError::DoNotDisturb
+                } else {
+                    SignalError::UserOffline
+                };
+                if let Some(id) = self.ringing_leg(&to, &from) {
+                    self.leg_gone(id, &from, LegEnd::Refused(error), &mut effects);
+                } else if let Ok(id) = self.ringing_to(&to, &from) {
                     // The callee's node released the claims.
-                    self.finish(id);
-                    let error = if busy {
-                        SignalError::UserBusy
-                    } else {
-                        SignalError::UserOffline
-                    };
-                    self.refuse_call(&to, from, &error, &mut effects);
+                    self.refused_by_peer(id, &to, from, error, now, &mut effects);
                 }
             }
             PeerMessage::Answered { from, to, answer } => {
-                if let Ok(id) = self.ringing_to(&to, &from) {
+                if let Some(id) = self.ringing_leg(&to, &from) {
+                    self.answered(id, &from, None, answer, now, &mut effects);
+                } else if let Ok(id) = self.ringing_to(&to, &from) {
                     self.calls.answer(id, now);
                     log::info!(
                         "call {} -> {}: answered (on another node)",
@@ -81,7 +107,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 }
             }
             PeerMessage::Declined { from, to } => {
-                if let Ok(id) = self.ringing_to(&to, &from) {
+                if let Some(id) = self.ringing_leg(&to, &from) {
+                    log::info!(
+                        "call {} -> {}: declined (on another node)",
+                        untrusted(&to),
+                        untrusted(&from)
+                    );
+                    self.leg_gone(id, &from, LegEnd::Declined, &mut effects);
+                } else if let Ok(id) = self.ringing_to(&to, &from) {
+                    self.take_fork(id);
                     self.finish(id);
                     log::info!(
                         "call {} -> {}: declined (on another node)",
@@ -126,7 +160,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 }
             }
             PeerMessage::TimedOut { from, to } => {
-                if let Ok(id) = self.call_between(&to, &from) {
+                if let Some(id) = self.mirror_leg(&to, &from) {
+                    self.mirror_leg_gone(id, &to, false, &mut effects);
+                    self.tell(&to, ServerEvent::CallTimeout { user: from }, &mut effects);
+                } else if let Ok(id) = self.call_between(&to, &from) {
                     // Counted by the caller's node, which owns the timeout.
                     self.finish(id);
                     log::info!(
@@ -180,6 +217,19 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             untrusted(user)
         );
         effects.push(Effect::Disconnect { socket });
+        let ringing_group = self.calls.of(user).and_then(|(id, call)| {
+            let group = call.group.is_some() && call.is_ringing();
+            group.then(|| (id, call.is_leg(user)))
+        });
+        match ringing_group {
+            // A group's ringing stays with the caller's node: the member
+            // stops ringing, or the caller's call ends.
+            Some((id, true)) => {
+                self.leg_gone(id, user, LegEnd::Left(reason::DISCONNECTED), effects)
+            }
+            Some((_, false)) => self.end_call_of(user, reason::DISCONNECTED, effects),
+            None => {}
+        }
         let mut peer = None;
         let call = self.calls.of(user).map(|(id, call)| {
             peer = call.peer_of(user).cloned();
@@ -196,6 +246,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     caller: call.caller.clone(),
                     callee: call.callee.clone(),
                     rings_for_ms,
+                    group: call.group.clone(),
                 },
             )
         });
@@ -266,6 +317,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                                 .calls
                                 .ring(call.caller.clone(), call.callee.clone(), now);
                             self.calls.answer(id, now);
+                            if let Some(group) = call.group.clone() {
+                                self.calls.made_to(id, group);
+                            }
                         }
                     }
                     log::info!(
@@ -278,10 +332,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 // The user left, or started another call, meanwhile: the
                 // handed call ends for the peer.
                 _ => {
+                    let called = call.group.clone().unwrap_or_else(|| call.callee.clone());
                     effects.push(Effect::CallOver {
                         caller: call.caller.clone(),
-                        callee: call.callee.clone(),
+                        callee: called.clone(),
+                        member: None,
                     });
+                    if call.group.is_some() {
+                        self.release_member(&call.caller, &called, user, effects);
+                    }
                     let event = ServerEvent::CallEnded {
                         from: user.clone(),
                         reason: Some(reason::DISCONNECTED),
@@ -315,36 +374,50 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             .filter(|user| self.call_between(user, peer).is_ok())
             .cloned()
             .collect();
+        let peer: Rc<str> = peer.into();
         for user in locals {
+            if let Some(id) = self.ringing_leg(&user, &peer) {
+                let end = LegEnd::Left(reason::DISCONNECTED);
+                self.leg_gone(id, &peer, end, &mut effects);
+                continue;
+            }
             let why = Some(reason::DISCONNECTED);
-            self.end_with_peer(&user, peer.into(), why, true, &mut effects);
+            self.end_with_peer(&user, peer.clone(), why, true, &mut effects);
         }
         effects
     }
 
     /// The users in calls with our users who are not connected here, each
-    /// with the call's caller and callee: their claim must hold that.
+    /// with the call's caller and the name called: their claim must hold
+    /// that. A group's caller checks the members ringing elsewhere.
     pub fn remote_peers(&self) -> Vec<InCall> {
-        let mut peers: Vec<InCall> = self
-            .users
-            .keys()
-            .filter_map(|user| {
-                let (_, call) = self.calls.of(user)?;
-                let peer = call.peer_of(user)?;
-                (!self.users.contains_key(peer)).then(|| InCall {
+        let mut peers = Vec::new();
+        for user in self.users.keys() {
+            let Some((_, call)) = self.calls.of(user) else {
+                continue;
+            };
+            let others = if call.caller != *user {
+                std::slice::from_ref(&call.caller)
+            } else if call.group.is_some() && call.is_ringing() {
+                call.legs.as_slice()
+            } else {
+                std::slice::from_ref(&call.callee)
+            };
+            for peer in others.iter().filter(|peer| !self.users.contains_key(*peer)) {
+                peers.push(InCall {
                     user: peer.clone(),
                     caller: call.caller.clone(),
-                    callee: call.callee.clone(),
-                })
-            })
-            .collect();
+                    callee: call.called().clone(),
+                });
+            }
+        }
         peers.sort_unstable();
         peers.dedup();
         peers
     }
 
-    /// Our users in calls, each with its call's caller and callee: what the
-    /// cluster holds claims for.
+    /// Our users in calls, each with its call's caller and the name
+    /// called: what the cluster holds claims for.
     pub fn calls_here(&self) -> Vec<InCall> {
         self.users
             .keys()
@@ -353,10 +426,142 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 Some(InCall {
                     user: user.clone(),
                     caller: call.caller.clone(),
-                    callee: call.callee.clone(),
+                    callee: call.called().clone(),
                 })
             })
             .collect()
+    }
+
+    /// The ringing group call `caller` made here in which `member` (on
+    /// another node) rings.
+    fn ringing_leg(&self, caller: &str, member: &str) -> Option<CallId> {
+        let (id, call) = self.calls.of(caller)?;
+        (call.is_ringing() && *call.caller == *caller && !call.mirror && call.is_leg(member))
+            .then_some(id)
+    }
+
+    /// The mirror here of `caller`'s group call in which our `member` rings.
+    fn mirror_leg(&self, member: &str, caller: &str) -> Option<CallId> {
+        let (id, call) = self.calls.of(member)?;
+        (call.mirror && call.is_ringing() && *call.caller == *caller && call.is_leg(member))
+            .then_some(id)
+    }
+
+    /// Our `member` stops ringing in a mirror, as the caller's node said
+    /// (which releases the claims, unless `release`); the mirror goes when
+    /// nobody here rings any more.
+    fn mirror_leg_gone(
+        &mut self,
+        id: CallId,
+        member: &Rc<str>,
+        release: bool,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
+        let (caller, called) = (call.caller.clone(), call.called().clone());
+        self.calls.drop_leg(id, member);
+        self.routes.remove(member);
+        if release {
+            self.release_member(&caller, &called, member, effects);
+        }
+        if self.calls.get(id).is_some_and(|call| call.legs.is_empty()) {
+            self.finish(id);
+        }
+    }
+
+    /// `caller` on another node calls `group`, of which our `member` is
+    /// one: it rings here in the mirror of that call (made with the
+    /// first member here), or is refused, and only their claim goes back.
+    fn ring_for_group(
+        &mut self,
+        caller: Rc<str>,
+        member: Rc<str>,
+        group: Rc<str>,
+        offer: Box<serde_json::value::RawValue>,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        let mirror = self.calls.of(&caller).and_then(|(id, call)| {
+            (call.mirror && call.is_ringing() && call.group.as_ref() == Some(&group)).then_some(id)
+        });
+        let refusal = if !self.users.contains_key(&member) {
+            Some(SignalError::UserOffline)
+        } else if self.calls.of(&member).is_some()
+            || (mirror.is_none() && self.calls.of(&caller).is_some())
+        {
+            Some(SignalError::UserBusy)
+        } else if self.dnd.contains(&member) {
+            Some(SignalError::DoNotDisturb)
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.release_member(&caller, &group, &member, effects);
+            let event = super::groups::refusal_event(member, &error);
+            self.tell(&caller, event, effects);
+            return;
+        }
+        let id = mirror.unwrap_or_else(|| {
+            // The caller's node owns the timeout; this deadline only
+            // cleans up should its word never come.
+            let deadline = now + self.call_timeout + PEER_GRACE;
+            self.calls.mirror(caller.clone(), group.clone(), deadline)
+        });
+        self.calls.add_leg(id, member.clone());
+        log::info!(
+            "call {} -> {}: ringing {} (caller on another node)",
+            untrusted(&caller),
+            untrusted(&group),
+            untrusted(&member)
+        );
+        self.ring_devices(&member);
+        let event = ServerEvent::IncomingCall {
+            from: caller,
+            offer,
+            group: Some(group),
+        };
+        self.tell(&member, event, effects);
+    }
+
+    /// The callee of `caller`'s call `id`, on another node, could not be
+    /// rung: the caller hears why, or, for a callee in do-not-disturb
+    /// with forwarding, the call goes on.
+    fn refused_by_peer(
+        &mut self,
+        id: CallId,
+        caller: &Rc<str>,
+        callee: Rc<str>,
+        error: SignalError,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        let directory = self.directory.clone();
+        if let Some(mut fork) = self.take_fork(id)
+            && error == SignalError::DoNotDisturb
+            && let Some(forward) = directory.no_answer(&callee)
+            && fork.may_forward()
+        {
+            log::info!(
+                "call {} -> {}: do-not-disturb; forwarded to {}",
+                untrusted(caller),
+                untrusted(&callee),
+                untrusted(&forward.to)
+            );
+            self.calls.release(id);
+            let event = ServerEvent::CallForwarded {
+                from: callee,
+                to: forward.to.clone(),
+            };
+            self.tell(caller, event, effects);
+            fork.retarget(forward.to.clone());
+            // Refused there, the caller hears why through its events.
+            let _ = self.dial(caller, fork, Some(id), now, effects);
+            return;
+        }
+        self.finish(id);
+        self.refuse_call(caller, callee, &error, effects);
     }
 
     /// Ends `me`'s call with `peer` (on another node), telling `me` why;
@@ -372,6 +577,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let Ok(id) = self.call_between(me, &peer) else {
             return;
         };
+        if self.mirror_leg(me, &peer).is_some() {
+            self.mirror_leg_gone(id, me, release, effects);
+            let event = ServerEvent::CallEnded {
+                from: peer,
+                reason: why,
+            };
+            self.tell(me, event, effects);
+            return;
+        }
         if let Some(call) = self.finish(id) {
             log::info!(
                 "call {} -> {}: ended by {} (on another node)",

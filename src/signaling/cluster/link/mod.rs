@@ -23,7 +23,7 @@ use super::{
     ClusterConfig, ClusterError, ClusterStats, Inbound, Nodes, Overview, RedisTarget, redact,
 };
 use crate::rt;
-use crate::signaling::hub::{InCall, Registration};
+use crate::signaling::hub::{InCall, MemberClaim, Registration};
 use crate::signaling::peer::PeerMessage;
 use listener::{Listener, subscribe};
 use ops::{Encoder, Held, Keys, Op, claim_of, claim_ttl, presence_value};
@@ -243,10 +243,15 @@ impl Nodes for Cluster {
         });
     }
 
-    fn release(&self, caller: &Rc<str>, callee: &Rc<str>) {
+    fn claim_members(&self, socket: Option<Rc<str>>, claim: MemberClaim) {
+        self.send(Op::ClaimMembers { socket, claim });
+    }
+
+    fn release(&self, caller: &Rc<str>, callee: &Rc<str>, member: Option<&Rc<str>>) {
         self.send(Op::Release {
             caller: caller.clone(),
             callee: callee.clone(),
+            member: member.cloned(),
         });
     }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use redis::{Cmd, Value};
 
-use super::scripts::{CLAIM, HOLD, JOIN, LEAVE, OVERVIEW, RELEASE, ROUTE};
+use super::scripts::{CLAIM, CLAIM_MEMBERS, HOLD, JOIN, LEAVE, OVERVIEW, RELEASE, ROUTE};
 use crate::signaling::cluster::{ClusterError, Inbound, Overview};
-use crate::signaling::hub::{Claim, InCall, Registration};
+use crate::signaling::hub::{Claim, InCall, MemberClaim, Registration};
 use crate::signaling::peer::PeerMessage;
 
 /// What an overview's waiter is told.
@@ -30,8 +30,19 @@ pub(super) enum Op {
         caller: Rc<str>,
         callee: Rc<str>,
     },
-    /// Gives a call's claims back.
-    Release { caller: Rc<str>, callee: Rc<str> },
+    /// Claims a group's members (or one user) who can ring, for the socket
+    /// whose `make_call` it is, if one waits.
+    ClaimMembers {
+        socket: Option<Rc<str>>,
+        claim: MemberClaim,
+    },
+    /// Gives a call's claims back: the caller's and the callee's, or with
+    /// `member` that member's alone.
+    Release {
+        caller: Rc<str>,
+        callee: Rc<str>,
+        member: Option<Rc<str>>,
+    },
     /// Refreshes keys this node holds.
     Hold {
         held: Vec<Held>,
@@ -62,7 +73,10 @@ impl Op {
     /// Whether sending it twice does no harm (so a batch of these may be
     /// sent again when the connection broke).
     pub fn repeatable(&self) -> bool {
-        !matches!(self, Op::Route { .. } | Op::Claim { .. })
+        !matches!(
+            self,
+            Op::Route { .. } | Op::Claim { .. } | Op::ClaimMembers { .. }
+        )
     }
 }
 
@@ -179,8 +193,34 @@ impl Encoder {
                     .arg(&self.claim_ttl_ms)
                     .clone()
             }
-            Op::Release { caller, callee } => {
-                script(RELEASE, &[keys.call(caller), keys.call(callee)])
+            Op::ClaimMembers { claim, .. } => {
+                let mut claim_keys = vec![keys.call(&claim.caller)];
+                for member in &claim.members {
+                    claim_keys.push(keys.user(member));
+                    claim_keys.push(keys.call(member));
+                }
+                let previous = claim
+                    .previous
+                    .as_ref()
+                    .map(|previous| claim_value(&claim.caller, previous))
+                    .unwrap_or_default();
+                script(CLAIM_MEMBERS, &claim_keys)
+                    .arg(claim_value(&claim.caller, &claim.called))
+                    .arg(&self.claim_ttl_ms)
+                    .arg(if claim.first_only { "1" } else { "0" })
+                    .arg(previous)
+                    .clone()
+            }
+            Op::Release {
+                caller,
+                callee,
+                member,
+            } => {
+                let released = match member {
+                    Some(member) => vec![keys.call(member)],
+                    None => vec![keys.call(caller), keys.call(callee)],
+                };
+                script(RELEASE, &released)
                     .arg(claim_value(caller, callee))
                     .clone()
             }
@@ -281,6 +321,7 @@ impl Encoder {
                         out.retry.push(Op::Release {
                             caller: caller.clone(),
                             callee: callee.clone(),
+                            member: None,
                         });
                         Claim::Unavailable
                     }
@@ -290,6 +331,25 @@ impl Encoder {
                     caller,
                     callee,
                     claim,
+                });
+            }
+            Op::ClaimMembers { socket, claim } => {
+                let answer = member_claims(&reply, claim.members.len());
+                if answer == Err(Claim::Unavailable) {
+                    // What was claimed may have been, its answer lost.
+                    let release = |member: Option<&Rc<str>>| Op::Release {
+                        caller: claim.caller.clone(),
+                        callee: claim.called.clone(),
+                        member: member.cloned(),
+                    };
+                    out.retry.push(release(None));
+                    out.retry
+                        .extend(claim.members.iter().map(|member| release(Some(member))));
+                }
+                out.inbound.push(Inbound::MembersClaimed {
+                    socket,
+                    claim,
+                    answer,
                 });
             }
             Op::Check(peers) => {
@@ -313,6 +373,26 @@ impl Encoder {
             Op::Then(then) => out.then = Some(then),
         }
         out
+    }
+}
+
+/// Reads the reply of the member claim script, for `asked` members.
+fn member_claims(reply: &Result<Value, String>, asked: usize) -> Result<Vec<Claim>, Claim> {
+    let Ok(Value::Array(answers)) = reply else {
+        return Err(Claim::Unavailable);
+    };
+    match answers.split_first() {
+        Some((Value::Int(0), members)) if members.len() <= asked => members
+            .iter()
+            .map(|answer| match answer {
+                Value::Int(0) => Ok(Claim::Granted),
+                Value::Int(1) => Ok(Claim::Offline),
+                Value::Int(3) => Ok(Claim::Busy),
+                _ => Err(Claim::Unavailable),
+            })
+            .collect(),
+        Some((Value::Int(2), [])) => Err(Claim::CallerBusy),
+        _ => Err(Claim::Unavailable),
     }
 }
 
@@ -455,6 +535,81 @@ mod tests {
             let released = matches!(settled.retry.as_slice(), [Op::Release { .. }]);
             assert_eq!(released, expected == Claim::Unavailable);
         }
+    }
+
+    fn member_claim(previous: Option<&str>) -> MemberClaim {
+        MemberClaim {
+            round: 7,
+            caller: "door".into(),
+            called: "flat-12".into(),
+            previous: previous.map(Into::into),
+            members: vec!["anna".into(), "ben".into()],
+            first_only: true,
+        }
+    }
+
+    #[test]
+    fn member_claims_ask_for_each_member_and_read_each_answer() {
+        let e = encoder();
+        let op = |previous| Op::ClaimMembers {
+            socket: None,
+            claim: member_claim(previous),
+        };
+        assert_eq!(
+            args(&e.command(&op(None)).unwrap())[2..],
+            [
+                "5",
+                "p:call:door",
+                "p:user:anna",
+                "p:call:anna",
+                "p:user:ben",
+                "p:call:ben",
+                "door>flat-12",
+                "5000",
+                "1",
+                ""
+            ]
+        );
+        let turn = args(&e.command(&op(Some("flat-12"))).unwrap());
+        assert_eq!(turn.last().map(String::as_str), Some("door>flat-12"));
+        assert!(!op(None).repeatable());
+        let ints = |values: &[i64]| {
+            Ok(Value::Array(
+                values.iter().map(|v| Value::Int(*v)).collect(),
+            ))
+        };
+        for (reply, expected) in [
+            (ints(&[0, 1, 0]), Ok(vec![Claim::Offline, Claim::Granted])),
+            (ints(&[0, 3]), Ok(vec![Claim::Busy])),
+            (ints(&[0]), Ok(vec![])),
+            (ints(&[2]), Err(Claim::CallerBusy)),
+            (ints(&[0, 0, 0, 0]), Err(Claim::Unavailable)),
+            (ints(&[0, 7]), Err(Claim::Unavailable)),
+            (Ok(Value::Int(0)), Err(Claim::Unavailable)),
+            (Err("broken pipe".to_owned()), Err(Claim::Unavailable)),
+        ] {
+            let settled = e.settle(op(None), reply, true);
+            match settled.inbound.as_slice() {
+                [Inbound::MembersClaimed { answer, claim, .. }] => {
+                    assert_eq!((answer, claim.round), (&expected, 7));
+                }
+                other => panic!("{other:?}"),
+            }
+            // A lost answer gives back whatever it may have claimed: the
+            // caller's, and each member's.
+            let released = settled.retry.len();
+            let lost = expected == Err(Claim::Unavailable);
+            assert_eq!(released, if lost { 3 } else { 0 });
+        }
+        let release = Op::Release {
+            caller: "door".into(),
+            callee: "flat-12".into(),
+            member: Some("anna".into()),
+        };
+        assert_eq!(
+            args(&e.command(&release).unwrap())[2..],
+            ["1", "p:call:anna", "door>flat-12"]
+        );
     }
 
     #[test]

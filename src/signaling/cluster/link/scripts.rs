@@ -50,6 +50,32 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return 0";
 
+/// Claims those of a group's members (or the one user) who can ring for a
+/// call, and the caller with them if any can. KEYS: the caller's call key,
+/// then each member's user key and call key. ARGV: claim, ttl ms, 1 to
+/// stop at the first member claimed (else 0), what the caller's key must
+/// hold if set ('' for a new call, whose caller must be free). Returns {2}
+/// when the caller is in another call, else 0 and each member's answer
+/// in order: 0 claimed, 1 offline, 3 busy.
+pub(super) const CLAIM_MEMBERS: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[4] then return {2} end
+local answers, claimed = {0}, false
+for i = 2, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    answers[#answers + 1] = 1
+  elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    answers[#answers + 1] = 3
+  else
+    redis.call('SET', KEYS[i + 1], ARGV[1], 'PX', ARGV[2])
+    answers[#answers + 1] = 0
+    claimed = true
+    if ARGV[3] == '1' then break end
+  end
+end
+if claimed then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return answers";
+
 /// Refreshes keys this node owns; sets them again where they vanished
 /// if ARGV[2] is 1 (presence always; claims only just after Redis came
 /// back, as a refresh that crossed a release must not bring a claim back);

@@ -1,0 +1,525 @@
+//! The directory's calls across three nodes, with a fake clock and a fake
+//! Redis: presence, the claims that make "busy" hold cluster-wide, and the
+//! messages between nodes, carried in order as the real link carries them
+//! (a queue, so that two members may answer before either answer lands).
+//! After every step the claims must be exactly what the calls hold.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::*;
+use crate::signaling::directory::Directory;
+
+const DIRECTORY: &str = r#"
+[groups."flat-12"]
+members = ["anna", "ben", "panel"]
+no_answer = "desk"
+no_answer_after = "20s"
+
+[groups.turns]
+members = ["anna", "ben", "panel"]
+ring = "in-order"
+step = "5s"
+
+[groups.desk]
+members = ["guard"]
+
+[users.ben]
+no_answer = "desk"
+"#;
+
+/// What Redis answers, for the node that asked.
+enum Delivery {
+    Peer(PeerMessage),
+    Claimed(Rc<str>, Rc<str>, Box<RawValue>, Claim),
+    Members(MemberClaim, Result<Vec<Claim>, Claim>),
+}
+
+/// Three hubs (nodes 0, 1, 2) and what Redis holds for them.
+struct Net {
+    hubs: Vec<Hub<&'static str>>,
+    t0: Instant,
+    now: Instant,
+    /// Where each user is registered.
+    presence: HashMap<Rc<str>, usize>,
+    /// Each claimed user's `caller>called`.
+    claims: BTreeMap<Rc<str>, String>,
+    /// What is on its way to a node, in order.
+    queue: VecDeque<(usize, Delivery)>,
+    /// What the sockets were sent.
+    log: Vec<String>,
+}
+
+impl Net {
+    /// door and guard on node 0, anna and ben on node 1, panel on node 2.
+    fn intercom() -> Net {
+        let directory = Rc::new(Directory::parse("test.toml", DIRECTORY).unwrap());
+        let t0 = Instant::now();
+        let mut net = Net {
+            hubs: (0..3)
+                .map(|_| {
+                    let mut hub = Hub::new(TIMEOUT, &Limits::default(), true);
+                    hub.set_directory(directory.clone());
+                    hub
+                })
+                .collect(),
+            t0,
+            now: t0,
+            presence: HashMap::new(),
+            claims: BTreeMap::new(),
+            queue: VecDeque::new(),
+            log: Vec::new(),
+        };
+        for (node, user) in [
+            (0, "door"),
+            (0, "guard"),
+            (1, "anna"),
+            (1, "ben"),
+            (2, "panel"),
+        ] {
+            net.act(
+                node,
+                user,
+                "register_user",
+                &format!(r#"{{"userId":"{user}"}}"#),
+            );
+        }
+        net.log.clear();
+        net
+    }
+
+    /// The node `user` is on.
+    fn node_of(&self, user: &str) -> usize {
+        self.presence[user]
+    }
+
+    /// `user` (its socket has its name) sends `name`; what follows is
+    /// carried until nothing is left.
+    fn act(&mut self, node: usize, user: &'static str, name: &str, payload: &str) {
+        self.send(node, user, name, payload);
+        self.run();
+    }
+
+    /// `user` sends `name`; what it makes other nodes do waits in the queue.
+    fn send(&mut self, node: usize, user: &'static str, name: &str, payload: &str) {
+        let raw = RawValue::from_string(payload.to_owned()).unwrap();
+        let event = ClientEvent::parse(name, Some(&raw), &Limits::default())
+            .unwrap()
+            .unwrap();
+        let outcome = self.hubs[node].handle(&user, event, self.now);
+        assert_eq!(
+            outcome.result,
+            Ok(()),
+            "{user} {name}: {:?}",
+            outcome.effects
+        );
+        self.execute(node, outcome.effects);
+    }
+
+    fn by(&mut self, user: &'static str, name: &str, payload: &str) {
+        let node = self.node_of(user);
+        self.act(node, user, name, payload);
+    }
+
+    fn call(&mut self, user: &'static str, to: &str) {
+        let payload = format!(r#"{{"to":"{to}","offer":{{"sdp":"o"}}}}"#);
+        self.by(user, "make_call", &payload);
+    }
+
+    fn answer(&mut self, user: &'static str, to: &str) {
+        let payload = format!(r#"{{"to":"{to}","answer":{{"sdp":"a"}}}}"#);
+        let node = self.node_of(user);
+        self.send(node, user, "answer_call", &payload);
+    }
+
+    fn to(&mut self, user: &'static str, name: &str, to: &str) {
+        self.by(user, name, &format!(r#"{{"to":"{to}"}}"#));
+    }
+
+    fn candidate(&mut self, user: &'static str, to: &str) {
+        let payload = format!(r#"{{"to":"{to}","candidate":{{"c":1}}}}"#);
+        self.by(user, "ice_candidate", &payload);
+    }
+
+    /// The clock moves to `secs` after the start; every hub expires.
+    fn at(&mut self, secs: u64) {
+        self.now = self.t0 + Duration::from_secs(secs);
+        for node in 0..self.hubs.len() {
+            let effects = self.hubs[node].expire(self.now);
+            self.execute(node, effects);
+        }
+        self.run();
+    }
+
+    /// Carries everything queued, and what it makes, until nothing is left.
+    fn run(&mut self) {
+        while let Some((node, delivery)) = self.queue.pop_front() {
+            let hub = &mut self.hubs[node];
+            let effects = match delivery {
+                Delivery::Peer(message) => hub.peer(message, self.now),
+                Delivery::Claimed(caller, callee, offer, claim) => {
+                    hub.claimed(caller, &callee, offer, claim, self.now).effects
+                }
+                Delivery::Members(claim, answer) => {
+                    hub.members_claimed(claim, answer, self.now).effects
+                }
+            };
+            self.execute(node, effects);
+        }
+        self.consistent();
+    }
+
+    /// Carries out `node`'s effects as the service and Redis would.
+    fn execute(&mut self, node: usize, effects: Vec<Effect<&'static str>>) {
+        for effect in effects {
+            match effect {
+                Effect::ToSocket { .. } | Effect::Disconnect { .. } => self.log.push(line(&effect)),
+                Effect::Joined { user, .. } => {
+                    self.presence.insert(user, node);
+                }
+                Effect::Left { user } => {
+                    if self.presence.get(&user) == Some(&node) {
+                        self.presence.remove(&user);
+                    }
+                }
+                Effect::Barrier => {}
+                Effect::ToPeer { user, message } => {
+                    if let Some(&to) = self.presence.get(&user) {
+                        self.queue.push_back((to, Delivery::Peer(message)));
+                    }
+                }
+                Effect::Claim {
+                    caller,
+                    callee,
+                    offer,
+                    ..
+                } => {
+                    let claim = if !self.presence.contains_key(&callee) {
+                        Claim::Offline
+                    } else if self.claims.contains_key(&caller) {
+                        Claim::CallerBusy
+                    } else if self.claims.contains_key(&callee) {
+                        Claim::Busy
+                    } else {
+                        let token = format!("{caller}>{callee}");
+                        self.claims.insert(caller.clone(), token.clone());
+                        self.claims.insert(callee.clone(), token);
+                        Claim::Granted
+                    };
+                    let delivery = Delivery::Claimed(caller, callee, offer, claim);
+                    self.queue.push_back((node, delivery));
+                }
+                Effect::ClaimMembers { claim, .. } => {
+                    let answer = self.claim_members(&claim);
+                    self.queue
+                        .push_back((node, Delivery::Members(claim, answer)));
+                }
+                Effect::CallOver {
+                    caller,
+                    callee,
+                    member,
+                } => {
+                    let token = format!("{caller}>{callee}");
+                    let keys = match member {
+                        Some(member) => vec![member],
+                        None => vec![caller, callee],
+                    };
+                    for key in keys {
+                        if self.claims.get(&key) == Some(&token) {
+                            self.claims.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the member claim script does.
+    fn claim_members(&mut self, claim: &MemberClaim) -> Result<Vec<Claim>, Claim> {
+        let previous = claim
+            .previous
+            .as_ref()
+            .map(|previous| format!("{}>{previous}", claim.caller));
+        if let Some(held) = self.claims.get(&claim.caller)
+            && Some(held) != previous.as_ref()
+        {
+            return Err(Claim::CallerBusy);
+        }
+        let token = format!("{}>{}", claim.caller, claim.called);
+        let mut answers = Vec::new();
+        for member in &claim.members {
+            if !self.presence.contains_key(member) {
+                answers.push(Claim::Offline);
+            } else if self.claims.contains_key(member) {
+                answers.push(Claim::Busy);
+            } else {
+                self.claims.insert(member.clone(), token.clone());
+                answers.push(Claim::Granted);
+                if claim.first_only {
+                    break;
+                }
+            }
+        }
+        if answers.contains(&Claim::Granted) {
+            self.claims.insert(claim.caller.clone(), token);
+        }
+        Ok(answers)
+    }
+
+    /// Every user in a call on a node holds its claim, and nobody else
+    /// holds one; every remote peer a node checks holds the claim the
+    /// node expects.
+    fn consistent(&self) {
+        let mut expected = BTreeMap::new();
+        for hub in &self.hubs {
+            for call in hub.calls_here() {
+                let token = format!("{}>{}", call.caller, call.callee);
+                expected.insert(call.user, token);
+            }
+        }
+        assert_eq!(
+            self.claims, expected,
+            "claims in Redis, and what calls hold"
+        );
+        for hub in &self.hubs {
+            for peer in hub.remote_peers() {
+                let token = format!("{}>{}", peer.caller, peer.callee);
+                assert_eq!(self.claims.get(&peer.user), Some(&token), "{peer:?}");
+            }
+        }
+    }
+
+    /// The lines sent to sockets since the last look.
+    fn told(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log)
+    }
+
+    /// The node of `user` dies: its presence and claims vanish as their
+    /// time to live runs out, and the others' checks find them gone.
+    fn node_dies(&mut self, node: usize) {
+        let gone: Vec<Rc<str>> = self
+            .presence
+            .iter()
+            .filter(|(_, at)| **at == node)
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in &gone {
+            self.presence.remove(user);
+            self.claims.remove(user);
+        }
+        self.hubs[node] = Hub::new(TIMEOUT, &Limits::default(), true);
+        for at in 0..self.hubs.len() {
+            for peer in self.hubs[at].remote_peers() {
+                let token = format!("{}>{}", peer.caller, peer.callee);
+                if self.claims.get(&peer.user) != Some(&token) {
+                    let effects = self.hubs[at].peer_lost(&peer.user, self.now);
+                    self.execute(at, effects);
+                }
+            }
+        }
+        self.run();
+    }
+}
+
+fn ring(user: &str, group: &str) -> String {
+    format!(
+        r#"[{user}] <- incoming_call {{"from":"door","offer":{{"sdp":"o"}},"group":"{group}"}}"#
+    )
+}
+
+fn ended(user: &str, from: &str, why: &str) -> String {
+    format!(r#"[{user}] <- call_ended {{"from":"{from}","reason":"{why}"}}"#)
+}
+
+#[test]
+fn a_group_across_nodes_rings_everyone_and_the_first_answer_wins() {
+    let mut net = Net::intercom();
+    net.call("door", "flat-12");
+    assert_eq!(
+        net.told(),
+        [
+            ring("anna", "flat-12"),
+            ring("ben", "flat-12"),
+            ring("panel", "flat-12")
+        ]
+    );
+    // The caller's candidates reach every member while it rings.
+    net.candidate("door", "flat-12");
+    assert_eq!(net.told().len(), 3);
+    // ben (node 1) and panel (node 2) answer at once: the caller's node
+    // hears ben first, and panel learns it was answered elsewhere.
+    net.answer("ben", "door");
+    net.answer("panel", "door");
+    net.run();
+    let told = net.told();
+    assert_eq!(
+        told,
+        [
+            ended("anna", "door", "answered_elsewhere"),
+            r#"[door] <- call_answered {"from":"ben","answer":{"sdp":"a"}}"#.to_owned(),
+            ended("panel", "door", "answered_elsewhere"),
+        ]
+    );
+    assert!(net.hubs[0].in_active_call("door"));
+    assert!(!net.hubs[2].in_active_call("panel"));
+    // After the answer, candidates go to the one who answered, both ways.
+    net.candidate("door", "flat-12");
+    net.candidate("ben", "door");
+    assert_eq!(
+        net.told(),
+        [
+            r#"[ben] <- ice_candidate {"from":"door","candidate":{"c":1}}"#,
+            r#"[door] <- ice_candidate {"from":"ben","candidate":{"c":1}}"#,
+        ]
+    );
+    // panel is free again, cluster-wide: guard can call it.
+    net.call("guard", "panel");
+    assert_eq!(
+        net.told(),
+        [r#"[panel] <- incoming_call {"from":"guard","offer":{"sdp":"o"}}"#]
+    );
+    net.to("door", "end_call", "ben");
+    assert_eq!(net.told(), [r#"[ben] <- call_ended {"from":"door"}"#]);
+}
+
+#[test]
+fn every_member_declining_across_nodes_declines_the_call() {
+    let mut net = Net::intercom();
+    net.call("door", "flat-12");
+    net.told();
+    net.to("anna", "decline_call", "door");
+    net.to("panel", "decline_call", "door");
+    assert_eq!(net.told(), Vec::<String>::new());
+    net.to("ben", "decline_call", "door");
+    assert_eq!(
+        net.told(),
+        [r#"[door] <- call_declined {"from":"flat-12"}"#]
+    );
+    assert!(net.claims.is_empty());
+}
+
+#[test]
+fn the_caller_hanging_up_stops_every_member_on_every_node() {
+    let mut net = Net::intercom();
+    net.call("door", "flat-12");
+    net.told();
+    net.to("door", "end_call", "flat-12");
+    assert_eq!(
+        net.told(),
+        [
+            r#"[anna] <- call_ended {"from":"door"}"#,
+            r#"[ben] <- call_ended {"from":"door"}"#,
+            r#"[panel] <- call_ended {"from":"door"}"#,
+        ]
+    );
+    assert_eq!(net.hubs[1].call_count() + net.hubs[2].call_count(), 0);
+}
+
+#[test]
+fn nobody_answering_across_nodes_forwards_the_call() {
+    let mut net = Net::intercom();
+    net.call("door", "flat-12");
+    net.told();
+    net.at(20);
+    assert_eq!(
+        net.told(),
+        [
+            r#"[door] <- call_forwarded {"from":"flat-12","to":"desk"}"#.to_owned(),
+            ended("anna", "door", "forwarded"),
+            ended("ben", "door", "forwarded"),
+            ended("panel", "door", "forwarded"),
+            ring("guard", "desk"),
+        ]
+    );
+    assert_eq!(
+        net.claims.get("door").map(String::as_str),
+        Some("door>desk")
+    );
+    net.answer("guard", "door");
+    net.run();
+    assert_eq!(
+        net.told(),
+        [r#"[door] <- call_answered {"from":"guard","answer":{"sdp":"a"}}"#]
+    );
+}
+
+#[test]
+fn in_turn_across_nodes_skips_a_member_in_do_not_disturb_elsewhere() {
+    let mut net = Net::intercom();
+    net.by("ben", "set_dnd", r#"{"on":true}"#);
+    net.told();
+    net.call("door", "turns");
+    assert_eq!(net.told(), [ring("anna", "turns")]);
+    // anna's turn is over; ben's node refuses him (do-not-disturb), so
+    // panel, on the third node, rings.
+    net.at(5);
+    assert_eq!(
+        net.told(),
+        [
+            r#"[anna] <- call_timeout {"user":"door"}"#.to_owned(),
+            ring("panel", "turns"),
+        ]
+    );
+    net.at(30);
+    assert_eq!(
+        net.told(),
+        [
+            r#"[door] <- call_timeout {"user":"turns"}"#,
+            r#"[panel] <- call_timeout {"user":"door"}"#,
+        ]
+    );
+    assert!(net.claims.is_empty());
+}
+
+#[test]
+fn a_user_in_do_not_disturb_on_another_node_is_forwarded_at_once() {
+    let mut net = Net::intercom();
+    net.by("ben", "set_dnd", r#"{"on":true}"#);
+    net.told();
+    net.call("door", "ben");
+    assert_eq!(
+        net.told(),
+        [
+            r#"[door] <- call_forwarded {"from":"ben","to":"desk"}"#.to_owned(),
+            ring("guard", "desk"),
+        ]
+    );
+}
+
+#[test]
+fn members_busy_elsewhere_are_skipped_and_a_group_all_busy_is_busy() {
+    let mut net = Net::intercom();
+    net.call("guard", "anna");
+    net.answer("anna", "guard");
+    net.run();
+    net.told();
+    net.call("door", "flat-12");
+    assert_eq!(
+        net.told(),
+        [ring("ben", "flat-12"), ring("panel", "flat-12")]
+    );
+    net.to("door", "end_call", "flat-12");
+    net.told();
+    net.call("panel", "ben");
+    net.told();
+    net.call("door", "flat-12");
+    assert_eq!(
+        net.told(),
+        [r#"[door] <- call_busy {"targetUser":"flat-12"}"#]
+    );
+}
+
+#[test]
+fn a_member_whose_node_dies_stops_ringing_and_the_others_ring_on() {
+    let mut net = Net::intercom();
+    net.call("door", "flat-12");
+    net.told();
+    net.node_dies(2);
+    assert_eq!(net.told(), Vec::<String>::new());
+    net.to("anna", "decline_call", "door");
+    net.to("ben", "decline_call", "door");
+    assert_eq!(
+        net.told(),
+        [r#"[door] <- call_declined {"from":"flat-12"}"#]
+    );
+    assert!(net.claims.is_empty());
+}
