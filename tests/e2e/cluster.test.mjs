@@ -1,7 +1,8 @@
 // Several signalbox nodes as one intercom on a real Redis: three nodes on
 // different ports, socket.io-client users spread across them, the seed's
-// scenarios across nodes, then a node killed with SIGKILL mid-call, Redis
-// restarted under live calls, and Redis missing at start.
+// scenarios across nodes, a ring group whose members are on every node,
+// then a node killed with SIGKILL mid-call, Redis restarted under live
+// calls, and Redis missing at start.
 //
 // Needs Debian's redis-server (tests/run installs it); each test run starts
 // its own on a free loopback port and stops it.
@@ -9,8 +10,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { io } from 'socket.io-client';
-import { delay, once, signalboxBin, startServer, waitUntil } from './helpers.mjs';
+import { delay, once, signalboxBin, startServer, waitUntil, withTimeout } from './helpers.mjs';
 import { freePort, startRedis } from './redis.mjs';
 
 const TTL_S = 3; // --presence-ttl
@@ -21,9 +25,17 @@ let redis;
 const nodes = [];
 const sockets = [];
 
+// Every node reads the same directory, as a cluster's nodes must.
+const directory = join(mkdtempSync(join(tmpdir(), 'signalbox-cluster-')), 'directory.toml');
+writeFileSync(directory, `
+[groups.g-flat]
+members = ["g-anna", "g-ben", "g-panel"]
+`);
+
 function startNode(extra = []) {
   return startServer('signalbox', [
     '--redis', redis.url,
+    '--directory', directory,
     '--presence-ttl', `${TTL_S}s`,
     '--call-timeout', `${RING_S}s`,
     '--calls-per-minute', '1000',
@@ -217,6 +229,72 @@ test('two nodes ringing the same user at once: one rings, the other hears busy',
       socket.removeAllListeners('incoming_call');
     }
   }
+});
+
+test('a group whose members are on every node: all ring, the first answer wins, ICE to the winner only', async () => {
+  const [a, b, c] = nodes;
+  const door = await user(a, 'g-door');
+  const members = {
+    'g-anna': await user(b, 'g-anna'),
+    'g-ben': await user(c, 'g-ben', { polling: true }),
+    'g-panel': await user(a, 'g-panel'),
+  };
+  const everyone = Object.values(members);
+  const ringAll = async () => {
+    const rings = everyone.map((member) => once(member, 'incoming_call', EVENT_MS));
+    door.emit('make_call', { to: 'g-flat', offer });
+    for (const [call] of await Promise.all(rings)) {
+      assert.deepEqual(call, { from: 'g-door', offer, group: 'g-flat' });
+    }
+  };
+  for (let round = 0; round < 3; round += 1) {
+    await ringAll();
+    // The caller's candidates reach every member while it rings.
+    const early = everyone.map((member) => once(member, 'ice_candidate', EVENT_MS));
+    door.emit('ice_candidate', { to: 'g-flat', candidate: candidate(1) });
+    for (const [got] of await Promise.all(early)) assert.deepEqual(got, { from: 'g-door', candidate: candidate(1) });
+
+    // Two members on different nodes answer at once: one wins, and the
+    // other (and the one who did not answer) hear answered_elsewhere.
+    const [first, second] = round === 1 ? ['g-ben', 'g-anna'] : ['g-anna', 'g-ben'];
+    const answeredBy = once(door, 'call_answered', EVENT_MS);
+    const endings = new Map(everyone.map((member) => [member, new Promise((resolve) => {
+      member.once('call_ended', (payload) => resolve(payload));
+    })]));
+    members[first].emit('answer_call', { to: 'g-door', answer });
+    members[second].emit('answer_call', { to: 'g-door', answer });
+    const [{ from: winnerName }] = await answeredBy;
+    assert.ok([first, second].includes(winnerName), winnerName);
+    const winner = members[winnerName];
+    for (const [name, member] of Object.entries(members)) {
+      if (member === winner) continue;
+      const ended = await withTimeout(endings.get(member), EVENT_MS, `${name}: call_ended`);
+      assert.deepEqual(ended, { from: 'g-door', reason: 'answered_elsewhere' });
+    }
+    const late = collect(door, 'call_answered');
+    const afterAnswer = new Map(everyone.map((member) => [member, collect(member, 'ice_candidate')]));
+    const toWinner = once(winner, 'ice_candidate', EVENT_MS);
+    door.emit('ice_candidate', { to: 'g-flat', candidate: candidate(2) });
+    assert.deepEqual((await toWinner)[0], { from: 'g-door', candidate: candidate(2) });
+    const toDoor = once(door, 'ice_candidate', EVENT_MS);
+    winner.emit('ice_candidate', { to: 'g-door', candidate: candidate(3) });
+    assert.deepEqual((await toDoor)[0], { from: winnerName, candidate: candidate(3) });
+    await delay(200); // nothing else arrives late
+    for (const member of everyone) {
+      if (member !== winner) assert.deepEqual(afterAnswer.get(member), []);
+    }
+    assert.deepEqual(late, []);
+
+    const ended = endings.get(winner);
+    door.emit('end_call', { to: winnerName });
+    assert.deepEqual(await withTimeout(ended, EVENT_MS, 'the winner\'s call_ended'), { from: 'g-door' });
+  }
+  // Everyone is free again cluster-wide: a new call rings them all, and the
+  // caller hanging up stops every one of them.
+  await ringAll();
+  const stops = everyone.map((member) => once(member, 'call_ended', EVENT_MS));
+  door.emit('end_call', { to: 'g-flat' });
+  for (const [stop] of await Promise.all(stops)) assert.deepEqual(stop, { from: 'g-door' });
 });
 
 test('logout mid-call across nodes ends it for the peer and frees both', async () => {
