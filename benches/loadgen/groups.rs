@@ -42,12 +42,15 @@ async fn group_call(
         member.expect("incoming_call", timeout).await?;
     }
     for member in members {
-        member
-            .emit(
-                "answer_call",
-                json!({"to": door.name, "from": member.name, "answer": {"type": "answer", "sdp": ctx.sdp}}),
-            )
-            .await?;
+        // With an ack: a loser's answer refused once the race was decided
+        // (which across nodes may come after anything else it hears) is
+        // the ack's, not a `signaling_error` that a later call would meet.
+        let answer = event_packet(
+            "answer_call",
+            &json!({"to": door.name, "from": member.name, "answer": {"type": "answer", "sdp": ctx.sdp}}),
+        );
+        let with_ack = format!("421{}", &answer[2..]);
+        member.send(&[&with_ack]).await?;
     }
     let answered = door.expect("call_answered", timeout).await?;
     let setup = start.elapsed().as_nanos() as u64;
@@ -66,8 +69,8 @@ async fn group_call(
         return Err(Fail::Unexpected(format!("{winner} is not a member")));
     };
     winner.expect("call_ended", timeout).await?;
-    // The losers' answers came too late: each got its refusal.
-    for member in members.iter().filter(|m| m.name != winner.name) {
+    // The losers' answers came too late: each got its refusal, as an ack.
+    for member in members {
         member.drain();
     }
     Ok(setup)
