@@ -1,7 +1,10 @@
 //! The intercom's directory: which names are groups and whom they ring,
 //! how many devices a name may have, where a call goes when nobody answers,
-//! and who may call whom. Read from one TOML file (`--directory`), checked
-//! as a whole; no I/O here beyond [`Directory::load`] reading that file.
+//! and who may call whom. Door stations (`kind = "door"`) also name their
+//! doors, who may open them without a call, and the program that opens
+//! them; any user may have a longest answered call (`max_call`). Read from
+//! one TOML file (`--directory`), checked as a whole; no I/O here beyond
+//! [`Directory::load`] reading that file.
 //!
 //! ```
 //! use signalbox::signaling::directory::{Directory, Ring};
@@ -82,6 +85,29 @@ pub struct User {
     pub may_call: Option<Vec<Rc<str>>>,
     /// Where a call to this user goes when they do not answer.
     pub no_answer: Option<Forward>,
+    /// Its doors, when it is a door station (`kind = "door"`).
+    pub door: Option<Door>,
+    /// The longest an answered call with this user may last (`max_call`);
+    /// `None`: as long as the server allows.
+    pub max_call: Option<Duration>,
+}
+
+/// A door station's doors and what opens them (`kind = "door"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Door {
+    /// The doors it controls (`doors`), in the file's order.
+    pub doors: Vec<Rc<str>>,
+    /// Who may open them without being in a call with the station
+    /// (`openers`, patterns with `*`).
+    pub openers: Vec<Rc<str>>,
+    /// The program signalbox runs for each opening, then its arguments
+    /// (`open_command`).
+    pub open_command: Option<Rc<[String]>>,
+    /// How long `open_command` may run before it is killed (`open_timeout`).
+    pub open_timeout: Duration,
+    /// After a door was opened from a call, the call ends this long after
+    /// (`hang_up_after_open`).
+    pub hang_up_after_open: Option<Duration>,
 }
 
 /// The whole directory; the empty one (no file) changes nothing.
@@ -99,6 +125,27 @@ pub const MAX_MEMBERS: usize = 64;
 
 /// The default `step` of an in-order group.
 pub const DEFAULT_STEP: Duration = Duration::from_secs(10);
+
+/// The default `open_timeout` of a door station's `open_command`.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most items (program and arguments) of one `open_command`; more is a
+/// mistake, not a relay's command line.
+const MAX_COMMAND_ITEMS: usize = 64;
+
+/// The longest item of an `open_command`, in bytes; well under what
+/// `execve` takes, so that a command that reads fails here, not at the
+/// first opening.
+const MAX_COMMAND_ITEM_BYTES: usize = 4096;
+
+/// The keys of `[users.NAME]` that only a door station may have.
+const DOOR_KEYS: &[&str] = &[
+    "doors",
+    "openers",
+    "open_command",
+    "open_timeout",
+    "hang_up_after_open",
+];
 
 /// Why a directory file was refused: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +258,141 @@ impl Lines<'_> {
                     .transpose()?,
             })),
         }
+    }
+
+    /// `kind` and the door keys of user `id` (whose table is at `at`): its
+    /// [`Door`] when it is a door station, and no door key when it is not.
+    fn door(
+        &self,
+        id: &str,
+        at: usize,
+        keys: &Keys<'_, '_>,
+    ) -> Result<Option<Door>, DirectoryError> {
+        let station = match keys.get("kind") {
+            None => false,
+            Some(kind) => match self.text("kind", kind)? {
+                "door" => true,
+                "user" => false,
+                other => {
+                    return Err(self.error(
+                        kind.span().start,
+                        format!("kind must be \"door\" or \"user\", not {other:?}"),
+                    ));
+                }
+            },
+        };
+        if !station {
+            // The table iterates in key order, not the file's: report the
+            // door key that comes first in the file, the one a reader meets.
+            let first = keys
+                .0
+                .iter()
+                .map(|(key, _)| key)
+                .filter(|key| DOOR_KEYS.contains(&key.get_ref().as_ref()))
+                .min_by_key(|key| key.span().start);
+            return match first {
+                Some(key) => Err(self.error(
+                    key.span().start,
+                    format!(
+                        "{} is for door stations: add kind = \"door\"",
+                        key.get_ref()
+                    ),
+                )),
+                None => Ok(None),
+            };
+        }
+        let mut doors: Vec<Rc<str>> = Vec::new();
+        if let Some(listed) = keys.get("doors") {
+            for (door, at) in self.texts("doors", listed)? {
+                let door = self.name(door, at, "door")?;
+                if doors.contains(&door) {
+                    return Err(self.error(at, format!("door {door:?} is listed twice")));
+                }
+                doors.push(door);
+            }
+        }
+        if doors.is_empty() {
+            // Missing or empty alike: a station that opens nothing is a
+            // typo, and the table is where the key belongs.
+            return Err(self.error(at, format!("door station {id:?} needs doors")));
+        }
+        let openers = match keys.get("openers") {
+            None => Vec::new(),
+            Some(patterns) => self
+                .texts("openers", patterns)?
+                .into_iter()
+                .map(|(p, at)| pattern(self, "openers", p, at))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let open_command = keys
+            .get("open_command")
+            .map(|command| self.command(command))
+            .transpose()?;
+        let open_timeout = match keys.get("open_timeout") {
+            Some(timeout) => self.duration("open_timeout", timeout)?,
+            None => DEFAULT_OPEN_TIMEOUT,
+        };
+        let hang_up_after_open = keys
+            .get("hang_up_after_open")
+            .map(|after| self.duration("hang_up_after_open", after))
+            .transpose()?;
+        Ok(Some(Door {
+            doors,
+            openers,
+            open_command,
+            open_timeout,
+            hang_up_after_open,
+        }))
+    }
+
+    /// An `open_command`: the program's absolute path, then its arguments.
+    /// Run without a shell and without a search of `PATH`, hence absolute.
+    fn command(&self, value: &Spanned<DeValue<'_>>) -> Result<Rc<[String]>, DirectoryError> {
+        let at = value.span().start;
+        let array = value.get_ref().as_array().ok_or_else(|| {
+            self.error(
+                at,
+                "open_command must be a list of strings: the program, then its arguments",
+            )
+        })?;
+        if array.len() > MAX_COMMAND_ITEMS {
+            return Err(self.error(
+                at,
+                format!(
+                    "open_command has {} items, more than {MAX_COMMAND_ITEMS}",
+                    array.len()
+                ),
+            ));
+        }
+        let mut items = Vec::with_capacity(array.len());
+        for item in array.iter() {
+            let item_at = item.span().start;
+            let text = self.text("open_command", item)?;
+            // A NUL cannot be passed to execve: it would cut the argument.
+            if text.contains('\0') {
+                return Err(self.error(item_at, "open_command items must not contain a NUL byte"));
+            }
+            if text.len() > MAX_COMMAND_ITEM_BYTES {
+                return Err(self.error(
+                    item_at,
+                    format!("open_command items must be at most {MAX_COMMAND_ITEM_BYTES} bytes"),
+                ));
+            }
+            if items.is_empty() && !text.starts_with('/') {
+                return Err(self.error(
+                    item_at,
+                    "open_command must start with the program's absolute path",
+                ));
+            }
+            items.push(text.to_owned());
+        }
+        if items.is_empty() {
+            return Err(self.error(
+                at,
+                "open_command must start with the program's absolute path",
+            ));
+        }
+        Ok(items.into())
     }
 
     /// The keys of the table `value` (at `[section.name]`), each checked
@@ -332,7 +514,19 @@ impl Directory {
                 "users",
                 &id,
                 value,
-                &["devices", "may_call", "no_answer", "no_answer_after"],
+                &[
+                    "devices",
+                    "may_call",
+                    "no_answer",
+                    "no_answer_after",
+                    "kind",
+                    "doors",
+                    "openers",
+                    "open_command",
+                    "open_timeout",
+                    "hang_up_after_open",
+                    "max_call",
+                ],
             )?;
             let devices = match keys.get("devices") {
                 None => 1,
@@ -359,11 +553,16 @@ impl Directory {
                     lines
                         .texts("may_call", patterns)?
                         .into_iter()
-                        .map(|(p, at)| pattern(&lines, p, at))
+                        .map(|(p, at)| pattern(&lines, "may_call", p, at))
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
             };
             let no_answer = lines.forward(&keys)?;
+            let door = lines.door(&id, at, &keys)?;
+            let max_call = keys
+                .get("max_call")
+                .map(|max| lines.duration("max_call", max))
+                .transpose()?;
             places.insert(id.clone(), at);
             directory.users.insert(
                 id,
@@ -371,6 +570,8 @@ impl Directory {
                     devices,
                     may_call,
                     no_answer,
+                    door,
+                    max_call,
                 },
             );
         }
@@ -582,15 +783,37 @@ impl Directory {
             Some(patterns) => patterns.iter().any(|p| matches(p, name)),
         }
     }
+
+    /// The door station called `station`; `None` for any other name.
+    pub fn door(&self, station: &str) -> Option<&Door> {
+        self.users.get(station)?.door.as_ref()
+    }
+
+    /// The longest an answered call with `user` may last, by the directory;
+    /// `None`: it says nothing.
+    pub fn max_call(&self, user: &str) -> Option<Duration> {
+        self.users.get(user)?.max_call
+    }
+
+    /// Every door station, sorted by name.
+    pub fn stations(&self) -> Vec<(&Rc<str>, &Door)> {
+        let mut stations: Vec<_> = self
+            .users
+            .iter()
+            .filter_map(|(name, user)| Some((name, user.door.as_ref()?)))
+            .collect();
+        stations.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        stations
+    }
 }
 
-/// A `may_call` pattern: name characters and `*`.
-fn pattern(lines: &Lines<'_>, text: &str, at: usize) -> Result<Rc<str>, DirectoryError> {
+/// A name pattern of `key` (`may_call`, `openers`): name characters and `*`.
+fn pattern(lines: &Lines<'_>, key: &str, text: &str, at: usize) -> Result<Rc<str>, DirectoryError> {
     let literal = text.replace('*', "");
     if text.is_empty() || (!literal.is_empty() && !valid_user_name(&literal)) {
         return Err(lines.error(
             at,
-            format!("may_call pattern {text:?} is not a name with * for any characters"),
+            format!("{key} pattern {text:?} is not a name with * for any characters"),
         ));
     }
     Ok(text.into())
@@ -668,6 +891,117 @@ may_call = ["flat-*", "concierge"]   # name patterns; default: anyone
         assert_eq!(d.devices("anna"), 4);
         assert_eq!(d.members_of("flat-12").len(), 3);
         assert!(!d.may_call("front-door", "anna"));
+        let door = d.door("front-door").unwrap();
+        assert_eq!(door.doors, [Rc::from("main"), Rc::from("garage")]);
+        assert_eq!(door.openers, [Rc::from("concierge"), Rc::from("guard-*")]);
+        assert_eq!(
+            door.open_command.as_deref(),
+            Some(&["/usr/local/bin/relay".to_owned(), "main".to_owned()][..])
+        );
+        assert_eq!(door.open_timeout, Duration::from_secs(10));
+        assert_eq!(door.hang_up_after_open, Some(Duration::from_secs(5)));
+        assert_eq!(d.max_call("front-door"), Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn a_door_station_reads() {
+        let d = Directory::parse(
+            "d.toml",
+            r#"
+[users.front-door]
+kind = "door"
+doors = ["main", "garage"]
+openers = ["concierge", "guard-*"]
+open_command = ["/usr/local/bin/relay", "main"]
+open_timeout = "3s"
+hang_up_after_open = "5s"
+max_call = "2m"
+may_call = ["flat-*"]
+
+[users.anna]
+kind = "user"
+max_call = "30m"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            d.door("front-door"),
+            Some(&Door {
+                doors: vec!["main".into(), "garage".into()],
+                openers: vec!["concierge".into(), "guard-*".into()],
+                open_command: Some(
+                    vec!["/usr/local/bin/relay".to_owned(), "main".to_owned()].into()
+                ),
+                open_timeout: Duration::from_secs(3),
+                hang_up_after_open: Some(Duration::from_secs(5)),
+            })
+        );
+        assert_eq!(d.max_call("front-door"), Some(Duration::from_secs(120)));
+        assert!(!d.may_call("front-door", "anna"));
+        assert_eq!(d.door("anna"), None);
+        assert_eq!(d.max_call("anna"), Some(Duration::from_secs(1800)));
+        assert_eq!(d.door("nobody"), None);
+        assert_eq!(d.max_call("nobody"), None);
+    }
+
+    #[test]
+    fn a_door_station_has_defaults() {
+        let d = Directory::parse(
+            "d.toml",
+            "[users.gate]\nkind = \"door\"\ndoors = [\"gate\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            d.door("gate"),
+            Some(&Door {
+                doors: vec!["gate".into()],
+                openers: Vec::new(),
+                open_command: None,
+                open_timeout: DEFAULT_OPEN_TIMEOUT,
+                hang_up_after_open: None,
+            })
+        );
+        assert_eq!(DEFAULT_OPEN_TIMEOUT, Duration::from_secs(10));
+        assert_eq!(d.max_call("gate"), None);
+        assert_eq!(d.devices("gate"), 1);
+        assert!(!d.is_empty());
+    }
+
+    #[test]
+    fn stations_are_sorted_by_name_and_only_doors() {
+        let d = Directory::parse(
+            "d.toml",
+            r#"
+[users.side]
+kind = "door"
+doors = ["side"]
+[users.anna]
+max_call = "1m"
+[users.back]
+kind = "door"
+doors = ["back", "bins"]
+[users.front]
+kind = "door"
+doors = ["main"]
+[groups.flat]
+members = ["anna"]
+"#,
+        )
+        .unwrap();
+        let stations: Vec<(&str, Vec<&str>)> = d
+            .stations()
+            .into_iter()
+            .map(|(name, door)| (&**name, door.doors.iter().map(|d| &**d).collect()))
+            .collect();
+        assert_eq!(
+            stations,
+            [
+                ("back", vec!["back", "bins"]),
+                ("front", vec!["main"]),
+                ("side", vec!["side"]),
+            ]
+        );
+        assert!(Directory::default().stations().is_empty());
     }
 
     #[test]
@@ -799,6 +1133,212 @@ members = ["d", "c"]
                 "{text:?}: got {got:?}, expected {expected:?}"
             );
         }
+    }
+
+    /// Each `(file, error)` of `table` is refused with exactly that error.
+    fn refused(table: &[(&str, &str)]) {
+        for (text, expected) in table {
+            assert_eq!(error(text), *expected, "{text:?}");
+        }
+    }
+
+    /// A door station's table, line 1 to 3, then `rest` from line 4.
+    fn station(rest: &str) -> String {
+        format!("[users.d]\nkind = \"door\"\ndoors = [\"main\"]\n{rest}")
+    }
+
+    #[test]
+    fn kind_must_be_door_or_user() {
+        refused(&[
+            (
+                "[users.d]\nkind = \"gate\"\n",
+                "d.toml:2: kind must be \"door\" or \"user\", not \"gate\"",
+            ),
+            (
+                "[users.d]\nkind = 1\n",
+                "d.toml:2: kind must be a string, not integer",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn door_keys_need_kind_door() {
+        refused(&[
+            (
+                "[users.d]\ndevices = 2\ndoors = [\"main\"]\n",
+                "d.toml:3: doors is for door stations: add kind = \"door\"",
+            ),
+            (
+                "[users.d]\nkind = \"user\"\nopeners = [\"a\"]\n",
+                "d.toml:3: openers is for door stations: add kind = \"door\"",
+            ),
+            (
+                "[users.d]\nopen_command = [\"/bin/true\"]\n",
+                "d.toml:2: open_command is for door stations: add kind = \"door\"",
+            ),
+            (
+                "[users.d]\n\nopen_timeout = \"1s\"\n",
+                "d.toml:3: open_timeout is for door stations: add kind = \"door\"",
+            ),
+            (
+                "[users.d]\nhang_up_after_open = \"1s\"\ndoors = [\"main\"]\n",
+                "d.toml:2: hang_up_after_open is for door stations: add kind = \"door\"",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_door_station_needs_doors() {
+        refused(&[
+            (
+                "\n[users.d]\nkind = \"door\"\n",
+                "d.toml:2: door station \"d\" needs doors",
+            ),
+            (
+                "[users.d]\nkind = \"door\"\ndoors = []\n",
+                "d.toml:1: door station \"d\" needs doors",
+            ),
+            (
+                "[users.d]\nkind = \"door\"\ndoors = \"main\"\n",
+                "d.toml:3: doors must be a list of names",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn doors_are_names_each_listed_once() {
+        refused(&[
+            (
+                "[users.d]\nkind = \"door\"\ndoors = [\"main\",\n  \"back door\"]\n",
+                "d.toml:4: door \"back door\" is not a valid name \
+                 (1 to 64 letters, digits, _ - . @)",
+            ),
+            (
+                "[users.d]\nkind = \"door\"\ndoors = [\"main\", \"back\",\n  \"main\"]\n",
+                "d.toml:4: door \"main\" is listed twice",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn openers_are_patterns() {
+        refused(&[
+            (
+                &station("openers = [\"guard-*\", \"a b\"]\n"),
+                "d.toml:4: openers pattern \"a b\" is not a name with * for any characters",
+            ),
+            (
+                &station("openers = [\"\"]\n"),
+                "d.toml:4: openers pattern \"\" is not a name with * for any characters",
+            ),
+            (
+                &station("openers = \"guard-*\"\n"),
+                "d.toml:4: openers must be a list of names",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn open_command_starts_with_an_absolute_path() {
+        refused(&[
+            (
+                &station("open_command = \"/bin/relay\"\n"),
+                "d.toml:4: open_command must be a list of strings: the program, then its arguments",
+            ),
+            (
+                &station("open_command = []\n"),
+                "d.toml:4: open_command must start with the program's absolute path",
+            ),
+            (
+                &station("open_command = [\n  \"relay\", \"main\"]\n"),
+                "d.toml:5: open_command must start with the program's absolute path",
+            ),
+            (
+                &station("open_command = [\"/bin/relay\", 1]\n"),
+                "d.toml:4: open_command must be a string, not integer",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn open_command_items_are_bounded() {
+        let long = "x".repeat(MAX_COMMAND_ITEM_BYTES + 1);
+        let many: Vec<String> = (0..MAX_COMMAND_ITEMS)
+            .map(|i| format!("\"a{i}\""))
+            .collect();
+        refused(&[
+            (
+                &station("open_command = [\"/bin/relay\",\n  \"a\\u0000b\"]\n"),
+                "d.toml:5: open_command items must not contain a NUL byte",
+            ),
+            (
+                &station(&format!("open_command = [\"/bin/relay\",\n  \"{long}\"]\n")),
+                "d.toml:5: open_command items must be at most 4096 bytes",
+            ),
+            (
+                &station(&format!(
+                    "open_command = [\"/bin/relay\", {}]\n",
+                    many.join(", ")
+                )),
+                "d.toml:4: open_command has 65 items, more than 64",
+            ),
+        ]);
+        // Exactly at the limits is fine.
+        let at_limit = format!(
+            "open_command = [\"/{}\", {}]\n",
+            "x".repeat(MAX_COMMAND_ITEM_BYTES - 1),
+            many[1..].join(", ")
+        );
+        let d = Directory::parse("d.toml", &station(&at_limit)).unwrap();
+        let command = d.door("d").unwrap().open_command.clone().unwrap();
+        assert_eq!(command.len(), MAX_COMMAND_ITEMS);
+        assert_eq!(command[0].len(), MAX_COMMAND_ITEM_BYTES);
+    }
+
+    #[test]
+    fn door_durations_are_longer_than_zero() {
+        refused(&[
+            (
+                &station("open_timeout = \"0s\"\n"),
+                "d.toml:4: open_timeout must be longer than 0s",
+            ),
+            (
+                &station("open_timeout = \"soon\"\n"),
+                &format!(
+                    "d.toml:4: open_timeout: {}",
+                    parse_duration("soon").unwrap_err()
+                ),
+            ),
+            (
+                &station("hang_up_after_open = \"0s\"\n"),
+                "d.toml:4: hang_up_after_open must be longer than 0s",
+            ),
+            (
+                &station("hang_up_after_open = 5\n"),
+                "d.toml:4: hang_up_after_open must be a string, not integer",
+            ),
+            (
+                "[users.a]\nmax_call = \"0s\"\n",
+                "d.toml:2: max_call must be longer than 0s",
+            ),
+            (
+                "[users.a]\nmax_call = \"long\"\n",
+                &format!(
+                    "d.toml:2: max_call: {}",
+                    parse_duration("long").unwrap_err()
+                ),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn unknown_user_keys_list_the_door_keys() {
+        refused(&[(
+            "[users.a]\nopen = \"now\"\n",
+            "d.toml:2: unknown key `open` in [users.a]: expected one of devices, may_call, \
+             no_answer, no_answer_after, kind, doors, openers, open_command, open_timeout, \
+             hang_up_after_open, max_call",
+        )]);
     }
 
     #[test]
