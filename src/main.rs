@@ -61,6 +61,11 @@ struct Args {
     /// leave at once)
     #[argh(option, from_str_fn(parse_duration))]
     reconnect_grace: Option<Duration>,
+    /// the longest an answered call may last; both parties hear
+    /// call_ending ten seconds before (default: no limit; a user's max_call
+    /// in the directory may be shorter)
+    #[argh(option, from_str_fn(parse_duration))]
+    max_call_duration: Option<Duration>,
     /// the directory file (TOML): users with several devices, ring groups,
     /// forwarding when nobody answers, who may call whom; SIGHUP reloads it
     /// (default: none, each name is one device)
@@ -351,6 +356,9 @@ fn config(mut args: Args) -> Result<Config, String> {
     setting!(args.recovery_window => c.socketio.recovery.window, parse_duration);
     switch_setting!(args.recovery_offsets => c.socketio.recovery.offsets);
     setting!(args.reconnect_grace => c.signaling.reconnect_grace, parse_duration);
+    let mut max_call = Duration::ZERO;
+    setting!(args.max_call_duration => max_call, parse_duration);
+    c.signaling.max_call_duration = Some(max_call).filter(|max| !max.is_zero());
     setting!(args.shutdown_timeout => c.shutdown_timeout, parse_duration);
     list_setting!(args.ice_server => c.signaling.ice.urls, parse_ice_url);
     setting!(args.turn_ttl => c.signaling.ice.turn_ttl, parse_duration);

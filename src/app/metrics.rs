@@ -119,6 +119,36 @@ impl super::Intercom {
                 count,
             );
         }
+        page.family(
+            "signalbox_door_opens_total",
+            "counter",
+            "Attempts to open a door since start, by door station, door and result (station and door empty: no such door).",
+        );
+        let doors = hub.door_totals();
+        let count = |station: &str, door: &str, result: &str| {
+            doors
+                .iter()
+                .find(|((s, d, r), _)| &**s == station && &**d == door && *r == result)
+                .map_or(0, |(_, count)| *count)
+        };
+        let directory = hub.directory().clone();
+        let mut known: Vec<(&str, &str)> = directory
+            .stations()
+            .into_iter()
+            .flat_map(|(station, spec)| spec.doors.iter().map(move |door| (&**station, &**door)))
+            .collect();
+        if doors.iter().any(|((station, ..), _)| station.is_empty()) {
+            known.push(("", ""));
+        }
+        for (station, door) in known {
+            for result in ["opened", "refused", "failed", "timeout"] {
+                page.sample(
+                    "signalbox_door_opens_total",
+                    &format!(r#"station="{station}",door="{door}",result="{result}""#),
+                    count(station, door, result),
+                );
+            }
+        }
         let graces = hub.grace_totals();
         page.single(
             "signalbox_held_users",

@@ -69,6 +69,14 @@ fn line(effect: &Effect<&'static str>) -> String {
         Effect::Barrier => "barrier".into(),
         Effect::Claim { caller, callee, .. } => format!("claim {caller} -> {callee}"),
         Effect::Left { user } => format!("left {user}"),
+        Effect::OpenDoor {
+            attempt, command, ..
+        } => format!(
+            "run for {}/{}: {}",
+            attempt.station,
+            attempt.door,
+            command.join(" ")
+        ),
     }
 }
 
@@ -1573,3 +1581,6 @@ mod groups;
 
 #[path = "hub_cluster_tests.rs"]
 mod cluster;
+
+#[path = "hub_doors_tests.rs"]
+mod doors;

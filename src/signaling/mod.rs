@@ -7,6 +7,8 @@
 pub mod calls;
 pub mod cluster;
 pub mod directory;
+pub mod door_commands;
+pub mod ends;
 pub mod fork;
 pub mod hub;
 pub mod ice;
@@ -34,6 +36,8 @@ pub struct Settings {
     /// How long a user whose connection was lost stays registered, and in
     /// their call, for their client to come back (zero: they leave at once).
     pub reconnect_grace: Duration,
+    /// The longest an answered call may last (`--max-call-duration`).
+    pub max_call_duration: Option<Duration>,
     /// The directory file (`--directory`): groups, devices, forwarding,
     /// who may call whom; read at start and on SIGHUP.
     pub directory: Option<std::path::PathBuf>,
@@ -50,6 +54,7 @@ impl Default for Settings {
             },
             auth_secret: None,
             reconnect_grace: Duration::from_secs(10),
+            max_call_duration: None,
             directory: None,
         }
     }

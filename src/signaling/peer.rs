@@ -81,6 +81,22 @@ pub enum PeerMessage {
         /// The sender's RTCSessionDescriptionInit, opaque JSON.
         description: Box<RawValue>,
     },
+    /// The call of `to` reaches its maximum length in `seconds`.
+    Ending {
+        /// A party of the call.
+        to: Rc<str>,
+        /// Seconds left.
+        seconds: u64,
+    },
+    /// `from` opened `door` of the door station `to`.
+    DoorOpen {
+        /// Who opened it.
+        from: Rc<str>,
+        /// The door station.
+        to: Rc<str>,
+        /// Which door.
+        door: Rc<str>,
+    },
     /// `from` lost its connection and is held for the reconnect grace.
     Reconnecting {
         /// The held user.
@@ -174,6 +190,8 @@ impl PeerMessage {
                 to,
                 description,
             },
+            ServerEvent::CallEnding { seconds } => PeerMessage::Ending { to, seconds },
+            ServerEvent::DoorOpen { from, door } => PeerMessage::DoorOpen { from, to, door },
             ServerEvent::PeerReconnecting { from } => PeerMessage::Reconnecting { from, to },
             ServerEvent::PeerReconnected { from } => PeerMessage::Reconnected { from, to },
             ServerEvent::CallBusy { target_user } => PeerMessage::Refused {
@@ -227,6 +245,8 @@ impl PeerMessage {
                 .to_string(),
                 target_user: from,
             },
+            PeerMessage::Ending { seconds, .. } => ServerEvent::CallEnding { seconds },
+            PeerMessage::DoorOpen { from, door, .. } => ServerEvent::DoorOpen { from, door },
             PeerMessage::Reconnecting { from, .. } => ServerEvent::PeerReconnecting { from },
             PeerMessage::Reconnected { from, .. } => ServerEvent::PeerReconnected { from },
             PeerMessage::Resume { .. } | PeerMessage::Kick { .. } => return None,
@@ -245,6 +265,8 @@ impl PeerMessage {
             | PeerMessage::Update { to, .. }
             | PeerMessage::Reconnecting { to, .. }
             | PeerMessage::Reconnected { to, .. }
+            | PeerMessage::Ending { to, .. }
+            | PeerMessage::DoorOpen { to, .. }
             | PeerMessage::TimedOut { to, .. } => to,
             PeerMessage::Kick { user, .. } | PeerMessage::Resume { user, .. } => user,
         }
@@ -261,6 +283,8 @@ pub fn known_reason(name: Option<&str>) -> Option<&'static str> {
             reason::SERVER_SHUTDOWN,
             reason::ANSWERED_ELSEWHERE,
             reason::FORWARDED,
+            reason::DOOR_OPENED,
+            reason::MAX_DURATION,
         ]
         .into_iter()
         .find(|known| *known == name)

@@ -87,10 +87,17 @@ pub enum ClientEvent {
         /// Whether calls should pass the user by.
         on: bool,
     },
+    /// `open_door {to, door}`: open a door of the door station `to`.
+    OpenDoor {
+        /// The door station.
+        to: String,
+        /// Which of its doors.
+        door: String,
+    },
 }
 
 /// The names of the events clients send.
-pub const CLIENT_EVENTS: [&str; 9] = [
+pub const CLIENT_EVENTS: [&str; 10] = [
     "register_user",
     "make_call",
     "answer_call",
@@ -100,6 +107,7 @@ pub const CLIENT_EVENTS: [&str; 9] = [
     "logout_user",
     "call_update",
     "set_dnd",
+    "open_door",
 ];
 
 #[derive(Deserialize)]
@@ -141,6 +149,12 @@ struct DescriptionPayload {
 #[derive(Deserialize)]
 struct DndPayload {
     on: bool,
+}
+
+#[derive(Deserialize)]
+struct DoorPayload {
+    to: String,
+    door: String,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +248,13 @@ impl ClientEvent {
                 let p: DndPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::SetDnd { on: p.on }
             }
+            "open_door" => {
+                let p: DoorPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::OpenDoor {
+                    to: p.to,
+                    door: p.door,
+                }
+            }
             _ => {
                 let p: OptionalUserIdPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::LogoutUser { user_id: p.user_id }
@@ -254,6 +275,7 @@ impl ClientEvent {
             ClientEvent::LogoutUser { .. } => "logout_user",
             ClientEvent::CallUpdate { .. } => "call_update",
             ClientEvent::SetDnd { .. } => "set_dnd",
+            ClientEvent::OpenDoor { .. } => "open_door",
         }
     }
 }
@@ -379,6 +401,20 @@ pub enum ServerEvent {
         /// Whether calls pass the user by.
         on: bool,
     },
+    /// `door_open {from, door}`: to a door station, `from` opened `door`
+    /// (its app drives the relay).
+    DoorOpen {
+        /// Who opened it.
+        from: Rc<str>,
+        /// Which door.
+        door: Rc<str>,
+    },
+    /// `call_ending {seconds}`: the call reaches its maximum length in
+    /// that many seconds, and then ends (`max_duration`).
+    CallEnding {
+        /// Seconds left.
+        seconds: u64,
+    },
     /// `signaling_error {event, error}`: a refused client event whose
     /// sender asked for no ack and that has no event of its own.
     SignalingError {
@@ -410,6 +446,8 @@ impl ServerEvent {
             ServerEvent::PeerReconnected { .. } => "peer_reconnected",
             ServerEvent::CallForwarded { .. } => "call_forwarded",
             ServerEvent::Dnd { .. } => "dnd",
+            ServerEvent::DoorOpen { .. } => "door_open",
+            ServerEvent::CallEnding { .. } => "call_ending",
         }
     }
 
@@ -446,6 +484,11 @@ pub mod reason {
     pub const ANSWERED_ELSEWHERE: &str = "answered_elsewhere";
     /// Nobody answered in time: the call went on to someone else.
     pub const FORWARDED: &str = "forwarded";
+    /// The door was opened from the call, and the station hangs up after
+    /// it (`hang_up_after_open`).
+    pub const DOOR_OPENED: &str = "door_opened";
+    /// The call reached its maximum length.
+    pub const MAX_DURATION: &str = "max_duration";
 }
 
 /// Why a client event was refused.
@@ -486,6 +529,14 @@ pub enum SignalError {
     DoNotDisturb,
     /// `register_user` with the name of a group of the directory.
     GroupName,
+    /// `open_door` by someone neither in a call with the station nor
+    /// among its openers.
+    NotAllowedToOpen,
+    /// `open_door` for a name that is not a door station, or a door it
+    /// does not control.
+    NoSuchDoor,
+    /// `open_door` for a door station that is not registered.
+    DoorOffline,
 }
 
 impl SignalError {
@@ -533,6 +584,9 @@ impl fmt::Display for SignalError {
             SignalError::NotAllowed => f.write_str("not allowed to call this user"),
             SignalError::DoNotDisturb => f.write_str("user does not want to be disturbed"),
             SignalError::GroupName => f.write_str("that name is a group's: register your own"),
+            SignalError::NotAllowedToOpen => f.write_str("not allowed to open this door"),
+            SignalError::NoSuchDoor => f.write_str("no such door"),
+            SignalError::DoorOffline => f.write_str("the door station is offline"),
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use smol::channel::Receiver;
 
 use super::cluster::{Inbound, Nodes, NodesLink, Refresh};
+use super::door_commands::{self, DoorCommands};
 use super::hub::{Effect, Hub, MemberClaim, Outcome};
 use super::ice::IceConfig;
 use super::limits::Limits;
@@ -46,6 +47,8 @@ pub struct Signaling {
     alarm: Alarm,
     /// Graces that ran out since memory was last handed back.
     lapsed_since_give_back: std::cell::Cell<u64>,
+    /// Door stations' commands running now, with the acks that wait.
+    door_commands: DoorCommands<Option<Ack>>,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
@@ -94,7 +97,8 @@ impl Signaling {
             me: me.clone(),
             hub: RefCell::new(
                 Hub::new(settings.call_timeout, &limits, nodes.is_some())
-                    .with_grace(settings.reconnect_grace),
+                    .with_grace(settings.reconnect_grace)
+                    .with_max_call(settings.max_call_duration),
             ),
             clients: RefCell::new(IdMap::default()),
             ice: settings.ice.clone(),
@@ -108,6 +112,7 @@ impl Signaling {
             waiting: RefCell::new(IdMap::default()),
             alarm: Alarm::new(me.clone()),
             lapsed_since_give_back: std::cell::Cell::new(0),
+            door_commands: DoorCommands::default(),
         });
         service.set_alarm();
         let auth_secret = settings.auth_secret.clone();
@@ -358,6 +363,16 @@ impl Signaling {
                 effects: Vec::new(),
             },
         };
+        let mut outcome = outcome;
+        if let Some(at) = outcome
+            .effects
+            .iter()
+            .position(|effect| matches!(effect, Effect::OpenDoor { .. }))
+        {
+            // The ack waits for the door's command.
+            let effect = outcome.effects.remove(at);
+            self.execute_door_command(Some(effect), ack.take());
+        }
         let claiming = outcome.effects.iter().any(|effect| {
             matches!(
                 effect,
@@ -518,6 +533,7 @@ impl Signaling {
                         nodes.release(&caller, &callee, member.as_ref());
                     }
                 }
+                effect @ Effect::OpenDoor { .. } => self.execute_door_command(Some(effect), None),
                 Effect::ClaimMembers { socket, claim } => {
                     if let Some(nodes) = &self.nodes {
                         nodes.claim_members(socket, claim);
@@ -614,6 +630,37 @@ impl Signaling {
                 return;
             }
         }
+    }
+
+    /// Runs a door station's command (an [`Effect::OpenDoor`]) and answers
+    /// `ack` with its result; while one runs for that door, waits for it.
+    fn execute_door_command(&self, effect: Option<Effect<SocketId>>, ack: Option<Ack>) {
+        let Some(Effect::OpenDoor {
+            attempt,
+            command,
+            timeout,
+            ..
+        }) = effect
+        else {
+            return;
+        };
+        if !self.door_commands.wait(attempt.clone(), ack) {
+            return;
+        }
+        let me = self.me.clone();
+        rt::spawn(async move {
+            let result = door_commands::run(&command, &attempt, timeout).await;
+            let Some(service) = me.upgrade() else {
+                return;
+            };
+            for (attempt, ack) in service.door_commands.finished(&attempt) {
+                service.with_hub(|hub| hub.door_done(attempt, result.clone(), Instant::now()));
+                if let Some(ack) = ack {
+                    ack.send(&[to_arg(&door_commands::reply(&result))]);
+                }
+            }
+        })
+        .detach();
     }
 
     /// Handles what the other nodes brought.

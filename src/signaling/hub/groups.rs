@@ -225,6 +225,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let (caller, called, mirror) = (call.caller.clone(), call.called().clone(), call.mirror);
         self.take_fork(id);
         let others = self.calls.answer_by(id, me, now);
+        self.started(id, now);
         if socket.is_some() {
             self.totals.answered += 1;
         }

@@ -15,6 +15,7 @@ use crate::logging::untrusted;
 use crate::rate::Bucket;
 use crate::signaling::calls::{Call, CallId, CallState, Calls};
 use crate::signaling::directory::Directory;
+use crate::signaling::ends::Ends;
 use crate::signaling::fork::Fork;
 use crate::signaling::limits::Limits;
 use crate::signaling::peer::PeerMessage;
@@ -83,6 +84,18 @@ pub enum Effect<S> {
         socket: Option<S>,
         /// What to claim.
         claim: MemberClaim,
+    },
+    /// Run a door station's `open_command` for an `open_door` from
+    /// `socket`, whose ack waits for it; then [`Hub::door_done`].
+    OpenDoor {
+        /// The socket that asked.
+        socket: S,
+        /// What was asked, for the audit line.
+        attempt: DoorAttempt,
+        /// The program, then its arguments.
+        command: Rc<[String]>,
+        /// How long it may run before it is killed.
+        timeout: Duration,
     },
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
@@ -267,6 +280,12 @@ pub struct Hub<S> {
     claiming: HashMap<Rc<str>, groups::Claiming>,
     /// The number of the last claim round.
     rounds: u64,
+    /// When answered calls end: their maximum length, a door opened.
+    ends: Ends,
+    /// `--max-call-duration`.
+    max_call: Option<Duration>,
+    /// Attempts to open doors, by station, door and result.
+    door_totals: std::collections::BTreeMap<DoorKey, u64>,
 }
 
 /// Where a call's events go for a user with several devices.
@@ -310,6 +329,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             dnd: HashSet::new(),
             claiming: HashMap::new(),
             rounds: 0,
+            ends: Ends::default(),
+            max_call: None,
+            door_totals: std::collections::BTreeMap::new(),
         }
     }
 
@@ -327,6 +349,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Whether `user` is in do-not-disturb.
     pub fn is_dnd(&self, user: &str) -> bool {
         self.dnd.contains(user)
+    }
+
+    /// Ends answered calls after `max` (`--max-call-duration`; a user's
+    /// `max_call` may be shorter).
+    pub fn with_max_call(mut self, max: Option<Duration>) -> Hub<S> {
+        self.max_call = max;
+        self
     }
 
     /// Holds users whose socket was lost for `grace` (zero: they leave at once).
@@ -410,6 +439,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.next_sweep,
             self.graces.first().map(|(at, _)| *at),
             self.fork_deadlines.first().map(|(at, _)| *at),
+            self.ends.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -443,6 +473,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             && at <= now
         {
             self.fork_due(id, now, &mut effects);
+        }
+        for (id, end) in self.ends.expire(now) {
+            self.end_due(id, end, &mut effects);
         }
         for (id, call) in self.calls.expire(now) {
             self.ended(id, &call);
@@ -661,6 +694,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let mut effects = Vec::new();
         self.forks.clear();
         self.fork_deadlines.clear();
+        self.ends.clear();
         self.routes.clear();
         for call in self.calls.end_all() {
             log::info!(
@@ -964,6 +998,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Forgets what the hub kept for call `id`, which ended.
     fn ended(&mut self, id: CallId, call: &Call) {
         self.take_fork(id);
+        self.ends.forget(id);
         for user in [&call.caller, &call.callee].into_iter().chain(&call.legs) {
             self.routes.remove(user);
         }
@@ -1087,6 +1122,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.tell_dnd(&me, None, effects);
                 }
                 Ok(())
+            }
+            ClientEvent::OpenDoor { to, door } => {
+                self.open_door(socket, me, to, door, now, effects)
             }
             ClientEvent::RegisterUser { .. } | ClientEvent::LogoutUser { .. } => Ok(()),
         }
@@ -1330,8 +1368,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 }
 
 mod devices;
+mod doors;
 mod groups;
 mod peers;
+
+pub use doors::{DoorAttempt, DoorKey, DoorResult};
 
 /// Sends `event` to each of `sockets`.
 fn to_each<S: Clone>(sockets: &[S], event: ServerEvent, effects: &mut Vec<Effect<S>>) {

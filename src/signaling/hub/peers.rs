@@ -97,6 +97,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.answered(id, &from, None, answer, now, &mut effects);
                 } else if let Ok(id) = self.ringing_to(&to, &from) {
                     self.calls.answer(id, now);
+                    self.started(id, now);
                     log::info!(
                         "call {} -> {}: answered (on another node)",
                         untrusted(&to),
@@ -147,6 +148,16 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 if self.call_between(&to, &from).is_ok() && self.in_active_call(&to) {
                     let event = ServerEvent::CallUpdate { from, description };
                     self.tell(&to, event, &mut effects);
+                }
+            }
+            PeerMessage::Ending { to, seconds } => {
+                if self.in_active_call(&to) {
+                    self.tell(&to, ServerEvent::CallEnding { seconds }, &mut effects);
+                }
+            }
+            PeerMessage::DoorOpen { from, to, door } => {
+                if self.users.contains_key(&to) {
+                    self.tell(&to, ServerEvent::DoorOpen { from, door }, &mut effects);
                 }
             }
             PeerMessage::Reconnecting { from, to } => {

@@ -1,0 +1,243 @@
+//! Door stations: who may open which door (`open_door`), the audit line
+//! and counter of every attempt, the hang-up after an opening, and the
+//! maximum length of a call (see [`crate::signaling::ends`]).
+
+use std::hash::Hash;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::{Effect, Hub};
+use crate::logging::untrusted;
+use crate::signaling::calls::CallId;
+use crate::signaling::directory::matches;
+use crate::signaling::ends::End;
+use crate::signaling::protocol::{ServerEvent, SignalError, reason};
+
+/// One `open_door`: who asked, for which door, and from which call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoorAttempt {
+    /// Who asked.
+    pub by: Rc<str>,
+    /// The door station, as asked.
+    pub station: Rc<str>,
+    /// The door, as asked.
+    pub door: Rc<str>,
+    /// The call with the station it was asked from, and its parties
+    /// (`caller -> called`); `None`: as one of the station's openers.
+    pub call: Option<(CallId, String)>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DoorResult {
+    /// Opened; with the exit status of the station's `open_command`
+    /// (0) when it has one.
+    Opened(Option<i32>),
+    /// Not allowed, or nothing to open.
+    Refused(SignalError),
+    /// The command failed: its exit status, or `None` when a signal
+    /// ended it or it could not be started.
+    Failed(Option<i32>, String),
+    /// The command ran past its timeout and was killed.
+    TimedOut(Duration),
+}
+
+impl DoorResult {
+    /// The `result` label of the counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DoorResult::Opened(_) => "opened",
+            DoorResult::Refused(_) => "refused",
+            DoorResult::Failed(..) => "failed",
+            DoorResult::TimedOut(_) => "timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for DoorResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DoorResult::Opened(None) => f.write_str("opened"),
+            DoorResult::Opened(Some(status)) => write!(f, "opened, command exited {status}"),
+            DoorResult::Refused(why) => write!(f, "refused ({why})"),
+            DoorResult::Failed(_, why) => write!(f, "failed ({why})"),
+            DoorResult::TimedOut(after) => {
+                write!(f, "timeout (command killed after {after:?})")
+            }
+        }
+    }
+}
+
+/// The counter's key for an attempt: the station and door when the
+/// directory has them, else empty (what strangers send does not make
+/// new series).
+pub type DoorKey = (Rc<str>, Rc<str>, &'static str);
+
+impl<S: Clone + Eq + Hash> Hub<S> {
+    /// `open_door {to, door}` from `me` on `socket`: allowed for the other
+    /// party of a ringing or active call with the station, and for its
+    /// `openers` at any time. The station hears `door_open`; its
+    /// `open_command`, if any, runs ([`Effect::OpenDoor`], then
+    /// [`Hub::door_done`]).
+    pub(super) fn open_door(
+        &mut self,
+        socket: &S,
+        me: Rc<str>,
+        to: String,
+        door: String,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) -> Result<(), SignalError> {
+        let directory = self.directory.clone();
+        let station: Rc<str> = to.into();
+        let call = self
+            .calls
+            .of(&me)
+            .filter(|(_, call)| call.is_between(&me, &station) && self.routes_to(&me, socket))
+            .map(|(id, call)| (id, format!("{} -> {}", call.caller, call.called())));
+        let mut attempt = DoorAttempt {
+            by: me.clone(),
+            station: station.clone(),
+            door: door.into(),
+            call,
+        };
+        let spec = directory
+            .door(&station)
+            .filter(|spec| spec.doors.contains(&attempt.door));
+        let refusal = match spec {
+            None => Some(SignalError::NoSuchDoor),
+            Some(spec) if attempt.call.is_none() => {
+                let opener = spec.openers.iter().any(|pattern| matches(pattern, &me));
+                (!opener).then_some(SignalError::NotAllowedToOpen)
+            }
+            Some(_) => None,
+        };
+        let online =
+            self.users.contains_key(&station) || (self.several_nodes && attempt.call.is_some());
+        let refusal = refusal.or((!online).then_some(SignalError::DoorOffline));
+        let (Some(spec), None) = (spec, refusal.clone()) else {
+            let error = refusal.unwrap_or(SignalError::NoSuchDoor);
+            if error == SignalError::NoSuchDoor {
+                attempt.call = None;
+            }
+            self.door_done(attempt, DoorResult::Refused(error.clone()), now);
+            return Err(error);
+        };
+        let event = ServerEvent::DoorOpen {
+            from: me,
+            door: attempt.door.clone(),
+        };
+        self.tell(&station, event, effects);
+        match &spec.open_command {
+            Some(command) => effects.push(Effect::OpenDoor {
+                socket: socket.clone(),
+                attempt,
+                command: command.clone(),
+                timeout: spec.open_timeout,
+            }),
+            None => self.door_done(attempt, DoorResult::Opened(None), now),
+        }
+        Ok(())
+    }
+
+    /// An attempt ended with `result` (the command's, when the station
+    /// has one): its audit line, its count, and, for a door opened from a
+    /// call, the hang-up after it where the station has one.
+    pub fn door_done(&mut self, attempt: DoorAttempt, result: DoorResult, now: Instant) {
+        let asked = match &attempt.call {
+            Some((_, call)) => format!("in call {}", untrusted(call)),
+            None => "without a call".to_owned(),
+        };
+        log::info!(
+            "door {}/{} asked by {} {asked}: {result}",
+            untrusted(&attempt.station),
+            untrusted(&attempt.door),
+            untrusted(&attempt.by),
+        );
+        let spec = self
+            .directory
+            .door(&attempt.station)
+            .filter(|spec| spec.doors.contains(&attempt.door));
+        let key = match spec {
+            Some(_) => (attempt.station.clone(), attempt.door.clone()),
+            None => (Rc::from(""), Rc::from("")),
+        };
+        *self
+            .door_totals
+            .entry((key.0, key.1, result.label()))
+            .or_default() += 1;
+        let after = spec.and_then(|spec| spec.hang_up_after_open);
+        if let (DoorResult::Opened(_), Some(after), Some((id, _))) = (&result, after, &attempt.call)
+            && self.calls.get(*id).is_some()
+        {
+            self.ends.hang_up(*id, now + after);
+        }
+    }
+
+    /// Attempts to open doors since start, by station, door and result.
+    pub fn door_totals(&self) -> Vec<(DoorKey, u64)> {
+        self.door_totals
+            .iter()
+            .map(|(key, count)| (key.clone(), *count))
+            .collect()
+    }
+
+    /// Call `id` was answered at `now`: its maximum length starts, the
+    /// shortest of `--max-call-duration` and its parties' `max_call`. On
+    /// several nodes the caller's node keeps it.
+    pub(super) fn started(&mut self, id: CallId, now: Instant) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
+        if self.several_nodes && !self.users.contains_key(&call.caller) {
+            return;
+        }
+        let max = [
+            self.max_call,
+            self.directory.max_call(&call.caller),
+            self.directory.max_call(&call.callee),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(max) = max {
+            self.ends.limit(id, now, max);
+        }
+    }
+
+    /// Something is due for answered call `id`: the warning before its
+    /// maximum length, or its end (`max_duration`, `door_opened`), for
+    /// both parties.
+    pub(super) fn end_due(&mut self, id: CallId, end: End, effects: &mut Vec<Effect<S>>) {
+        let Some(call) = self.calls.get(id).filter(|call| !call.is_ringing()) else {
+            return;
+        };
+        let (caller, callee) = (call.caller.clone(), call.callee.clone());
+        let why = match end {
+            End::Warning { seconds } => {
+                for party in [&caller, &callee] {
+                    self.tell(party, ServerEvent::CallEnding { seconds }, effects);
+                }
+                return;
+            }
+            End::MaxDuration => reason::MAX_DURATION,
+            End::DoorOpened => reason::DOOR_OPENED,
+        };
+        let Some(call) = self.finish(id) else {
+            return;
+        };
+        log::info!(
+            "call {} -> {}: ended ({why})",
+            untrusted(&call.caller),
+            untrusted(&call.callee)
+        );
+        self.over(&call, effects);
+        for (to, from) in [(&caller, &callee), (&callee, &caller)] {
+            let event = ServerEvent::CallEnded {
+                from: from.clone(),
+                reason: Some(why),
+            };
+            self.tell(to, event, effects);
+        }
+    }
+}
