@@ -789,6 +789,12 @@ impl Directory {
         self.users.get(station)?.door.as_ref()
     }
 
+    /// The door station called `station`, if it controls `door`.
+    pub fn door_of(&self, station: &str, door: &str) -> Option<&Door> {
+        self.door(station)
+            .filter(|spec| spec.doors.iter().any(|d| **d == *door))
+    }
+
     /// The longest an answered call with `user` may last, by the directory;
     /// `None`: it says nothing.
     pub fn max_call(&self, user: &str) -> Option<Duration> {

@@ -234,16 +234,13 @@ impl PeerMessage {
             } => ServerEvent::CallUpdate { from, description },
             PeerMessage::TimedOut { from, .. } => ServerEvent::CallTimeout { user: from },
             PeerMessage::Refused {
-                from, busy: true, ..
-            } => ServerEvent::CallBusy { target_user: from },
-            PeerMessage::Refused { from, dnd, .. } => ServerEvent::CallFailed {
-                error: if dnd {
-                    SignalError::DoNotDisturb
-                } else {
-                    SignalError::UserOffline
-                }
-                .to_string(),
-                target_user: from,
+                from, busy, dnd, ..
+            } => match refusal(busy, dnd) {
+                SignalError::UserBusy => ServerEvent::CallBusy { target_user: from },
+                error => ServerEvent::CallFailed {
+                    error: error.to_string(),
+                    target_user: from,
+                },
             },
             PeerMessage::Ending { seconds, .. } => ServerEvent::CallEnding { seconds },
             PeerMessage::DoorOpen { from, door, .. } => ServerEvent::DoorOpen { from, door },
@@ -270,6 +267,18 @@ impl PeerMessage {
             | PeerMessage::TimedOut { to, .. } => to,
             PeerMessage::Kick { user, .. } | PeerMessage::Resume { user, .. } => user,
         }
+    }
+}
+
+/// Why the callee's node refused to ring them, from a
+/// [`PeerMessage::Refused`]'s flags.
+pub fn refusal(busy: bool, dnd: bool) -> SignalError {
+    if busy {
+        SignalError::UserBusy
+    } else if dnd {
+        SignalError::DoNotDisturb
+    } else {
+        SignalError::UserOffline
     }
 }
 

@@ -101,9 +101,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             door: door.into(),
             call,
         };
-        let spec = directory
-            .door(&station)
-            .filter(|spec| spec.doors.contains(&attempt.door));
+        let spec = directory.door_of(&station, &attempt.door);
         let refusal = match spec {
             None => Some(SignalError::NoSuchDoor),
             Some(spec) if attempt.call.is_none() => {
@@ -154,10 +152,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             untrusted(&attempt.door),
             untrusted(&attempt.by),
         );
-        let spec = self
-            .directory
-            .door(&attempt.station)
-            .filter(|spec| spec.doors.contains(&attempt.door));
+        let spec = self.directory.door_of(&attempt.station, &attempt.door);
         let key = match spec {
             Some(_) => (attempt.station.clone(), attempt.door.clone()),
             None => (Rc::from(""), Rc::from("")),

@@ -10,7 +10,7 @@ use super::groups::LegEnd;
 use super::{Effect, Hub, InCall};
 use crate::logging::untrusted;
 use crate::signaling::calls::{CallId, CallState};
-use crate::signaling::peer::{HandedCall, PeerMessage, known_reason};
+use crate::signaling::peer::{HandedCall, PeerMessage, known_reason, refusal};
 use crate::signaling::protocol::{ServerEvent, SignalError, reason};
 
 /// How long past its ring timeout a call whose caller is on another node
@@ -78,13 +78,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 busy,
                 dnd,
             } => {
-                let error = if busy {
-                    SignalError::UserBusy
-                } else if dnd {
-                    SignalError::DoNotDisturb
-                } else {
-                    SignalError::UserOffline
-                };
+                let error = refusal(busy, dnd);
                 if let Some(id) = self.ringing_leg(&to, &from) {
                     self.leg_gone(id, &from, LegEnd::Refused(error), &mut effects);
                 } else if let Ok(id) = self.ringing_to(&to, &from) {
@@ -116,7 +110,6 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     );
                     self.leg_gone(id, &from, LegEnd::Declined, &mut effects);
                 } else if let Ok(id) = self.ringing_to(&to, &from) {
-                    self.take_fork(id);
                     self.finish(id);
                     log::info!(
                         "call {} -> {}: declined (on another node)",
