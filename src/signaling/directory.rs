@@ -801,6 +801,29 @@ impl Directory {
         self.users.get(user)?.max_call
     }
 
+    /// The groups and the users `caller` may call, each sorted by name:
+    /// every group and every user the file names (with settings or as a
+    /// member), but not door stations, nor `caller`. What a door panel
+    /// offers as buttons.
+    pub fn callable_by(&self, caller: &str) -> (Vec<Rc<str>>, Vec<Rc<str>>) {
+        let allowed = |name: &&Rc<str>| ***name != *caller && self.may_call(caller, name);
+        let mut groups: Vec<Rc<str>> = self.groups.keys().filter(allowed).cloned().collect();
+        let mut users: Vec<Rc<str>> = self
+            .users
+            .iter()
+            .filter(|(_, user)| user.door.is_none())
+            .map(|(name, _)| name)
+            .chain(self.groups.values().flat_map(|g| g.members.iter()))
+            .filter(|name| !self.groups.contains_key(*name) && self.door(name).is_none())
+            .filter(allowed)
+            .cloned()
+            .collect();
+        groups.sort_unstable();
+        users.sort_unstable();
+        users.dedup();
+        (groups, users)
+    }
+
     /// Every door station, sorted by name.
     pub fn stations(&self) -> Vec<(&Rc<str>, &Door)> {
         let mut stations: Vec<_> = self
@@ -1008,6 +1031,41 @@ members = ["anna"]
             ]
         );
         assert!(Directory::default().stations().is_empty());
+    }
+
+    #[test]
+    fn a_panel_offers_what_its_caller_may_call() {
+        let d = Directory::parse(
+            "d.toml",
+            r#"
+[users.front]
+kind = "door"
+doors = ["main"]
+may_call = ["flat-*", "concierge", "guard-desk"]
+[users.back]
+kind = "door"
+doors = ["back"]
+[users.anna]
+max_call = "1m"
+[groups.flat-2]
+members = ["carl"]
+[groups.flat-1]
+members = ["anna", "ben", "back"]
+[groups.concierge]
+members = ["guard-desk", "flat-1"]
+"#,
+        )
+        .unwrap();
+        let names = |list: Vec<Rc<str>>| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let (groups, users) = d.callable_by("front");
+        assert_eq!(names(groups), ["concierge", "flat-1", "flat-2"]);
+        assert_eq!(names(users), ["guard-desk"]);
+        // Anyone: every group and user the file names, but no station and
+        // not the caller.
+        let (groups, users) = d.callable_by("anna");
+        assert_eq!(names(groups), ["concierge", "flat-1", "flat-2"]);
+        assert_eq!(names(users), ["ben", "carl", "guard-desk"]);
+        assert_eq!(Directory::default().callable_by("x"), (vec![], vec![]));
     }
 
     #[test]

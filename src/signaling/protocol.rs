@@ -415,6 +415,18 @@ pub enum ServerEvent {
         /// Seconds left.
         seconds: u64,
     },
+    /// `directory {doors, groups, users}`: what the directory holds for a
+    /// newly registered client, when there is one: every door station's
+    /// doors (a call with one offers its **Open door** buttons), and the
+    /// groups and users this client may call (a door panel's buttons).
+    Directory {
+        /// Each door station's doors.
+        doors: std::collections::BTreeMap<Rc<str>, Vec<Rc<str>>>,
+        /// The groups this client may call.
+        groups: Vec<Rc<str>>,
+        /// The users this client may call.
+        users: Vec<Rc<str>>,
+    },
     /// `signaling_error {event, error}`: a refused client event whose
     /// sender asked for no ack and that has no event of its own.
     SignalingError {
@@ -448,6 +460,7 @@ impl ServerEvent {
             ServerEvent::Dnd { .. } => "dnd",
             ServerEvent::DoorOpen { .. } => "door_open",
             ServerEvent::CallEnding { .. } => "call_ending",
+            ServerEvent::Directory { .. } => "directory",
         }
     }
 

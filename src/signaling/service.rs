@@ -415,6 +415,7 @@ impl Signaling {
     ) {
         if result.is_ok() && socket.connected() {
             self.send_ice_servers(socket);
+            self.send_directory(socket);
         }
         self.answer(socket, name, ack, result);
     }
@@ -447,6 +448,32 @@ impl Signaling {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let event = ServerEvent::IceServers(self.ice.servers_for(&user, now));
+        socket.emit_value(event.name(), &event);
+    }
+
+    /// Sends a newly registered client what the directory holds for it
+    /// (nothing without a directory).
+    fn send_directory(&self, socket: &Socket) {
+        let hub = self.hub.borrow();
+        let directory = hub.directory();
+        let Some(user) = hub.user_of(&socket.id_rc()) else {
+            return;
+        };
+        if directory.is_empty() {
+            return;
+        }
+        let (groups, users) = directory.callable_by(user);
+        let doors = directory
+            .stations()
+            .into_iter()
+            .map(|(name, door)| (name.clone(), door.doors.clone()))
+            .collect();
+        let event = ServerEvent::Directory {
+            doors,
+            groups,
+            users,
+        };
+        drop(hub);
         socket.emit_value(event.name(), &event);
     }
 

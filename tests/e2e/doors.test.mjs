@@ -83,6 +83,26 @@ function counter(page, station, door, result) {
   return line === undefined ? undefined : Number(line.split(' ').pop());
 }
 
+test('directory: every station\'s doors, and whom this user may call', withLogs(async () => {
+  const [door, resident] = await devices(server.url, ['front-door', 'resident']);
+  try {
+    const stations = {
+      'broken-door': ['main'],
+      'front-door': ['main', 'garage'],
+      'short-door': ['main'],
+      'stuck-door': ['main'],
+    };
+    await waitUntil(() => door.events.some((e) => e.event === 'directory'));
+    const order = door.events.map((e) => e.event);
+    assert.ok(order.indexOf('ice_servers') < order.indexOf('directory'), `directory after ice_servers: ${order}`);
+    // A door panel's buttons: no station, not itself.
+    assert.deepEqual(await door.take('directory'), { doors: stations, groups: ['flat-1'], users: ['resident'] });
+    assert.deepEqual(await resident.take('directory'), { doors: stations, groups: ['flat-1'], users: [] });
+  } finally {
+    for (const d of [door, resident]) d.close();
+  }
+}));
+
 test('the resident opens the door from the call: door_open, the command, the hang-up, the audit line', withLogs(async () => {
   const [door, resident, eve] = await devices(server.url, ['front-door', 'resident', 'eve']);
   try {
