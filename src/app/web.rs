@@ -1,5 +1,6 @@
-//! The built-in intercom page at `/app/`: one HTML page, plain JavaScript and
-//! CSS, embedded in the binary so it works on a LAN with no internet.
+//! The built-in intercom page at `/app/`, and the same page as a door panel
+//! at `/app/door`: one HTML page, plain JavaScript and CSS, embedded in the
+//! binary so it works on a LAN with no internet.
 
 use crate::http::{Method, Request, Response};
 
@@ -13,6 +14,8 @@ const STYLE: &str = include_str!("web/app.css");
 #[derive(Debug, Clone)]
 pub struct Page {
     index: std::rc::Rc<str>,
+    /// The page in door-panel mode (`/app/door`).
+    door: std::rc::Rc<str>,
 }
 
 impl Page {
@@ -33,21 +36,25 @@ impl Page {
                 &grace_meta("10000"),
                 &grace_meta(&grace.as_millis().to_string()),
             );
+        let mode = |mode: &str| format!(r#"<meta name="signalbox-mode" content="{mode}">"#);
+        let door = index.replace(&mode("resident"), &mode("door"));
         Page {
             index: index.into(),
+            door: door.into(),
         }
     }
 
     /// Answers requests under `/app`; `None` for other paths.
     pub fn answer(&self, request: &Request) -> Option<Response> {
-        page(request, &self.index)
+        page(request, self)
     }
 }
 
-fn page(request: &Request, index: &str) -> Option<Response> {
+fn page(request: &Request, page: &Page) -> Option<Response> {
     let (body, kind) = match request.path.as_str() {
         "/app" => return Some(Response::new(308).header("Location", "/app/")),
-        "/app/" | "/app/index.html" => (index, "text/html; charset=utf-8"),
+        "/app/" | "/app/index.html" => (&*page.index, "text/html; charset=utf-8"),
+        "/app/door" => (&*page.door, "text/html; charset=utf-8"),
         "/app/app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
         "/app/app.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return None,
@@ -87,5 +94,23 @@ mod tests {
                 .index
                 .contains(r#"content="/socket.io/""#)
         );
+    }
+
+    #[test]
+    fn the_door_panel_is_the_page_in_door_mode() {
+        let page = Page::new("/io/", std::time::Duration::from_secs(3));
+        assert!(
+            page.index
+                .contains(r#"<meta name="signalbox-mode" content="resident">"#)
+        );
+        assert!(
+            page.door
+                .contains(r#"<meta name="signalbox-mode" content="door">"#)
+        );
+        assert!(
+            page.door
+                .contains(r#"<meta name="signalbox-path" content="/io/">"#)
+        );
+        assert_eq!(page.door.replace("\"door\"", "\"resident\""), *page.index);
     }
 }

@@ -232,19 +232,24 @@ async function callFromList(caller, peer) {
   await button.click();
 }
 
-/** Starts watching getStats() in the page: first inbound audio packet time. */
-async function watchInboundAudio(person) {
-  await person.page.evaluate((limitMs) => {
-    window.__firstAudioAt = 0;
+/**
+ * Starts watching getStats() in the page: the time of the first inbound
+ * audio packet (window.__firstAudioAt), or of the first decoded video frame
+ * (window.__firstVideoAt, with `kind` "video").
+ */
+async function watchInbound(person, kind = 'audio') {
+  await person.page.evaluate(([limitMs, video]) => {
+    const key = video ? '__firstVideoAt' : '__firstAudioAt';
+    window[key] = 0;
     const until = Date.now() + limitMs;
     const tick = async () => {
       const pc = window.signalbox.pc;
       if (pc) {
         try {
-          const stats = await pc.getStats();
-          for (const report of stats.values()) {
-            if (report.type === 'inbound-rtp' && report.kind === 'audio' && report.packetsReceived > 0) {
-              window.__firstAudioAt = Date.now();
+          for (const report of (await pc.getStats()).values()) {
+            if (report.type !== 'inbound-rtp' || report.kind !== (video ? 'video' : 'audio')) continue;
+            if ((video ? report.framesDecoded : report.packetsReceived) > 0) {
+              window[key] = Date.now();
               return;
             }
           }
@@ -253,7 +258,7 @@ async function watchInboundAudio(person) {
       if (Date.now() < until) setTimeout(tick, 10);
     };
     tick();
-  }, MEDIA_MS);
+  }, [2 * MEDIA_MS, kind === 'video']);
 }
 
 async function inboundAudioPackets(person) {
@@ -327,7 +332,7 @@ test('alice calls bob, bob answers, audio flows both ways, alice hangs up', { ti
     assert.equal(await bob.page.isVisible('#decline'), true);
     await bob.page.screenshot({ path: join(OUTPUT, 'bob-ringing.png') });
 
-    await watchInboundAudio(bob);
+    await watchInbound(bob);
     await bob.page.evaluate(() => {
       document.getElementById('answer').addEventListener('click', () => { window.__answerClickAt = Date.now(); }, { capture: true });
     });
@@ -496,7 +501,7 @@ test('a call to a group of two pages: the first to answer talks, the other is to
     await waitForStatus(alice, 'Calling family…');
     await waitForStatus(bob, 'alice is calling family');
     await waitForStatus(carol, 'alice is calling family');
-    await watchInboundAudio(carol);
+    await watchInbound(carol);
     await carol.page.click('#answer');
     await waitForStatus(bob, 'alice’s call to family was answered on another device');
     await waitForState(bob, 'idle');
@@ -786,6 +791,118 @@ test('tokens: the page asks for one, explains refusals, and connects with it des
   } finally {
     await closeAll(alice, bob);
     await guarded.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a door panel calls a flat: the resident sees the visitor, opens the door, and the panel shows it open', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
+  const secret = join(dir, 'auth-secret');
+  writeFileSync(secret, 'a secret for the door test\n', { mode: 0o600 });
+  const file = join(dir, 'directory.toml');
+  writeFileSync(file, [
+    '[users.front-door]',
+    'kind = "door"',
+    'doors = ["main"]',
+    'may_call = ["flat-*", "guard-*"]',
+    'hang_up_after_open = "3s"',
+    '[groups."flat-12"]',
+    'members = ["anna"]',
+    '[groups.concierge]',
+    'members = ["guard-desk"]',
+    '',
+  ].join('\n'));
+  const token = (user) => execFileSync(SERVER_BIN, ['token', '--user', user, '--ttl', '1h', '--auth-secret-file', secret], { encoding: 'utf8' }).trim();
+  const building = await startServer(['--directory', file, '--auth-secret-file', secret]);
+  let anna;
+  let panel;
+  try {
+    anna = await openPerson('anna', { on: building, path: `/app/#token=${token('anna')}` });
+    // The panel registers by itself, as the station its token names.
+    panel = await openPerson('front-door', { on: building, path: `/app/door#token=${token('front-door')}`, register: false });
+    await panel.page.waitForFunction(() => window.signalbox.me === 'front-door');
+    assert.equal(await panel.page.evaluate(() => window.signalbox.mode), 'door');
+    await panel.page.locator('[data-testid="call-flat-12"]').waitFor({ timeout: STEP_MS });
+    // Buttons for whom it may call (a pattern matches a group member too),
+    // and nothing to type.
+    assert.deepEqual(await panel.page.locator('#targets button').allTextContents(), ['flat-12', 'guard-desk']);
+    for (const field of ['#name', '#dial-name', '#logout']) {
+      assert.equal(await panel.page.isVisible(field), false, `${field} on the door panel`);
+    }
+    assert.equal(await panel.page.isVisible('#users-panel'), false);
+    await panel.page.screenshot({ path: join(OUTPUT, 'door-panel.png') });
+
+    await panel.page.evaluate(() => {
+      document.addEventListener('click', (e) => {
+        if (e.target.closest('[data-testid="call-flat-12"]')) window.__callClickAt = Date.now();
+      }, { capture: true });
+    });
+    await panel.page.click('[data-testid="call-flat-12"]');
+    await waitForStatus(panel, 'Calling flat-12…');
+    assert.equal(await panel.page.isVisible('#door-panel'), false, 'the buttons give way to the call');
+    await waitForStatus(anna, 'front-door is calling flat-12');
+    // Opening is allowed while it rings; the resident sees the button at once.
+    assert.equal(await anna.page.isVisible('[data-testid="open-door-main"]'), true);
+
+    await watchInbound(anna, 'video');
+    await anna.page.evaluate(() => {
+      document.getElementById('answer').addEventListener('click', () => { window.__answerClickAt = Date.now(); }, { capture: true });
+    });
+    await anna.page.click('#answer');
+    await Promise.all([waitForConnected(anna), waitForConnected(panel)]);
+    await anna.page.waitForFunction(() => window.__firstVideoAt > 0, null, { timeout: 2 * MEDIA_MS })
+      .catch(() => { throw new Error(`anna saw no video within ${2 * MEDIA_MS} ms`); });
+    const [callAt, answerAt, videoAt] = [
+      await panel.page.evaluate(() => window.__callClickAt),
+      await anna.page.evaluate(() => window.__answerClickAt),
+      await anna.page.evaluate(() => window.__firstVideoAt),
+    ];
+    assert.ok(callAt > 0 && answerAt >= callAt && videoAt >= answerAt, `timestamps ${callAt} ${answerAt} ${videoAt}`);
+    console.log(`door call to video: ${videoAt - callAt} ms (ringing until the test clicked Answer: ${answerAt - callAt} ms; answer to first video frame: ${videoAt - answerAt} ms)`);
+
+    // The visitor's picture plays, large: the door call's video is as wide
+    // as the screen, with the resident's own camera as an inset.
+    await anna.page.waitForFunction(() => document.getElementById('remote-video').videoWidth > 0, null, { timeout: MEDIA_MS });
+    const video = await anna.page.evaluate(() => {
+      const el = document.getElementById('remote-video');
+      const box = el.getBoundingClientRect();
+      return { paused: el.paused, width: box.width, height: box.height, door: document.getElementById('call-panel').dataset.door };
+    });
+    assert.equal(video.paused, false);
+    assert.equal(video.door, 'true');
+    const inset = await anna.page.evaluate(() => document.getElementById('local-video').getBoundingClientRect().width);
+    assert.ok(video.width >= PHONE.width * 0.85 && video.height >= video.width / 2, `the door's picture is large: ${JSON.stringify(video)}`);
+    assert.ok(inset > 0 && inset < video.width / 2, `the resident's own camera is an inset (${inset} px)`);
+    await anna.page.screenshot({ path: join(OUTPUT, 'door-call-resident.png'), fullPage: true });
+    assert.ok(await waitForInboundAudio(anna) > 0, 'anna hears the door');
+    assert.ok(await waitForInboundAudio(panel) > 0, 'the visitor hears anna');
+    await panel.page.waitForFunction(() => document.getElementById('remote-video').videoWidth > 0, null, { timeout: MEDIA_MS });
+
+    // Camera off: the track is disabled, the button says so.
+    await anna.page.click('#camera');
+    assert.equal(await anna.page.textContent('#camera'), 'Camera on');
+    assert.equal(await anna.page.getAttribute('#camera', 'aria-pressed'), 'true');
+    assert.equal(await anna.page.evaluate(() => window.signalbox.pc.getSenders().find((s) => s.track && s.track.kind === 'video').track.enabled), false);
+    await anna.page.click('#camera');
+    assert.equal(await anna.page.textContent('#camera'), 'Camera off');
+
+    await anna.page.click('[data-testid="open-door-main"]');
+    await anna.page.waitForFunction(() => document.getElementById('door-status').textContent === 'The door is open.');
+    await panel.page.waitForSelector('#door-open:not([hidden])');
+    assert.equal(await panel.page.textContent('#door-open'), 'The door is open');
+    await panel.page.screenshot({ path: join(OUTPUT, 'door-panel-open.png'), fullPage: true });
+    assert.ok(building.logs.some((line) => /door front-door\/main asked by anna in call .*: opened/.test(line)), 'the audit line');
+
+    // hang_up_after_open: both sides are told why the call ended.
+    await waitForStatus(anna, 'The door was opened. Call ended.', 3000 + STEP_MS);
+    await waitForStatus(panel, 'The door was opened. Call ended.');
+    await waitForState(panel, 'idle');
+    assert.equal(await panel.page.isVisible('[data-testid="call-flat-12"]'), true, 'the buttons are back');
+    assert.equal(await anna.page.evaluate(() => document.getElementById('remote-video').srcObject), null);
+    noPageErrors(anna, panel);
+  } finally {
+    await closeAll(anna, panel);
+    await building.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -2,7 +2,8 @@
  *
  * Plain JavaScript, no libraries: a small Socket.IO v4 client over WebSocket
  * only (Engine.IO 4 / Socket.IO 5 framing, with connection state recovery),
- * the signalbox call flow, and an audio-only WebRTC call with trickle ICE.
+ * the signalbox call flow, and a WebRTC call with trickle ICE: audio, and
+ * video where the device has a camera (with a button that turns it off).
  *
  * A call rides out a lost connection: the page keeps the call while it
  * reconnects (recovering its socket, or registering again), the server holds
@@ -13,6 +14,13 @@
  * auth {token}, as socket.io-client does: the token comes from the link
  * (/app/#token=… or ?token=…), from this browser's storage, or from the
  * Access token field shown when the server refuses the page.
+ *
+ * With a directory, the server tells the page every door station's doors:
+ * a call with one shows its picture large and an Open door button per door.
+ *
+ * At /app/door the page is a door panel (meta signalbox-mode "door"): it
+ * registers as the door station named by its token (or ?user=), offers big
+ * buttons for whom the directory lets it call, and nothing to type.
  *
  * For tests: window.signalbox = { pc, state, me, connection } (read-only
  * views of the page's live state), and stable ids / data-testid attributes
@@ -33,6 +41,15 @@
     const ms = Number(meta && meta.content);
     return Number.isFinite(ms) && ms >= 0 ? ms : 10000;
   })();
+
+  // "resident" at /app/, "door" at /app/door (a door panel).
+  const MODE = (() => {
+    const meta = document.querySelector('meta[name="signalbox-mode"]');
+    return meta && meta.content === 'door' ? 'door' : 'resident';
+  })();
+  const PANEL = MODE === 'door';
+  // How long a door panel shows "The door is open".
+  const DOOR_OPEN_MS = 10000;
 
   // The page is served at <server>/app/, so the server root is "../".
   const serverRoot = new URL('../', window.location.href);
@@ -62,6 +79,8 @@
     answer: $('answer'),
     decline: $('decline'),
     hangup: $('hangup'),
+    usersPanel: $('users-panel'),
+    meHeading: $('me-heading'),
     users: $('users'),
     usersEmpty: $('users-empty'),
     usersError: $('users-error'),
@@ -70,6 +89,16 @@
     dial: $('dial'),
     dialError: $('dial-error'),
     audio: $('remote-audio'),
+    media: $('media'),
+    remoteVideo: $('remote-video'),
+    localVideo: $('local-video'),
+    camera: $('camera'),
+    doors: $('doors'),
+    doorStatus: $('door-status'),
+    doorPanel: $('door-panel'),
+    targets: $('targets'),
+    targetsEmpty: $('targets-empty'),
+    doorOpen: $('door-open'),
   };
 
   // ---------------------------------------------------------------------
@@ -320,6 +349,9 @@
     refusal: '', // the server's last CONNECT_ERROR message
     recovered: 0, // times the socket was recovered (for tests)
     iceRestarts: 0, // ICE restarts this page started (for tests)
+    stations: new Map(), // door station -> its doors (the directory event)
+    targets: null, // {groups, users} this page may call, from the directory
+    doorOpenTimer: 0, // hides "The door is open" (door panel)
   };
 
   window.signalbox = Object.freeze({
@@ -330,6 +362,8 @@
     get recovered() { return app.recovered; },
     get peerAway() { return Boolean(app.call && app.call.peerAway); },
     get iceRestarts() { return app.iceRestarts; },
+    get mode() { return MODE; },
+    get doorOpen() { return !ui.doorOpen.hidden; },
   });
 
   const wsUrl = (() => {
@@ -380,9 +414,10 @@
 
     const registered = Boolean(app.me);
     const kicked = app.connection === 'kicked';
-    show(ui.registerForm, !registered && !kicked);
-    show(ui.nameHint, !registered && !kicked);
+    show(ui.registerForm, !registered && !kicked && !PANEL);
+    show(ui.nameHint, !registered && !kicked && !PANEL);
     show(ui.whoami, registered);
+    show(ui.logout, !PANEL);
     ui.myName.textContent = app.me || '';
     show(ui.kicked, kicked);
     show(ui.tokenForm, app.tokenNeeded && !kicked && app.connection !== 'online');
@@ -407,9 +442,50 @@
     }
     ui.dial.disabled = !canCall;
     ui.dialName.disabled = !registered || kicked;
+    for (const button of ui.targets.querySelectorAll('button')) button.disabled = !canCall;
+    show(ui.doorPanel, PANEL && registered && state === 'idle');
+    show(ui.usersPanel, !PANEL);
+    renderMedia();
 
     renderTimer();
     document.title = state === 'ringing' && call ? `Ringing: ${call.peer} is calling you` : 'signalbox intercom';
+  }
+
+  /** The call's video, the camera button, and a door station's doors. */
+  function renderMedia() {
+    const { state, call } = app;
+    const live = Boolean(call) && ['calling', 'ringing', 'answering', 'in-call'].includes(state);
+    const camera = live && call.stream ? call.stream.getVideoTracks()[0] : null;
+    show(ui.media, live && (Boolean(camera) || call.remoteVideo));
+    ui.media.dataset.remote = live && call.remoteVideo ? 'video' : 'none';
+    show(ui.camera, Boolean(camera) && state !== 'ringing');
+    if (camera) {
+      ui.camera.textContent = camera.enabled ? 'Camera off' : 'Camera on';
+      ui.camera.setAttribute('aria-pressed', camera.enabled ? 'false' : 'true');
+    }
+    const station = live ? stationOf(call) : null;
+    ui.callPanel.dataset.door = station ? 'true' : 'false';
+    const doors = station && state !== 'calling' ? app.stations.get(station) : [];
+    if (ui.doors.dataset.for !== `${station}:${doors.join(',')}`) {
+      ui.doors.dataset.for = `${station}:${doors.join(',')}`;
+      ui.doors.replaceChildren(...doors.map((door) => {
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.className = 'btn big accept open-door';
+        button.textContent = doors.length === 1 ? 'Open door' : `Open door: ${door}`;
+        button.dataset.testid = `open-door-${door}`;
+        button.addEventListener('click', () => openDoor(station, door));
+        return button;
+      }));
+    }
+    show(ui.doors, doors.length > 0);
+    if (!live) showError(ui.doorStatus, null);
+  }
+
+  /** The door station the call is with, by any name it goes by; or null. */
+  function stationOf(call) {
+    if (app.stations.has(call.peer)) return call.peer;
+    return [...call.names].find((n) => app.stations.has(n)) || null;
   }
 
   function renderTimer() {
@@ -675,9 +751,13 @@
       app.wanted = null;
       showError(ui.nameError, null);
       ui.name.setAttribute('aria-invalid', 'false');
-      try { localStorage.setItem(STORAGE_KEY, userId); } catch (_) { /* private mode */ }
-      if (!app.call) setState('idle', fresh ? `You are online as ${userId}. Choose someone to call.` : 'Back online. Choose someone to call.');
-      pollUsersSoon();
+      if (PANEL) {
+        if (!app.call) setState('idle', 'Press a button to call.');
+      } else {
+        try { localStorage.setItem(STORAGE_KEY, userId); } catch (_) { /* private mode */ }
+        if (!app.call) setState('idle', fresh ? `You are online as ${userId}. Choose someone to call.` : 'Back online. Choose someone to call.');
+        pollUsersSoon();
+      }
     } else {
       app.wanted = null;
       const message = `The server refused the name “${userId}”: ${error || 'unknown error'}`;
@@ -822,6 +902,7 @@
       sent: false, // make_call was sent (caller)
       placed: false, // the server accepted make_call (caller) / we answered (callee)
       remoteSet: false, // setRemoteDescription done
+      remoteVideo: false, // the other side sends video
       pendingLocal: [], // our candidates, held until the server knows the call
       pendingRemote: [], // their candidates, held until setRemoteDescription
       startedAt: 0,
@@ -947,7 +1028,7 @@
       }
       call.stream = stream;
       const pc = createPeerConnection(call);
-      for (const track of stream.getTracks()) pc.addTrack(track, stream);
+      addTracks(call, pc, stream);
       await pc.setLocalDescription(await pc.createOffer());
       if (app.call !== call) return;
       const offer = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
@@ -1032,7 +1113,7 @@
       }
       call.stream = stream;
       const pc = createPeerConnection(call);
-      for (const track of stream.getTracks()) pc.addTrack(track, stream);
+      addTracks(call, pc, stream);
       await pc.setRemoteDescription(call.offer);
       if (app.call !== call) return;
       call.remoteSet = true;
@@ -1073,6 +1154,80 @@
     if (!call) return;
     const ringingOut = call.role === 'caller' && app.state === 'calling';
     finishCall(call, ringingOut ? 'Call cancelled.' : 'Call ended', { notify: true });
+  }
+
+  function toggleCamera() {
+    const call = app.call;
+    const camera = call && call.stream ? call.stream.getVideoTracks()[0] : null;
+    if (!camera) return;
+    // A disabled track sends black frames: the other side sees nothing,
+    // and the camera light goes off, with no renegotiation.
+    camera.enabled = !camera.enabled;
+    render();
+  }
+
+  function openDoor(station, door) {
+    const call = app.call;
+    const one = (app.stations.get(station) || []).length === 1;
+    showError(ui.doorStatus, one ? 'Opening the door…' : `Opening ${door}…`);
+    socket.emit('open_door', { to: station, door }, (reply) => {
+      if (app.call !== call) return;
+      if (reply && reply.ok) {
+        showError(ui.doorStatus, one ? 'The door is open.' : `${door} is open.`);
+      } else {
+        showError(ui.doorStatus, `Could not open ${one ? 'the door' : door}: ${(reply && reply.error) || 'no answer from the server'}`);
+      }
+    });
+  }
+
+  /** A door panel: someone opened the door (its relay is driven elsewhere). */
+  function onDoorOpen({ from, door }) {
+    if (typeof door !== 'string') return;
+    show(ui.doorOpen, true);
+    ui.doorOpen.textContent = 'The door is open';
+    ui.doorOpen.dataset.door = door;
+    ui.doorOpen.title = typeof from === 'string' ? `Opened by ${from}` : '';
+    clearTimeout(app.doorOpenTimer);
+    app.doorOpenTimer = setTimeout(() => show(ui.doorOpen, false), DOOR_OPEN_MS);
+  }
+
+  function onCallEnding({ seconds }) {
+    const call = app.call;
+    if (!call || typeof seconds !== 'number') return;
+    setStatus(`${statusOf(call)} — the call ends in ${seconds} s`);
+  }
+
+  /** What the directory holds for us: the stations' doors, whom we may call. */
+  function onDirectory({ doors, groups, users }) {
+    app.stations = new Map();
+    if (doors && typeof doors === 'object') {
+      for (const [station, list] of Object.entries(doors)) {
+        if (Array.isArray(list)) app.stations.set(station, list.filter((d) => typeof d === 'string'));
+      }
+    }
+    const names = (list) => (Array.isArray(list) ? list.filter((n) => typeof n === 'string') : []);
+    app.targets = { groups: names(groups), users: names(users) };
+    renderTargets();
+  }
+
+  /** A door panel's buttons: groups first, then users. */
+  function renderTargets() {
+    const targets = app.targets || { groups: [], users: [] };
+    const all = [...targets.groups, ...targets.users];
+    ui.targets.replaceChildren(...all.map((name) => {
+      const li = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'btn big accept target';
+      button.textContent = name;
+      button.setAttribute('aria-label', `Call ${name}`);
+      button.dataset.testid = `call-${name}`;
+      button.addEventListener('click', () => startCall(name));
+      li.append(button);
+      return li;
+    }));
+    show(ui.targetsEmpty, app.targets !== null && all.length === 0);
+    render();
   }
 
   function onCallAnswered({ from, answer }) {
@@ -1126,6 +1281,8 @@
       case 'disconnected': text = `${from}’s connection was lost`; break;
       case 'logged_out': text = `${from} logged out`; break;
       case 'new_login': text = `${from} signed in on another device`; break;
+      case 'door_opened': text = 'The door was opened. Call ended.'; break;
+      case 'max_duration': text = 'The call reached its time limit and ended.'; break;
       case 'server_shutdown': text = 'The intercom server is restarting. Call ended.'; break;
       default:
         if (wasRinging) text = `Missed call from ${from}`;
@@ -1189,6 +1346,8 @@
       ui.audio.pause();
       ui.audio.srcObject = null;
     }
+    ui.remoteVideo.srcObject = null;
+    ui.localVideo.srcObject = null;
     if (quiet) return;
     setState(idleState(), message);
   }
@@ -1212,6 +1371,14 @@
     };
     pc.ontrack = (e) => {
       const stream = (e.streams && e.streams[0]) || new MediaStream([e.track]);
+      if (e.track.kind === 'video') {
+        // The sound plays from the <audio> element; the <video> is muted.
+        if (ui.remoteVideo.srcObject !== stream) ui.remoteVideo.srcObject = stream;
+        call.remoteVideo = true;
+        render();
+        ui.remoteVideo.play().catch(() => {});
+        return;
+      }
       if (ui.audio.srcObject !== stream) ui.audio.srcObject = stream;
       const playing = ui.audio.play();
       if (playing) {
@@ -1267,12 +1434,46 @@
         + 'Ask whoever runs the intercom for its https:// address.');
       return null;
     }
+    // Video where there is a camera; a camera that cannot be had (taken,
+    // refused) still leaves a call with sound.
+    if (await hasCamera()) {
+      try {
+        return await navigator.mediaDevices.getUserMedia({ audio: true, video: VIDEO });
+      } catch (err) {
+        console.info('signalbox: no camera for this call', err && err.name);
+      }
+    }
     try {
       return await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (err) {
       showError(ui.micError, microphoneProblem(err));
       return null;
     }
+  }
+
+  // Enough for a face at a door on a Pi-class device.
+  const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15, max: 30 } };
+
+  async function hasCamera() {
+    try {
+      const devices = await navigator.mediaDevices.enumerateDevices();
+      return devices.some((d) => d.kind === 'videoinput');
+    } catch (_) {
+      return false;
+    }
+  }
+
+  /** Our tracks into `pc`; without a camera, still ready to see theirs. */
+  function addTracks(call, pc, stream) {
+    for (const track of stream.getTracks()) pc.addTrack(track, stream);
+    if (stream.getVideoTracks().length > 0) {
+      ui.localVideo.srcObject = stream;
+      ui.localVideo.play().catch(() => {});
+    } else if (call.role === 'caller') {
+      // The callee answers an offer's m-lines only: offer video to receive.
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    render();
   }
 
   function microphoneProblem(err) {
@@ -1366,6 +1567,9 @@
       case 'peer_reconnecting': onPeerReconnecting(payload); break;
       case 'peer_reconnected': onPeerReconnected(payload); break;
       case 'call_forwarded': onCallForwarded(payload); break;
+      case 'directory': onDirectory(payload); break;
+      case 'door_open': onDoorOpen(payload); break;
+      case 'call_ending': onCallEnding(payload); break;
       case 'signaling_error':
         // Races (a candidate or hang-up crossing the other side's hang-up)
         // are expected; anything else is worth showing.
@@ -1386,6 +1590,7 @@
   ui.answer.addEventListener('click', answerCall);
   ui.decline.addEventListener('click', declineCall);
   ui.hangup.addEventListener('click', hangUp);
+  ui.camera.addEventListener('click', toggleCamera);
 
   // The call timer.
   setInterval(() => { if (app.state === 'in-call') renderTimer(); }, 1000);
@@ -1398,11 +1603,27 @@
   // Back from the browser's page cache: join again.
   window.addEventListener('pageshow', (e) => { if (e.persisted) socket.reconnectNow(); });
 
-  try {
-    const saved = localStorage.getItem(STORAGE_KEY);
-    if (saved && NAME_RE.test(saved)) ui.name.value = saved;
-  } catch (_) { /* private mode */ }
-  setToken(tokenFromLink() || storedToken());
+  document.body.dataset.mode = MODE;
+  if (PANEL) {
+    // A door panel is the door station its token names (or ?user=, where
+    // the server needs no tokens); a visitor has nothing to type.
+    setToken(tokenFromLink() || storedToken());
+    const named = new URL(window.location.href).searchParams.get('user');
+    const name = tokenUser(app.token) || (named && NAME_RE.test(named) ? named : null);
+    ui.meHeading.textContent = 'Door panel';
+    if (name) {
+      app.wanted = name;
+    } else {
+      showError(ui.nameError, 'This door panel has no name. Open it with its token link (/app/door#token=…), '
+        + 'or as /app/door?user=NAME where the server needs no tokens.');
+    }
+  } else {
+    try {
+      const saved = localStorage.getItem(STORAGE_KEY);
+      if (saved && NAME_RE.test(saved)) ui.name.value = saved;
+    } catch (_) { /* private mode */ }
+    setToken(tokenFromLink() || storedToken());
+  }
 
   if (!window.RTCPeerConnection) {
     showError(ui.micError, 'This browser cannot make calls (no WebRTC). Use a current Chrome, Firefox or Safari.');
@@ -1410,5 +1631,5 @@
 
   setState('connecting', 'Connecting to the intercom server…');
   socket.start();
-  pollUsers();
+  if (!PANEL) pollUsers();
 })();
