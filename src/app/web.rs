@@ -5,8 +5,9 @@
 use crate::http::{Method, Request, Response};
 
 const INDEX: &str = include_str!("web/index.html");
-const SCRIPT: &str = include_str!("web/app.js");
-const STYLE: &str = include_str!("web/app.css");
+// Without comments and indentation (build.rs).
+const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/app.js"));
+const STYLE: &str = include_str!(concat!(env!("OUT_DIR"), "/app.css"));
 
 /// The page as served: the HTML knows the server's Socket.IO path and its
 /// reconnect grace (how long a call waits for a page that lost its
