@@ -14,6 +14,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -315,6 +316,10 @@ test('alice calls bob, bob answers, audio flows both ways, alice hangs up', { ti
   const alice = await openPerson('alice');
   const bob = await openPerson('bob');
   try {
+    // Straight to the server, both pages moved from long-polling to WebSocket.
+    for (const person of [alice, bob]) {
+      await person.page.waitForFunction(() => window.signalbox.transport === 'websocket', null, { timeout: STEP_MS });
+    }
     // Neither lists themselves.
     await alice.page.locator('[data-testid="call-bob"]').waitFor({ timeout: STEP_MS });
     assert.equal(await alice.page.locator('[data-testid="call-alice"]').count(), 0);
@@ -792,6 +797,70 @@ test('tokens: the page asks for one, explains refusals, and connects with it des
     await closeAll(alice, bob);
     await guarded.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * An HTTP proxy in front of `target` that passes requests through and
+ * refuses every WebSocket upgrade, as a proxy that strips Upgrade does.
+ * `upgrades` counts the refused attempts.
+ */
+async function noUpgradeProxy(target) {
+  const upstream = new URL(target.url);
+  const proxy = {
+    url: null,
+    upgrades: 0,
+    server: http.createServer((req, res) => {
+      const headers = { ...req.headers };
+      delete headers.upgrade;
+      const out = http.request({
+        host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers,
+      }, (up) => {
+        res.writeHead(up.statusCode, up.headers);
+        up.pipe(res);
+      });
+      out.on('error', () => res.destroy());
+      res.on('close', () => out.destroy());
+      req.pipe(out);
+    }),
+    stop() {
+      this.server.closeAllConnections();
+      return new Promise((res) => this.server.close(res));
+    },
+  };
+  proxy.server.on('upgrade', (req, socket) => {
+    proxy.upgrades += 1;
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+  await new Promise((res) => proxy.server.listen(0, '127.0.0.1', res));
+  proxy.url = `http://127.0.0.1:${proxy.server.address().port}`;
+  return proxy;
+}
+
+test('WebSocket refused by a proxy: the pages stay on long-polling, and a call works', { timeout: 45_000 }, async () => {
+  const proxy = await noUpgradeProxy(server);
+  let alice;
+  let bob;
+  try {
+    alice = await openPerson('alice', { on: proxy });
+    bob = await openPerson('bob', { on: proxy });
+    for (const person of [alice, bob]) {
+      assert.equal(await person.page.evaluate(() => window.signalbox.transport), 'polling', `${person.name}'s transport`);
+    }
+    assert.ok(proxy.upgrades >= 2, `each page tried the WebSocket (${proxy.upgrades} refused)`);
+    await callFromList(alice, 'bob');
+    await waitForStatus(bob, 'alice is calling you');
+    await bob.page.click('#answer');
+    await Promise.all([waitForConnected(alice), waitForConnected(bob)]);
+    assert.ok(await waitForInboundAudio(bob) > 0, 'bob hears alice');
+    assert.ok(await waitForInboundAudio(alice) > 0, 'alice hears bob');
+    await alice.page.click('#hangup');
+    await waitForStatus(bob, 'alice hung up');
+    assert.equal(await bob.page.evaluate(() => window.signalbox.transport), 'polling');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(alice, bob);
+    await proxy.stop();
   }
 });
 

@@ -1,7 +1,9 @@
 /* signalbox intercom page.
  *
- * Plain JavaScript, no libraries: a small Socket.IO v4 client over WebSocket
- * only (Engine.IO 4 / Socket.IO 5 framing, with connection state recovery),
+ * Plain JavaScript, no libraries: a small Socket.IO v4 client (Engine.IO 4 /
+ * Socket.IO 5 framing, with connection state recovery) that starts on
+ * long-polling and upgrades to WebSocket when it can, as socket.io-client
+ * does by default, so that a proxy that strips Upgrade leaves a working page,
  * the signalbox call flow, and a WebRTC call with trickle ICE: audio, and
  * video where the device has a camera (with a button that turns it off).
  *
@@ -102,19 +104,224 @@
   };
 
   // ---------------------------------------------------------------------
-  // A small Socket.IO client: WebSocket transport only, namespace "/".
+  // One Engine.IO session: long-polling, upgraded to WebSocket.
+  // ---------------------------------------------------------------------
+
+  // Packets in a long-polling payload are separated by this (Engine.IO 4).
+  const RECORD_SEPARATOR = '\x1e';
+
+  /**
+   * An Engine.IO session over long-polling first; once open, a WebSocket
+   * is probed (`2probe` / `3probe`) and, when it answers, the session
+   * moves to it (`5`). A WebSocket that cannot open (a proxy stripping
+   * Upgrade, a network that blocks it) leaves the session on polling.
+   * `onPacket(text)` gets each Engine.IO packet; `onClose(reason)` once.
+   */
+  class EngineConnection {
+    constructor(base, onPacket, onClose) {
+      this.base = base; // .../socket.io/?EIO=4
+      this.onPacket = onPacket;
+      this.onClose = onClose;
+      this.sid = null;
+      this.transport = 'polling';
+      this.ws = null; // after the upgrade
+      this.probing = null; // the WebSocket being probed
+      this.closed = false;
+      this.outbox = []; // packets for the next POST
+      this.posting = false;
+      this.polling = null; // the GET in flight: its AbortController
+      this.paused = false; // upgrading: no new GET or POST
+      this.onIdle = null; // called once neither a GET nor a POST is in flight
+      this.poll();
+    }
+
+    get open() {
+      return !this.closed && this.sid !== null;
+    }
+
+    url(transport) {
+      const url = new URL(this.base);
+      url.searchParams.set('transport', transport);
+      if (this.sid) url.searchParams.set('sid', this.sid);
+      if (transport === 'websocket') url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+      return url.href;
+    }
+
+    async poll() {
+      while (!this.closed && this.transport === 'polling' && !this.paused) {
+        const controller = new AbortController();
+        this.polling = controller;
+        let text;
+        try {
+          const res = await fetch(this.url('polling'), { cache: 'no-store', signal: controller.signal });
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          text = await res.text();
+        } catch (_) {
+          this.polling = null;
+          this.fail('transport error');
+          return;
+        }
+        this.polling = null;
+        if (this.closed) return;
+        for (const packet of text.split(RECORD_SEPARATOR)) this.receive(packet);
+      }
+      this.idle();
+    }
+
+    receive(packet) {
+      if (this.closed || !packet || packet === '6') return; // '6': noop
+      if (packet[0] === '0' && this.sid === null) {
+        let upgrades = [];
+        try {
+          const handshake = JSON.parse(packet.slice(1));
+          this.sid = typeof handshake.sid === 'string' ? handshake.sid : null;
+          upgrades = Array.isArray(handshake.upgrades) ? handshake.upgrades : [];
+        } catch (_) { /* no sid: fails below */ }
+        if (this.sid === null) {
+          this.fail('transport error');
+          return;
+        }
+        this.onPacket(packet);
+        if (upgrades.includes('websocket') && typeof WebSocket === 'function') this.probe();
+        this.flush();
+        return;
+      }
+      this.onPacket(packet);
+    }
+
+    send(packet) {
+      if (this.closed) return false;
+      if (this.transport === 'websocket') {
+        this.ws.send(packet);
+      } else {
+        this.outbox.push(packet);
+        this.flush();
+      }
+      return true;
+    }
+
+    async flush() {
+      if (this.posting || this.paused || this.sid === null || this.outbox.length === 0) return;
+      this.posting = true;
+      const body = this.outbox.splice(0).join(RECORD_SEPARATOR);
+      try {
+        const res = await fetch(this.url('polling'), {
+          method: 'POST', body, cache: 'no-store', headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+        });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      } catch (_) {
+        this.posting = false;
+        this.fail('transport error');
+        return;
+      }
+      this.posting = false;
+      if (this.paused) this.idle();
+      else this.flush();
+    }
+
+    /** Tries the WebSocket; the session moves there once it answers the probe. */
+    probe() {
+      let ws;
+      try {
+        ws = new WebSocket(this.url('websocket'));
+      } catch (_) {
+        return;
+      }
+      this.probing = ws;
+      const giveUp = () => {
+        ws.onopen = null;
+        ws.onmessage = null;
+        ws.onclose = null;
+        ws.onerror = null;
+        try { ws.close(); } catch (_) { /* not open */ }
+        if (this.probing === ws) this.probing = null;
+        if (this.paused && !this.closed) {
+          this.paused = false;
+          this.onIdle = null;
+          this.poll();
+          this.flush();
+        }
+      };
+      ws.onopen = () => ws.send('2probe');
+      ws.onerror = giveUp;
+      ws.onclose = giveUp;
+      ws.onmessage = (e) => {
+        if (e.data !== '3probe' || this.closed) {
+          giveUp();
+          return;
+        }
+        // The server answers the GET in flight (a noop); once that and any
+        // POST are done, everything goes over the WebSocket.
+        this.paused = true;
+        this.onIdle = () => {
+          if (this.closed || this.probing !== ws) return;
+          this.probing = null;
+          this.ws = ws;
+          this.transport = 'websocket';
+          ws.onmessage = (ev) => { if (typeof ev.data === 'string') this.receive(ev.data); };
+          ws.onclose = () => this.fail('transport close');
+          ws.onerror = () => { /* a close event follows */ };
+          ws.send('5');
+          for (const packet of this.outbox.splice(0)) ws.send(packet);
+          this.paused = false;
+        };
+        this.idle();
+      };
+    }
+
+    idle() {
+      if (!this.paused || this.polling || this.posting || !this.onIdle) return;
+      const then = this.onIdle;
+      this.onIdle = null;
+      then();
+    }
+
+    /** Closes the session; what was queued still goes out (a leaving page). */
+    close() {
+      if (this.closed) return;
+      this.closed = true;
+      if (this.transport === 'polling' && this.sid !== null) {
+        const body = [...this.outbox.splice(0), '1'].join(RECORD_SEPARATOR);
+        fetch(this.url('polling'), { method: 'POST', body, keepalive: true }).catch(() => {});
+      }
+      this.shut();
+    }
+
+    fail(reason) {
+      if (this.closed) return;
+      this.closed = true;
+      this.shut();
+      this.onClose(reason);
+    }
+
+    shut() {
+      if (this.polling) this.polling.abort();
+      for (const ws of [this.ws, this.probing]) {
+        if (!ws) continue;
+        ws.onopen = null;
+        ws.onmessage = null;
+        ws.onclose = null;
+        ws.onerror = null;
+        try { ws.close(); } catch (_) { /* already closed */ }
+      }
+      this.probing = null;
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // A small Socket.IO client, namespace "/".
   // ---------------------------------------------------------------------
 
   class SignalSocket {
     /**
-     * @param {string} url  ws(s)://host/socket.io/?EIO=4&transport=websocket
+     * @param {string} url  http(s)://host/socket.io/?EIO=4
      * @param {{onConnect: Function, onConnectError: Function, onDisconnect: Function,
      *   onEvent: Function, onStatus: Function, auth: Function}} handlers
      */
     constructor(url, handlers) {
       this.url = url;
       this.handlers = handlers;
-      this.ws = null;
+      this.conn = null; // the EngineConnection
       this.connected = false; // joined the "/" namespace
       this.attempt = 0;
       this.retryTimer = 0;
@@ -132,7 +339,7 @@
 
     start() {
       this.stopped = false;
-      if (!this.ws && !this.retryTimer) this.open();
+      if (!this.conn && !this.retryTimer) this.open();
     }
 
     /** Reconnects at once (after a forced disconnect, or when back online). */
@@ -141,19 +348,19 @@
       this.attempt = 0;
       clearTimeout(this.retryTimer);
       this.retryTimer = 0;
-      if (!this.ws) this.open();
+      if (!this.conn) this.open();
     }
 
     /** Drops the connection now (the browser went offline) and reconnects later. */
     interrupt() {
-      if (this.ws) this.drop(this.ws, 'transport close');
+      if (this.conn) this.drop(this.conn, 'transport close');
     }
 
     /** Leaves on purpose (the page is going away): a Socket.IO DISCONNECT,
      * so that the server ends our call at once instead of holding it. */
     leave() {
-      if (this.ws && this.connected && this.ws.readyState === WebSocket.OPEN) {
-        try { this.ws.send('41'); } catch (_) { /* closing anyway */ }
+      if (this.conn && this.connected && this.conn.open) {
+        try { this.conn.send('41'); } catch (_) { /* closing anyway */ }
       }
       this.pid = null;
       this.stop();
@@ -164,35 +371,32 @@
       this.stopped = true;
       clearTimeout(this.retryTimer);
       this.retryTimer = 0;
-      if (this.ws) this.drop(this.ws, 'client stop');
+      if (this.conn) this.drop(this.conn, 'client stop');
     }
 
     open() {
       this.retryTimer = 0;
       this.handlers.onStatus('connecting');
-      let ws;
-      try {
-        ws = new WebSocket(this.url);
-      } catch (err) {
-        console.warn('signalbox: cannot open WebSocket', err);
-        this.scheduleRetry();
-        return;
-      }
-      this.ws = ws;
+      const conn = new EngineConnection(this.url,
+        (packet) => this.onFrame(conn, packet),
+        (reason) => this.drop(conn, reason));
+      this.conn = conn;
       // The open packet must come soon; a silent connection is a dead one.
-      this.arm(ws, 10000);
-      ws.onmessage = (e) => this.onFrame(ws, e.data);
-      ws.onclose = () => this.drop(ws, 'transport close');
-      ws.onerror = () => { /* a close event follows */ };
+      this.arm(conn, 10000);
     }
 
-    arm(ws, ms) {
+    /** The transport in use now: 'polling' or 'websocket' (for tests). */
+    get transport() {
+      return this.conn && this.conn.open ? this.conn.transport : null;
+    }
+
+    arm(conn, ms) {
       clearTimeout(this.watchdog);
-      this.watchdog = setTimeout(() => this.drop(ws, 'ping timeout'), ms);
+      this.watchdog = setTimeout(() => this.drop(conn, 'ping timeout'), ms);
     }
 
-    onFrame(ws, data) {
-      if (ws !== this.ws || typeof data !== 'string' || data.length === 0) return;
+    onFrame(conn, data) {
+      if (conn !== this.conn || typeof data !== 'string' || data.length === 0) return;
       switch (data[0]) {
         case '0': { // Engine.IO open
           let handshake = {};
@@ -200,7 +404,7 @@
           if (handshake.pingInterval && handshake.pingTimeout) {
             this.pingDeadlineMs = handshake.pingInterval + handshake.pingTimeout;
           }
-          this.arm(ws, this.pingDeadlineMs);
+          this.arm(conn, this.pingDeadlineMs);
           // Join the default namespace, with the auth payload if any, and
           // the private id that recovers the last socket.
           const auth = { ...(this.handlers.auth() || {}) };
@@ -208,25 +412,25 @@
             auth.pid = this.pid;
             if (this.offset) auth.offset = this.offset;
           }
-          ws.send(Object.keys(auth).length ? `40${JSON.stringify(auth)}` : '40');
+          conn.send(Object.keys(auth).length ? `40${JSON.stringify(auth)}` : '40');
           break;
         }
         case '1': // Engine.IO close
-          this.drop(ws, 'transport close');
+          this.drop(conn, 'transport close');
           break;
         case '2': // ping
-          ws.send('3');
-          this.arm(ws, this.pingDeadlineMs);
+          conn.send('3');
+          this.arm(conn, this.pingDeadlineMs);
           break;
         case '4':
-          this.onPacket(ws, data.slice(1));
+          this.onPacket(conn, data.slice(1));
           break;
         default: // '6' noop, anything else: ignore
           break;
       }
     }
 
-    onPacket(ws, packet) {
+    onPacket(conn, packet) {
       const type = packet[0];
       let i = 1;
       if (packet[i] === '/') { // another namespace than "/": not ours
@@ -256,16 +460,17 @@
         case '1': // DISCONNECT by the server: it does not want us back
           this.stopped = true;
           this.pid = null;
-          this.drop(ws, 'io server disconnect');
+          this.drop(conn, 'io server disconnect');
           break;
         case '2': { // EVENT
           if (!Array.isArray(payload) || typeof payload[0] !== 'string') return;
-          if (id !== '') ws.send(`43${id}[]`);
           // With offsets, each event ends with one (a string after the payload).
           if (this.pid && payload.length > 2 && typeof payload[payload.length - 1] === 'string') {
             this.offset = payload[payload.length - 1];
           }
-          this.handlers.onEvent(payload[0], payload[1]);
+          // An ack only for an event this page acts on, as a socket.io
+          // client without a handler for it sends none.
+          if (this.handlers.onEvent(payload[0], payload[1]) && id !== '') conn.send(`43${id}[]`);
           break;
         }
         case '3': { // ACK
@@ -279,7 +484,7 @@
           const message = payload && typeof payload.message === 'string' ? payload.message : '';
           // false: retrying would be refused again (a missing or bad token).
           if (this.handlers.onConnectError(message) === false) this.stopped = true;
-          this.drop(ws, 'connect error');
+          this.drop(conn, 'connect error');
           break;
         }
         default:
@@ -293,7 +498,7 @@
      * @returns {boolean} whether it was sent
      */
     emit(name, data, ack) {
-      if (!this.connected || !this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      if (!this.connected || !this.conn || !this.conn.open) {
         if (ack) ack({ ok: false, error: 'not connected to the server' });
         return false;
       }
@@ -302,17 +507,15 @@
         id = String(this.nextAckId++);
         this.acks.set(Number(id), ack);
       }
-      this.ws.send(`42${id}${JSON.stringify([name, data])}`);
+      this.conn.send(`42${id}${JSON.stringify([name, data])}`);
       return true;
     }
 
-    drop(ws, reason) {
-      if (ws !== this.ws) return;
-      this.ws = null;
+    drop(conn, reason) {
+      if (conn !== this.conn) return;
+      this.conn = null;
       clearTimeout(this.watchdog);
-      ws.onmessage = null;
-      ws.onclose = null;
-      try { ws.close(); } catch (_) { /* already closed */ }
+      conn.close();
       const wasConnected = this.connected;
       this.connected = false;
       const pending = [...this.acks.values()];
@@ -362,21 +565,21 @@
     get recovered() { return app.recovered; },
     get peerAway() { return Boolean(app.call && app.call.peerAway); },
     get iceRestarts() { return app.iceRestarts; },
+    get transport() { return socket.transport; },
     get mode() { return MODE; },
     get doorOpen() { return !ui.doorOpen.hidden; },
   });
 
-  const wsUrl = (() => {
+  const engineUrl = (() => {
     // The server writes its Socket.IO path (--path) into this page.
     const meta = document.querySelector('meta[name="signalbox-path"]');
     const path = ((meta && meta.content) || '/socket.io/').replace(/^\/+/, '');
     const url = new URL(path, serverRoot);
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    url.search = '?EIO=4&transport=websocket';
+    url.search = '?EIO=4';
     return url.href;
   })();
 
-  const socket = new SignalSocket(wsUrl, {
+  const socket = new SignalSocket(engineUrl, {
     onConnect: onSocketConnect,
     onConnectError: onSocketConnectError,
     onDisconnect: onSocketDisconnect,
@@ -1547,6 +1750,7 @@
   // Server events
   // ---------------------------------------------------------------------
 
+  /** Acts on a server event; false for one this page does not know. */
   function onServerEvent(name, data) {
     const payload = data && typeof data === 'object' ? data : {};
     switch (name) {
@@ -1579,8 +1783,9 @@
         }
         break;
       default:
-        break;
+        return false;
     }
+    return true;
   }
 
   // ---------------------------------------------------------------------
