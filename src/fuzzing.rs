@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::engineio::Data;
 use crate::engineio::packet::{Frame, decode_payload, decode_text, encode_payload};
+use crate::engineio::payload3;
 use crate::http::body::Chunked;
 use crate::signaling::hub::Hub;
 use crate::signaling::limits::Limits;
@@ -55,9 +56,11 @@ pub fn chunked_body(data: &[u8]) {
     }
 }
 
-/// Engine.IO packets and polling payloads: decoding never panics; a decoded
-/// packet or payload encodes to one that decodes the same.
+/// Engine.IO packets and polling payloads, of protocol 4 and 3 (see
+/// [`engineio3_payload`]): decoding never panics; a decoded packet or
+/// payload encodes to one that decodes the same.
 pub fn engineio_packet(data: &[u8]) {
+    engineio3_payload(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -68,6 +71,22 @@ pub fn engineio_packet(data: &[u8]) {
     }
     if let Ok(packets) = decode_payload(text) {
         assert_eq!(decode_payload(&encode_payload(&packets)), Ok(packets));
+    }
+}
+
+/// Engine.IO 3 polling payloads (`--allow-eio3`), text and binary forms:
+/// decoding never panics; a decoded payload encodes, in either form, to one
+/// that decodes the same.
+pub fn engineio3_payload(data: &[u8]) {
+    let Ok(packets) = payload3::decode(data) else {
+        return;
+    };
+    for binary in [false, true] {
+        let encoded = match payload3::encode(&packets, binary) {
+            payload3::Body::Text(text) => text.into_bytes(),
+            payload3::Body::Binary(bytes) => bytes,
+        };
+        assert_eq!(payload3::decode(&encoded), Ok(packets.clone()));
     }
 }
 

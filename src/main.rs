@@ -33,6 +33,9 @@ struct Args {
     /// how long a client has to answer a ping (default 20s)
     #[argh(option, from_str_fn(parse_duration))]
     ping_timeout: Option<Duration>,
+    /// also serve Engine.IO 3 / Socket.IO 2 clients (EIO=3, or no EIO)
+    #[argh(switch)]
+    allow_eio3: bool,
     /// how long a new connection may take to join a namespace (default 45s)
     #[argh(option, from_str_fn(parse_duration))]
     connect_timeout: Option<Duration>,
@@ -348,6 +351,7 @@ fn config(mut args: Args) -> Result<Config, String> {
     setting!(args.listen => c.listen, address);
     setting!(args.path => c.path, parse_path);
     setting!(args.ping_interval => c.engine.ping_interval, parse_duration);
+    switch_setting!(args.allow_eio3 => c.engine.allow_eio3);
     setting!(args.ping_timeout => c.engine.ping_timeout, parse_duration);
     setting!(args.connect_timeout => c.socketio.connect_timeout, parse_duration);
     setting!(args.max_payload => c.engine.max_payload, parse_size);

@@ -139,6 +139,23 @@ fn engineio_packets() {
 }
 
 #[test]
+fn engineio3_payloads() {
+    run(
+        &[
+            b"6:4hello",
+            b"1:2",
+            b"6:b4AQI=",
+            b"2:4a1:21:1",
+            b"12:0{\"sid\":\"x\"}",
+            b"\x00\x03\xff4hi\x01\x04\xff\x04\x01\x02\xff",
+            "5:4\u{20ac} \u{1f600}".as_bytes(),
+        ],
+        20_000,
+        fuzzing::engineio3_payload,
+    );
+}
+
+#[test]
 fn socketio_packets() {
     run(
         &[

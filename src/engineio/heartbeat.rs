@@ -10,6 +10,10 @@
 //! the same reason the interval and timeout, the endpoint's and the same
 //! for all its sessions, are passed in ([`Rhythm`]), not kept in each: a
 //! heartbeat is 40 bytes, where it was 80.
+//!
+//! Engine.IO 3 turns it around: the client pings, the server answers, and a
+//! session that has not pinged within an interval and a timeout is dead
+//! ([`Heartbeat::client_pings`]); the deadline is then that check alone.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,8 @@ pub(crate) enum Due {
     /// The pong for the ping sent a timeout before the deadline must have
     /// come.
     PongCheck,
+    /// Engine.IO 3: the client's next ping must have come.
+    PingCheck,
 }
 
 /// What the heartbeat asks for when its deadline comes.
@@ -60,6 +66,16 @@ impl Heartbeat {
             last_pong: now,
             due: Due::Ping,
             at: now + rhythm.interval,
+        }
+    }
+
+    /// A heartbeat for an Engine.IO 3 session opened at `now`, whose client
+    /// pings: [`Heartbeat::pong`] is called for each of its pings.
+    pub fn client_pings(rhythm: Rhythm, now: Instant) -> Heartbeat {
+        Heartbeat {
+            last_pong: now,
+            due: Due::PingCheck,
+            at: now + rhythm.interval + rhythm.timeout,
         }
     }
 
@@ -99,6 +115,14 @@ impl Heartbeat {
                 self.timeout(now, rhythm)
             }
             Due::PongCheck => Beat::Dead,
+            Due::PingCheck => {
+                let dead = self.dead_at(rhythm);
+                if now >= dead {
+                    return Beat::Dead;
+                }
+                self.at = dead;
+                Beat::Wait
+            }
         }
     }
 }
@@ -145,6 +169,23 @@ mod tests {
         beat.pong(t0 + Duration::from_secs(1));
         assert_eq!(beat.timeout(t0 + INTERVAL, RHYTHM), Beat::Ping);
         assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT, RHYTHM), Beat::Dead);
+    }
+
+    #[test]
+    fn an_engineio_3_client_pings_and_is_dead_when_it_stops() {
+        let t0 = Instant::now();
+        let mut beat = Heartbeat::client_pings(RHYTHM, t0);
+        // The server never pings; it checks an interval and a timeout on.
+        assert_eq!(beat.deadline(), t0 + INTERVAL + TIMEOUT);
+        let ping = t0 + INTERVAL;
+        beat.pong(ping);
+        assert_eq!(beat.timeout(t0 + INTERVAL + TIMEOUT, RHYTHM), Beat::Wait);
+        assert_eq!(beat.deadline(), ping + INTERVAL + TIMEOUT);
+        assert_eq!(
+            beat.timeout(ping + INTERVAL + TIMEOUT - Duration::from_millis(1), RHYTHM),
+            Beat::Wait
+        );
+        assert_eq!(beat.timeout(ping + INTERVAL + TIMEOUT, RHYTHM), Beat::Dead);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Engine.IO protocol 4: sessions over HTTP long-polling and WebSocket, the
-//! upgrade between them, and the heartbeat.
+//! Engine.IO protocol 4 (and 3, with [`Config::allow_eio3`]): sessions over
+//! HTTP long-polling and WebSocket, the upgrade between them, and the
+//! heartbeat.
 //!
 //! An [`Engine`] serves one path. It knows nothing of Socket.IO: it hands
 //! whole messages to a [`Handler`] and sends what the handler queues.
@@ -8,6 +9,7 @@ mod frames;
 mod handshakes;
 mod heartbeat;
 pub mod packet;
+pub mod payload3;
 mod polling;
 pub mod session;
 mod session_ref;
@@ -25,7 +27,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 pub use handshakes::{HandshakeLimits, HandshakeRefusal};
 pub use packet::Data;
-pub use session::{CloseReason, Session, Transport};
+pub use session::{CloseReason, Protocol, Session, Transport};
 pub use session_ref::SessionRef;
 
 use crate::http::{Conn, Method, Request, Response, query_param};
@@ -53,6 +55,9 @@ pub struct Config {
     /// the session that adds more is dropped as too slow, or its message
     /// refused.
     pub max_pending_bytes: usize,
+    /// Whether Engine.IO 3 clients are served too (`--allow-eio3`): `EIO=3`,
+    /// or no `EIO` at all, as engine.io takes it.
+    pub allow_eio3: bool,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             handshakes: HandshakeLimits::default(),
             // An eighth of a 512 MB box.
             max_pending_bytes: 64 * 1024 * 1024,
+            allow_eio3: false,
         }
     }
 }
@@ -124,7 +130,7 @@ pub enum RequestError {
     BadRequest,
     /// An `Origin` that is neither allowed nor the site's own (403).
     Forbidden,
-    /// `EIO` is missing or not `4`.
+    /// `EIO` is missing or not `4` (nor `3` with [`Config::allow_eio3`]).
     UnsupportedProtocolVersion,
     /// A client past one of its own limits on sessions (429).
     Limited(HandshakeRefusal),
@@ -243,6 +249,7 @@ impl Drop for Unjoined {
 /// the session it opens.
 pub struct Admission {
     sid: Option<Rc<str>>,
+    protocol: Protocol,
     place: Option<Unjoined>,
     address: IpAddr,
 }
@@ -413,12 +420,14 @@ impl Engine {
 
     pub(crate) fn open(
         &self,
+        protocol: Protocol,
         transport: Transport,
         address: IpAddr,
         place: Option<Unjoined>,
     ) -> SessionRef {
         let sid: Rc<str> = crate::id::random().into();
-        let state = Session::new(&sid, transport, self.0.limits.clone(), Instant::now());
+        let limits = self.0.limits.clone();
+        let state = Session::new(&sid, protocol, transport, limits, Instant::now());
         let session = SessionRef::new(sid.clone(), address, &self.0, state, place);
         self.0.sessions.borrow_mut().insert(sid, session.clone());
         // Counts the open packet and sets the first alarm.
@@ -427,16 +436,33 @@ impl Engine {
         session
     }
 
-    /// Checks a request's query against the protocol; returns the session it
-    /// names, or `None` for a handshake.
-    fn verify(&self, request: &Request, upgrade: bool) -> Result<Option<SessionRef>, RequestError> {
+    /// The protocol a request's `EIO` asks for, if this endpoint speaks it.
+    fn protocol(&self, request: &Request) -> Result<Protocol, RequestError> {
+        match query_param(&request.query, "EIO") {
+            Some("4") => Ok(Protocol::V4),
+            // engine.io takes a missing EIO as 3 (old Swift clients send none).
+            Some("3") | None if self.0.config.allow_eio3 => Ok(Protocol::V3),
+            _ => Err(RequestError::UnsupportedProtocolVersion),
+        }
+    }
+
+    /// Checks a request's query against the protocol; returns the protocol
+    /// and the session it names, or `None` for a handshake.
+    fn verify(
+        &self,
+        request: &Request,
+        upgrade: bool,
+    ) -> Result<(Protocol, Option<SessionRef>), RequestError> {
         let transport = match query_param(&request.query, "transport") {
             Some("polling") => Transport::Polling,
             Some("websocket") => Transport::WebSocket,
             _ => return Err(RequestError::UnknownTransport),
         };
-        if query_param(&request.query, "EIO") != Some("4") {
-            return Err(RequestError::UnsupportedProtocolVersion);
+        let protocol = self.protocol(request)?;
+        // Engine.IO 3's JSONP polling (`j`), for browsers without XHR, is
+        // not served.
+        if protocol == Protocol::V3 && query_param(&request.query, "j").is_some() {
+            return Err(RequestError::BadRequest);
         }
         if upgrade != (transport == Transport::WebSocket) {
             return Err(RequestError::BadRequest);
@@ -447,10 +473,13 @@ impl Engine {
                 if !upgrade && !session.read(Session::accepts_polling) {
                     return Err(RequestError::BadRequest);
                 }
-                Ok(Some(session))
+                if session.read(Session::protocol) != protocol {
+                    return Err(RequestError::BadRequest);
+                }
+                Ok((protocol, Some(session)))
             }
             None if request.method != Method::Get => Err(RequestError::BadHandshakeMethod),
-            None => Ok(None),
+            None => Ok((protocol, None)),
         }
     }
 
@@ -462,8 +491,8 @@ impl Engine {
         source: &Source,
         conn: &mut Conn<S>,
     ) -> Option<Response> {
-        let session = match self.verify(request, false) {
-            Ok(session) => session,
+        let (protocol, session) = match self.verify(request, false) {
+            Ok(verified) => verified,
             Err(error) => return Some(error.response()),
         };
         match (session, &request.method) {
@@ -471,10 +500,10 @@ impl Engine {
                 Some(RequestError::PollingFull.response())
             }
             (None, _) => Some(match self.admit(source) {
-                Ok(place) => polling::handshake(self, source.address, place),
+                Ok(place) => polling::handshake(self, protocol, request, source.address, place),
                 Err(error) => error.response(),
             }),
-            (Some(session), Method::Get) => polling::get(self, &session, conn).await,
+            (Some(session), Method::Get) => polling::get(self, &session, request, conn).await,
             (Some(session), Method::Post) => polling::post(self, &session, request, conn).await,
             (Some(_), _) => Some(RequestError::BadRequest.response()),
         }
@@ -504,13 +533,14 @@ impl Engine {
         request: &Request,
         source: &Source,
     ) -> Result<Admission, RequestError> {
-        let session = self.verify(request, true)?;
+        let (protocol, session) = self.verify(request, true)?;
         let place = match &session {
             Some(_) => None,
             None => Some(self.admit(source)?),
         };
         Ok(Admission {
             sid: session.map(|session| session.sid_rc()),
+            protocol,
             place,
             address: source.address,
         })

@@ -64,6 +64,8 @@ pub enum DecodeError {
     UnknownType(char),
     /// A `b` packet whose payload is not valid base64.
     InvalidBase64,
+    /// An Engine.IO 3 payload whose framing (lengths, separators) is broken.
+    Malformed,
 }
 
 impl fmt::Display for DecodeError {
@@ -72,6 +74,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Empty => f.write_str("empty packet"),
             DecodeError::UnknownType(c) => write!(f, "unknown packet type {c:?}"),
             DecodeError::InvalidBase64 => f.write_str("invalid base64 in binary packet"),
+            DecodeError::Malformed => f.write_str("malformed payload"),
         }
     }
 }

@@ -8,21 +8,57 @@ use std::time::Instant;
 use futures_lite::{AsyncRead, AsyncWrite, future};
 
 use super::packet::{Packet, SEPARATOR, decode_text, encode_payload};
-use super::{CloseReason, Engine, RequestError, SessionRef, Transport, Unjoined};
+use super::payload3::{self, Body};
+use super::{
+    CloseReason, Engine, Protocol, RequestError, Session, SessionRef, Transport, Unjoined,
+};
 use crate::http::conn::ReadError;
-use crate::http::{Conn, Request, Response};
+use crate::http::{Conn, Request, Response, query_param};
 
-fn payload_response(engine: &Engine, packets: &[Packet]) -> Response {
-    let body = encode_payload(packets);
-    engine.0.sent(body.len());
-    Response::text(200, body).header("Cache-Control", "no-store")
+/// The answer to a GET: `packets` as `protocol` frames them; an Engine.IO 3
+/// client that asked for `b64=1` takes no binary body.
+fn payload_response(
+    engine: &Engine,
+    protocol: Protocol,
+    request: &Request,
+    packets: &[Packet],
+) -> Response {
+    let response = match protocol {
+        Protocol::V4 => {
+            let body = encode_payload(packets);
+            engine.0.sent(body.len());
+            Response::text(200, body)
+        }
+        Protocol::V3 => {
+            let binary = query_param(&request.query, "b64").is_none();
+            match payload3::encode(packets, binary) {
+                Body::Text(body) => {
+                    engine.0.sent(body.len());
+                    Response::text(200, body)
+                }
+                Body::Binary(body) => {
+                    engine.0.sent(body.len());
+                    Response::new(200)
+                        .header("Content-Type", "application/octet-stream")
+                        .body(body)
+                }
+            }
+        }
+    };
+    response.header("Cache-Control", "no-store")
 }
 
 /// Opens a session in `place`; the answer carries the open packet.
-pub(crate) fn handshake(engine: &Engine, address: IpAddr, place: Unjoined) -> Response {
-    let session = engine.open(Transport::Polling, address, Some(place));
+pub(crate) fn handshake(
+    engine: &Engine,
+    protocol: Protocol,
+    request: &Request,
+    address: IpAddr,
+    place: Unjoined,
+) -> Response {
+    let session = engine.open(protocol, Transport::Polling, address, Some(place));
     let packets = session.with(|s| s.collect());
-    payload_response(engine, &packets)
+    payload_response(engine, protocol, request, &packets)
 }
 
 /// A long-polling GET: waits for packets, for the session to end or to
@@ -30,6 +66,7 @@ pub(crate) fn handshake(engine: &Engine, address: IpAddr, place: Unjoined) -> Re
 pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     engine: &Engine,
     session: &SessionRef,
+    request: &Request,
     conn: &mut Conn<S>,
 ) -> Option<Response> {
     if let Err(error) = session.with(|s| s.begin_get()) {
@@ -51,7 +88,8 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         return None;
     }
     let packets = session.with(|s| s.collect());
-    Some(payload_response(engine, &packets))
+    let protocol = session.read(Session::protocol);
+    Some(payload_response(engine, protocol, request, &packets))
 }
 
 /// A long-polling POST: reads the body and hands its packets to the session.
@@ -75,6 +113,17 @@ pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     engine.0.received(body.len());
+    if session.read(Session::protocol) == Protocol::V3 {
+        let Ok(packets) = payload3::decode(&body) else {
+            session.terminate(CloseReason::ParseError);
+            return Some(RequestError::BadRequest.response());
+        };
+        for packet in packets {
+            session.with(|s| s.handle_packet(packet, Instant::now()));
+            conn.spend(1).await;
+        }
+        return Some(ok());
+    }
     let Ok(text) = String::from_utf8(body) else {
         session.terminate(CloseReason::ParseError);
         return Some(RequestError::BadRequest.response());
@@ -91,9 +140,11 @@ pub(crate) async fn post<S: AsyncRead + AsyncWrite + Unpin>(
         }
         conn.spend(1).await;
     }
-    Some(
-        Response::new(200)
-            .header("Content-Type", "text/html")
-            .body(b"ok".to_vec()),
-    )
+    Some(ok())
+}
+
+fn ok() -> Response {
+    Response::new(200)
+        .header("Content-Type", "text/html")
+        .body(b"ok".to_vec())
 }

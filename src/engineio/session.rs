@@ -34,6 +34,15 @@ impl Transport {
     }
 }
 
+/// The Engine.IO protocol a session speaks, by its handshake's `EIO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Engine.IO 3 (Socket.IO 2 clients, `--allow-eio3`): the client pings.
+    V3,
+    /// Engine.IO 4: the server pings.
+    V4,
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -148,6 +157,7 @@ impl From<&Config> for Limits {
 #[derive(Debug)]
 pub struct Session {
     limits: Rc<Limits>,
+    protocol: Protocol,
     transport: Transport,
     phase: Phase,
     reason: Option<CloseReason>,
@@ -168,10 +178,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session opened at `now` on `transport`, its open packet (with
-    /// `sid` and the settings) queued.
+    /// A session opened at `now` on `transport`, speaking `protocol`, its
+    /// open packet (with `sid` and the settings) queued.
     pub(crate) fn new(
         sid: &str,
+        protocol: Protocol,
         transport: Transport,
         limits: Rc<Limits>,
         now: Instant,
@@ -180,15 +191,28 @@ impl Session {
             Transport::Polling => r#"["websocket"]"#,
             Transport::WebSocket => "[]",
         };
-        let open = Packet::Open(format!(
-            r#"{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
-            limits.ping_interval.as_millis(),
-            limits.ping_timeout.as_millis(),
-            limits.max_payload,
-        ));
-        let heartbeat = Heartbeat::new(limits.rhythm(), now);
+        let (interval, timeout) = (limits.ping_interval, limits.ping_timeout);
+        // Engine.IO 3 has no maxPayload in its handshake.
+        let open = Packet::Open(match protocol {
+            Protocol::V4 => format!(
+                r#"{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+                interval.as_millis(),
+                timeout.as_millis(),
+                limits.max_payload,
+            ),
+            Protocol::V3 => format!(
+                r#"{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{}}}"#,
+                interval.as_millis(),
+                timeout.as_millis(),
+            ),
+        });
+        let heartbeat = match protocol {
+            Protocol::V4 => Heartbeat::new(limits.rhythm(), now),
+            Protocol::V3 => Heartbeat::client_pings(limits.rhythm(), now),
+        };
         let mut session = Session {
             limits,
+            protocol,
             transport,
             phase: Phase::Open,
             reason: None,
@@ -205,6 +229,11 @@ impl Session {
         };
         session.push(open);
         session
+    }
+
+    /// The Engine.IO protocol it speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The transport in use now; polling becomes WebSocket when an upgrade completes.
@@ -296,10 +325,17 @@ impl Session {
         }
         match packet {
             Packet::Message(data) => self.events.push_back(Event::Message(data)),
-            Packet::Pong(_) => self.heartbeat.pong(now),
+            Packet::Pong(_) if self.protocol == Protocol::V4 => self.heartbeat.pong(now),
             Packet::Close => self.end(CloseReason::TransportClose),
-            // Protocol 4 pings only go from server to client.
-            Packet::Ping(_) => self.end(CloseReason::TransportError),
+            // Protocol 3: the client pings, with what it likes, and the
+            // server answers with the same.
+            Packet::Ping(data) if self.protocol == Protocol::V3 => {
+                self.heartbeat.pong(now);
+                self.push(Packet::Pong(data));
+            }
+            // Protocol 4 pings only go from server to client, and protocol
+            // 3 pongs from server to client.
+            Packet::Ping(_) | Packet::Pong(_) => self.end(CloseReason::TransportError),
             Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
         }
     }
@@ -529,8 +565,13 @@ mod tests {
         }
 
         fn with(transport: Transport, config: Config) -> World {
+            World::speaking(Protocol::V4, transport, config)
+        }
+
+        fn speaking(protocol: Protocol, transport: Transport, config: Config) -> World {
             let t0 = Instant::now();
-            let mut session = Session::new("sid", transport, Rc::new((&config).into()), t0);
+            let limits = Rc::new((&config).into());
+            let mut session = Session::new("sid", protocol, transport, limits, t0);
             let open = match transport {
                 Transport::Polling => session.collect().pop(),
                 Transport::WebSocket => session.poll_transmit(),
@@ -566,7 +607,13 @@ mod tests {
     #[test]
     fn the_open_packet_says_the_settings() {
         let limits = Rc::new(Limits::from(&Config::default()));
-        let session = &mut Session::new("abc", Transport::Polling, limits.clone(), Instant::now());
+        let session = &mut Session::new(
+            "abc",
+            Protocol::V4,
+            Transport::Polling,
+            limits.clone(),
+            Instant::now(),
+        );
         let packets = session.collect();
         let [Packet::Open(json)] = packets.as_slice() else {
             panic!("{packets:?}")
@@ -575,10 +622,53 @@ mod tests {
             json,
             r#"{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
         );
-        let ws = &mut Session::new("abc", Transport::WebSocket, limits, Instant::now());
+        let ws = &mut Session::new(
+            "abc",
+            Protocol::V4,
+            Transport::WebSocket,
+            limits,
+            Instant::now(),
+        );
         assert!(
             matches!(ws.poll_transmit(), Some(Packet::Open(j)) if j.contains(r#""upgrades":[]"#))
         );
+    }
+
+    #[test]
+    fn engineio_3_the_client_pings_and_the_server_answers() {
+        let limits = Rc::new(Limits::from(&Config::default()));
+        let v3 = &mut Session::new(
+            "abc",
+            Protocol::V3,
+            Transport::WebSocket,
+            limits,
+            Instant::now(),
+        );
+        assert_eq!(
+            v3.poll_transmit(),
+            Some(Packet::Open(
+                r#"{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#.into()
+            ))
+        );
+        let mut w = World::speaking(Protocol::V3, Transport::WebSocket, Config::default());
+        // The server never pings.
+        assert_eq!(w.at(44.9).poll_transmit(), None);
+        assert_eq!(w.session.phase(), Phase::Open);
+        let now = w.now;
+        w.session.handle_packet(Packet::Ping("probe?".into()), now);
+        assert_eq!(
+            w.session.poll_transmit(),
+            Some(Packet::Pong("probe?".into()))
+        );
+        // Alive an interval and a timeout after that ping, not later.
+        assert_eq!(w.at(44.9 + 44.9).phase(), Phase::Open);
+        assert_eq!(w.at(44.9 + 45.0).phase(), Phase::Closed);
+        assert_eq!(w.events(), [Event::Closed(CloseReason::PingTimeout)]);
+        // A pong from an Engine.IO 3 client breaks the protocol.
+        let mut w = World::speaking(Protocol::V3, Transport::WebSocket, Config::default());
+        let now = w.now;
+        w.session.handle_packet(Packet::Pong(String::new()), now);
+        assert_eq!(w.events(), [Event::Closed(CloseReason::TransportError)]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use smol::Timer;
 
 use super::frames::Frames;
 use super::packet::{Data, Frame, Packet, decode_text};
-use super::session::{Phase, Upgrade, UpgradeStep};
+use super::session::{Phase, Protocol, Session, Upgrade, UpgradeStep};
 use super::{Admission, CloseReason, Engine, SessionRef, Transport};
 use crate::rt::Turn;
 
@@ -57,7 +57,8 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     let frames = Frames::new(stream, &read);
     let ws = websocket(frames, read, engine.config().websocket());
     let Some(sid) = admission.sid else {
-        let session = engine.open(Transport::WebSocket, admission.address, admission.place);
+        let (protocol, address) = (admission.protocol, admission.address);
+        let session = engine.open(protocol, Transport::WebSocket, address, admission.place);
         return Served::Serving(Serve::new(engine, session, ws));
     };
     let engine = engine.clone();
@@ -176,6 +177,8 @@ pub(crate) struct Serve<S> {
     /// A message was larger than `maxPayload`: the close says so (1009),
     /// not the usual 1000. (A flag, not the frame: every socket carries it.)
     too_big: bool,
+    /// The session's protocol: Engine.IO 3 binary frames carry a type byte.
+    protocol: Protocol,
     /// How many times the socket started afresh.
     #[cfg(test)]
     fresh_starts: u32,
@@ -184,8 +187,10 @@ pub(crate) struct Serve<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
     fn new(engine: &Engine, session: SessionRef, ws: WebSocketStream<Frames<S>>) -> Serve<S> {
         let received = ws.get_ref().ends();
+        let protocol = session.read(Session::protocol);
         Serve {
             engine: engine.clone(),
+            protocol,
             session,
             ws: Some(ws),
             outgoing: None,
@@ -270,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
                 let size = packet.queued_size();
                 self.engine.0.sent(size);
                 self.sent_large |= size as u64 > LARGE_FRAME;
-                self.outgoing = Some(message_of(packet));
+                self.outgoing = Some(message_of(packet, self.protocol));
             }
             match Pin::new(&mut *ws).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
@@ -308,7 +313,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Serve<S> {
                 Err(_) => self.session.terminate(CloseReason::ParseError),
             },
             Message::Binary(bytes) => {
-                let packet = Packet::Message(Data::Binary(bytes.into()));
+                let mut bytes: Vec<u8> = bytes.into();
+                // Engine.IO 3: the message type first (4), then the data.
+                if self.protocol == Protocol::V3 && bytes.first() != Some(&4) {
+                    self.session.terminate(CloseReason::ParseError);
+                    return;
+                }
+                if self.protocol == Protocol::V3 {
+                    bytes.remove(0);
+                }
+                let packet = Packet::Message(Data::Binary(bytes));
                 self.session.with(|s| s.handle_packet(packet, now))
             }
             Message::Close(_) => self.session.terminate(CloseReason::TransportClose),
@@ -393,10 +407,15 @@ enum Written {
     Failed,
 }
 
-fn message_of(packet: Packet) -> Message {
+fn message_of(packet: Packet, protocol: Protocol) -> Message {
     match packet.into_frame() {
         Frame::Text(text) => Message::Text(text.into()),
-        Frame::Binary(bytes) => Message::Binary(bytes.into()),
+        Frame::Binary(mut bytes) => {
+            if protocol == Protocol::V3 {
+                bytes.insert(0, 4);
+            }
+            Message::Binary(bytes.into())
+        }
     }
 }
 
@@ -404,7 +423,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,
     packet: Packet,
 ) -> Result<(), WsError> {
-    ws.send(message_of(packet)).await
+    ws.send(message_of(packet, Protocol::V4)).await
 }
 
 /// Runs the closing handshake within a short grace period: sends a close
@@ -503,6 +522,7 @@ mod tests {
             let source = Source::new("192.168.1.20".parse().unwrap());
             let admission = Admission {
                 sid: None,
+                protocol: Protocol::V4,
                 place: Some(engine.admit(&source).unwrap()),
                 address: source.address,
             };
@@ -560,6 +580,7 @@ mod tests {
             let source = Source::new("192.168.1.20".parse().unwrap());
             let admission = Admission {
                 sid: None,
+                protocol: Protocol::V4,
                 place: Some(engine.admit(&source).unwrap()),
                 address: source.address,
             };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::engineio::packet::Frame;
-use crate::engineio::{self, Engine, SessionRef, Transport};
+use crate::engineio::{self, Engine, Protocol, SessionRef, Transport};
 use crate::signaling::Settings;
 use crate::signaling::cluster::{ClusterError, ClusterStats, Overview};
 use crate::signaling::hub::{Claim, InCall, Registration};
@@ -170,9 +170,12 @@ impl World {
     /// A new session that sends `connect` (a CONNECT packet); the client,
     /// and what came before the CONNECT answer.
     fn connect(&self, connect: &str) -> (Client, Vec<String>) {
-        let session = self
-            .engine
-            .open(Transport::WebSocket, "192.168.1.5".parse().unwrap(), None);
+        let session = self.engine.open(
+            Protocol::V4,
+            Transport::WebSocket,
+            "192.168.1.5".parse().unwrap(),
+            None,
+        );
         let client = Client {
             session,
             id: "".into(),

@@ -362,6 +362,31 @@ pub fn encode_connect_error(nsp: &str, message: &str, data: Option<&RawValue>) -
     out
 }
 
+/// Encodes a CONNECT answer for a Socket.IO 2 client (protocol 4, on
+/// Engine.IO 3): `0[nsp,]`, no payload.
+///
+/// ```
+/// use signalbox::socketio::packet::encode_connect_v4;
+/// assert_eq!(encode_connect_v4("/"), "0");
+/// assert_eq!(encode_connect_v4("/chat"), "0/chat,");
+/// ```
+pub fn encode_connect_v4(nsp: &str) -> String {
+    header(b'0', 0, nsp, None, 0)
+}
+
+/// Encodes a refused CONNECT for a Socket.IO 2 client: an ERROR packet
+/// whose payload is the message as a JSON string, `4[nsp,]"message"`.
+///
+/// ```
+/// use signalbox::socketio::packet::encode_connect_error_v4;
+/// assert_eq!(encode_connect_error_v4("/", "Invalid namespace"), r#"4"Invalid namespace""#);
+/// ```
+pub fn encode_connect_error_v4(nsp: &str, message: &str) -> String {
+    let mut out = header(b'4', 0, nsp, None, message.len() + 2);
+    push_json_str(&mut out, message);
+    out
+}
+
 /// Encodes a DISCONNECT: `1[nsp,]`.
 pub fn encode_disconnect(nsp: &str) -> String {
     header(b'1', 0, nsp, None, 0)

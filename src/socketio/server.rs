@@ -15,7 +15,7 @@ use super::namespace::Namespace;
 use super::recovery::{Pids, Returning};
 use super::socket::{SocketInner, SocketState};
 use super::{Ack, AckError, Config, DisconnectReason, Incoming, Message, Socket, packet};
-use crate::engineio::{CloseReason, Data, Handler, SessionRef};
+use crate::engineio::{CloseReason, Data, Handler, Protocol, Session, SessionRef};
 use crate::id::IdMap;
 use crate::rt::{Alarm, Wake};
 use packet::Packet;
@@ -201,6 +201,12 @@ impl Server {
 
     fn dispatch(&self, session: &SessionRef, packet: Packet, attachments: Vec<Vec<u8>>) {
         match packet {
+            Packet::Connect { nsp, auth } if is_v4(session) => {
+                // A Socket.IO 2 client puts its query after the namespace.
+                let nsp = nsp.split_once('?').map_or(&*nsp, |(nsp, _)| nsp);
+                self.connect(session, nsp, None);
+                drop(auth);
+            }
             Packet::Connect { nsp, auth } => self.connect(session, &nsp, auth),
             Packet::Disconnect { nsp } => {
                 let socket = self.remove_socket(session, |s| s.namespace() == nsp);
@@ -266,11 +272,11 @@ impl Server {
         }
         let namespace = self.0.namespaces.borrow().get(nsp).cloned();
         let Some(namespace) = namespace else {
-            let text = packet::encode_connect_error(nsp, "Invalid namespace", None);
+            let text = connect_error(session, nsp, "Invalid namespace", None);
             session.send(Data::Text(text));
             return;
         };
-        if self.0.config.recovery.enabled() {
+        if self.0.config.recovery.enabled() && !is_v4(session) {
             let returning = Returning::read(auth.as_deref());
             let found = returning.pid.as_deref().and_then(|pid| {
                 let away = self.take_away(pid, nsp).map(|socket| (socket, Vec::new()));
@@ -340,7 +346,8 @@ impl Server {
         socket.0.state.set(SocketState::Disconnected);
         socket.0.held.borrow_mut().clear();
         socket.drop_kept();
-        let text = packet::encode_connect_error(
+        let text = connect_error(
+            session,
             socket.namespace(),
             &refusal.message,
             refusal.data.as_deref(),
@@ -365,8 +372,12 @@ impl Server {
         true
     }
 
-    /// The CONNECT answer: the socket's id, and with recovery its private id.
+    /// The CONNECT answer: the socket's id, and with recovery its private
+    /// id; for a Socket.IO 2 client, nothing.
     fn connect_answer(&self, socket: &Socket) -> String {
+        if socket.0.session.borrow().read(Session::protocol) == Protocol::V3 {
+            return packet::encode_connect_v4(socket.namespace());
+        }
         let pid = self
             .0
             .config
@@ -508,6 +519,26 @@ impl Server {
     }
 }
 
+/// Whether `session`'s client speaks Socket.IO protocol 4 (Socket.IO 2,
+/// on Engine.IO 3), not 5.
+fn is_v4(session: &SessionRef) -> bool {
+    session.read(Session::protocol) == Protocol::V3
+}
+
+/// A refused CONNECT, as `session`'s protocol says it.
+fn connect_error(
+    session: &SessionRef,
+    nsp: &str,
+    message: &str,
+    data: Option<&RawValue>,
+) -> String {
+    if is_v4(session) {
+        packet::encode_connect_error_v4(nsp, message)
+    } else {
+        packet::encode_connect_error(nsp, message, data)
+    }
+}
+
 impl Handler for Server {
     fn on_open(&self, session: &SessionRef) {
         let connect_by = Instant::now() + self.0.config.connect_timeout;
@@ -522,6 +553,11 @@ impl Handler for Server {
                 connects: 0,
             },
         );
+        // Socket.IO 2 clients are in the main namespace from the open on,
+        // without a CONNECT of theirs.
+        if is_v4(session) {
+            self.connect(session, "/", None);
+        }
     }
 
     fn on_message(&self, session: &SessionRef, data: Data) {
