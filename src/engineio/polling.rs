@@ -23,26 +23,20 @@ fn payload_response(
     request: &Request,
     packets: &[Packet],
 ) -> Response {
-    let response = match protocol {
-        Protocol::V4 => {
-            let body = encode_payload(packets);
+    let body = match protocol {
+        Protocol::V4 => Body::Text(encode_payload(packets)),
+        Protocol::V3 => payload3::encode(packets, query_param(&request.query, "b64").is_none()),
+    };
+    let response = match body {
+        Body::Text(body) => {
             engine.0.sent(body.len());
             Response::text(200, body)
         }
-        Protocol::V3 => {
-            let binary = query_param(&request.query, "b64").is_none();
-            match payload3::encode(packets, binary) {
-                Body::Text(body) => {
-                    engine.0.sent(body.len());
-                    Response::text(200, body)
-                }
-                Body::Binary(body) => {
-                    engine.0.sent(body.len());
-                    Response::new(200)
-                        .header("Content-Type", "application/octet-stream")
-                        .body(body)
-                }
-            }
+        Body::Binary(body) => {
+            engine.0.sent(body.len());
+            Response::new(200)
+                .header("Content-Type", "application/octet-stream")
+                .body(body)
         }
     };
     response.header("Cache-Control", "no-store")

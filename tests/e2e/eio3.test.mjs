@@ -33,9 +33,11 @@ after(async () => {
 async function oldDevice(name, transports) {
   const socket = ioV2(server.url, { forceNew: true, reconnection: false, transports });
   const events = [];
+  const waiters = new Set();
   const onevent = socket.onevent;
   socket.onevent = function record(packet) {
     events.push({ event: packet.data[0], args: packet.data.slice(1) });
+    for (const wake of [...waiters]) wake();
     onevent.call(this, packet);
   };
   await withTimeout(once(socket, 'connect', WAIT_MS), WAIT_MS, `${name}: connect`);
@@ -43,13 +45,16 @@ async function oldDevice(name, transports) {
     socket.emit('register_user', { userId: name }, (...args) => resolve(args));
   }), WAIT_MS, `${name}: register ack`);
   assert.deepEqual(reply, { ok: true }, `${name} registered`);
-  const take = async (event) => {
-    for (const deadline = Date.now() + WAIT_MS; Date.now() < deadline; await delay(10)) {
+  const take = (event) => withTimeout(new Promise((resolve) => {
+    const check = () => {
       const at = events.findIndex((e) => e.event === event);
-      if (at >= 0) return events.splice(at, 1)[0].args[0];
-    }
-    throw new Error(`${name}: no ${event}; has ${JSON.stringify(events.map((e) => e.event))}`);
-  };
+      if (at < 0) return;
+      waiters.delete(check);
+      resolve(events.splice(at, 1)[0].args[0]);
+    };
+    waiters.add(check);
+    check();
+  }), WAIT_MS, `${name}: no ${event}; has ${JSON.stringify(events.map((e) => e.event))}`);
   const ask = (event, payload) => withTimeout(new Promise((resolve) => {
     socket.emit(event, payload, resolve);
   }), WAIT_MS, `${name}: ack of ${event}`);
