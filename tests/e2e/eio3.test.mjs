@@ -88,10 +88,11 @@ test('socket.io-client 2, polling first, upgrades, and calls a socket.io-client 
   const app = await newDevice('app');
   try {
     // It started on polling and moved to WebSocket.
-    for (const deadline = Date.now() + WAIT_MS; old.socket.io.engine.transport.name !== 'websocket';) {
-      if (Date.now() > deadline) throw new Error('socket.io-client 2 never upgraded');
-      await delay(10);
+    const engine = old.socket.io.engine;
+    if (engine.transport.name !== 'websocket') {
+      await withTimeout(once(engine, 'upgrade', WAIT_MS), WAIT_MS, 'socket.io-client 2 upgrading');
     }
+    assert.equal(engine.transport.name, 'websocket');
     await call(old, app);
     await call(app, old);
   } finally {
