@@ -70,11 +70,6 @@ impl Intercom {
     pub fn set_directory(&self, directory: Directory) {
         let (groups, users) = (directory.groups().len(), directory.user_count());
         log::info!("directory: {groups} groups, {users} users with settings");
-        if self.cluster().is_some() && directory.has_several_devices() {
-            log::warn!(
-                "directory: several devices under one name need a single node; on several nodes each name keeps one device"
-            );
-        }
         self.signaling.set_directory(Rc::new(directory));
     }
 

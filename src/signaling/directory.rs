@@ -763,11 +763,6 @@ impl Directory {
         self.users.get(user).map_or(1, |u| u.devices)
     }
 
-    /// Whether some user may register more than one device.
-    pub fn has_several_devices(&self) -> bool {
-        self.users.values().any(|user| user.devices > 1)
-    }
-
     /// Where a call to `name` (a user or group) goes when nobody answers.
     pub fn no_answer(&self, name: &str) -> Option<&Forward> {
         match self.groups.get(name) {

@@ -25,6 +25,9 @@ members = ["guard"]
 
 [users.ben]
 no_answer = "desk"
+
+[users.anna]
+devices = 2
 "#;
 
 /// What Redis answers, for the node that asked.
@@ -379,6 +382,115 @@ fn a_group_across_nodes_rings_everyone_and_the_first_answer_wins() {
     );
     net.to("door", "end_call", "ben");
     assert_eq!(net.told(), [r#"[ben] <- call_ended {"from":"door"}"#]);
+}
+
+/// A second device of anna's, at her home (node 1): a phone there, or
+/// one relayed from another node, which the hub cannot tell apart.
+fn with_annas_phone() -> Net {
+    let mut net = Net::intercom();
+    net.act(1, "anna-phone", "register_user", r#"{"userId":"anna"}"#);
+    assert_eq!(net.hubs[1].device_count("anna"), 2);
+    net.told();
+    net
+}
+
+#[test]
+fn a_user_with_two_devices_at_their_home_rings_both_from_another_node() {
+    let mut net = with_annas_phone();
+    net.call("door", "anna");
+    assert_eq!(
+        net.told(),
+        [
+            r#"[anna] <- incoming_call {"from":"door","offer":{"sdp":"o"}}"#,
+            r#"[anna-phone] <- incoming_call {"from":"door","offer":{"sdp":"o"}}"#,
+        ]
+    );
+    net.send(
+        1,
+        "anna-phone",
+        "answer_call",
+        r#"{"to":"door","answer":{"sdp":"a"}}"#,
+    );
+    net.run();
+    assert_eq!(
+        net.told(),
+        [
+            ended("anna", "door", "answered_elsewhere"),
+            r#"[door] <- call_answered {"from":"anna","answer":{"sdp":"a"}}"#.to_owned(),
+        ]
+    );
+    net.candidate("door", "anna");
+    assert_eq!(
+        net.told(),
+        [r#"[anna-phone] <- ice_candidate {"from":"door","candidate":{"c":1}}"#]
+    );
+    // anna is busy cluster-wide while one device talks.
+    net.call("guard", "anna");
+    assert_eq!(
+        net.told(),
+        [r#"[guard] <- call_busy {"targetUser":"anna"}"#]
+    );
+}
+
+#[test]
+fn a_device_that_calls_across_nodes_keeps_the_call_to_itself() {
+    let mut net = with_annas_phone();
+    net.send(
+        1,
+        "anna-phone",
+        "make_call",
+        r#"{"to":"guard","offer":{"sdp":"o"}}"#,
+    );
+    net.run();
+    assert_eq!(
+        net.told(),
+        [r#"[guard] <- incoming_call {"from":"anna","offer":{"sdp":"o"}}"#]
+    );
+    net.answer("guard", "anna");
+    net.run();
+    assert_eq!(
+        net.told(),
+        [r#"[anna-phone] <- call_answered {"from":"guard","answer":{"sdp":"a"}}"#]
+    );
+    // A refused call frees the device's route: the next call rings both.
+    net.to("guard", "end_call", "anna");
+    net.told();
+    net.send(
+        1,
+        "anna-phone",
+        "make_call",
+        r#"{"to":"nobody","offer":{"sdp":"o"}}"#,
+    );
+    net.run();
+    assert_eq!(
+        net.told(),
+        [r#"[anna-phone] <- call_failed {"error":"user is offline","targetUser":"nobody"}"#]
+    );
+    net.call("door", "anna");
+    assert_eq!(net.told().len(), 2, "both devices ring");
+}
+
+#[test]
+fn a_group_rings_every_device_of_a_member_at_their_home() {
+    let mut net = with_annas_phone();
+    net.call("door", "flat-12");
+    let told = net.told();
+    assert_eq!(told.len(), 4, "{told:?}");
+    assert!(told.contains(&ring("anna-phone", "flat-12")));
+    net.send(
+        1,
+        "anna-phone",
+        "answer_call",
+        r#"{"to":"door","answer":{"sdp":"a"}}"#,
+    );
+    net.run();
+    let told = net.told();
+    for loser in ["anna", "ben", "panel"] {
+        assert!(
+            told.contains(&ended(loser, "door", "answered_elsewhere")),
+            "{told:?}"
+        );
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod ice;
 pub mod limits;
 pub mod peer;
 pub mod protocol;
+pub mod relay;
 pub mod service;
 
 use std::time::Duration;

@@ -21,6 +21,7 @@ use super::ice::IceConfig;
 use super::limits::Limits;
 use super::peer::PeerMessage;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
+use super::relay::{Device, Relayed, Remote, Reply};
 use crate::logging::untrusted;
 use crate::rate::Bucket;
 use crate::rt::{self, Alarm, Wake};
@@ -48,15 +49,25 @@ pub struct Signaling {
     /// Graces that ran out since memory was last handed back.
     lapsed_since_give_back: std::cell::Cell<u64>,
     /// Door stations' commands running now, with the acks that wait.
-    door_commands: DoorCommands<Option<Ack>>,
+    door_commands: DoorCommands<Option<Reply>>,
+    /// Sockets here whose user's home is another node: their events go
+    /// there (see [`relay`](super::relay)).
+    relayed: RefCell<Relayed<Ack>>,
+    /// Devices on other nodes whose home this node is, in the hub as
+    /// `@node/socket`, sorted so that a node's are together.
+    hosted: RefCell<std::collections::BTreeSet<SocketId>>,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
 struct Waiting {
     offer: Option<Box<RawValue>>,
-    ack: Option<Ack>,
-    later: VecDeque<(&'static str, Message, Option<Ack>)>,
+    ack: Option<Reply>,
+    later: VecDeque<Later>,
 }
+
+/// An event that waits behind a claim, or behind the question of its
+/// user's home.
+type Later = (&'static str, Message, Option<Reply>);
 
 /// The most events a socket may send while its `make_call` waits for the
 /// cluster (a few ICE candidates, typically).
@@ -113,6 +124,8 @@ impl Signaling {
             alarm: Alarm::new(me.clone()),
             lapsed_since_give_back: std::cell::Cell::new(0),
             door_commands: DoorCommands::default(),
+            relayed: RefCell::default(),
+            hosted: RefCell::default(),
         });
         service.set_alarm();
         let auth_secret = settings.auth_secret.clone();
@@ -147,9 +160,7 @@ impl Signaling {
         let weak = Rc::downgrade(&service);
         namespace.on_recover(move |socket| {
             if let Some(service) = weak.upgrade() {
-                let effects =
-                    service.with_hub(|hub| hub.recovered(&socket.id_rc(), Instant::now()));
-                service.execute(effects, None);
+                service.recovered(socket);
             }
         });
         // Everything a socket sends is charged first, known events or not.
@@ -162,7 +173,8 @@ impl Signaling {
             let weak = Rc::downgrade(&service);
             namespace.on(name, move |socket, message, ack| {
                 if let Some(service) = weak.upgrade() {
-                    service.wait_behind_claim(socket, name, message, ack);
+                    let device = Device::Here(socket.clone());
+                    service.wait_behind_claim(&device, name, message, ack.map(Reply::Here));
                 }
             });
         }
@@ -185,6 +197,9 @@ impl Signaling {
     fn left(&self, socket: &Socket, reason: socketio::DisconnectReason) {
         let id = socket.id_rc();
         self.waiting.borrow_mut().remove(&id);
+        if self.relay_gone(socket, reason.recoverable()) {
+            return;
+        }
         let now = Instant::now();
         let registered = self.hub.borrow().user_of(&id).is_some();
         let effects = self.with_hub(|hub| {
@@ -281,9 +296,9 @@ impl Signaling {
             && socket.connected()
         {
             self.answer(
-                socket,
+                &Device::Here(socket.clone()),
                 shown(name),
-                ack.take(),
+                ack.take().map(Reply::Here),
                 Err(SignalError::RateLimited),
             );
         }
@@ -316,13 +331,13 @@ impl Signaling {
     /// cluster (true), or handles it now (false).
     fn wait_behind_claim(
         &self,
-        socket: &Socket,
+        socket: &Device,
         name: &'static str,
         message: Message,
-        ack: Option<Ack>,
+        ack: Option<Reply>,
     ) -> bool {
         let mut waiting = self.waiting.borrow_mut();
-        let Some(wait) = waiting.get_mut(socket.id()) else {
+        let Some(wait) = waiting.get_mut(&socket.id()) else {
             drop(waiting);
             self.handle_event(socket, name, message, ack);
             return false;
@@ -338,11 +353,16 @@ impl Signaling {
 
     fn handle_event(
         &self,
-        socket: &Socket,
+        socket: &Device,
         name: &'static str,
         message: Message,
-        mut ack: Option<Ack>,
+        mut ack: Option<Reply>,
     ) {
+        if let Device::Here(here) = socket
+            && self.relay_event(here, name, &message, &mut ack)
+        {
+            return;
+        }
         let parsed = if message.attachments.is_empty() {
             ClientEvent::parse(name, message.arg(0), &self.limits)
         } else {
@@ -353,10 +373,27 @@ impl Signaling {
             ))
         };
         let registers = matches!(parsed, Ok(Some(ClientEvent::RegisterUser { .. })));
+        if let (Device::Here(here), Ok(Some(ClientEvent::RegisterUser { user_id }))) =
+            (socket, &parsed)
+            && self.needs_home(here, user_id)
+        {
+            self.ask_home(here, user_id, (name, message, ack));
+            return;
+        }
+        self.handle_parsed(socket, name, parsed, registers, ack);
+    }
+
+    /// Handles a parsed event from `socket` in the hub, and answers it.
+    fn handle_parsed(
+        &self,
+        socket: &Device,
+        name: &'static str,
+        parsed: Result<Option<ClientEvent>, SignalError>,
+        registers: bool,
+        mut ack: Option<Reply>,
+    ) {
         let outcome = match parsed {
-            Ok(Some(event)) => {
-                self.with_hub(|hub| hub.handle(&socket.id_rc(), event, Instant::now()))
-            }
+            Ok(Some(event)) => self.with_hub(|hub| hub.handle(&socket.id(), event, Instant::now())),
             Ok(None) => return,
             Err(error) => Outcome {
                 result: Err(error),
@@ -390,7 +427,7 @@ impl Signaling {
                 ack: ack.take(),
                 later: VecDeque::new(),
             };
-            self.waiting.borrow_mut().insert(socket.id_rc(), wait);
+            self.waiting.borrow_mut().insert(socket.id(), wait);
         }
         let (me, socket, result) = (self.me.clone(), socket.clone(), outcome.result);
         let reply = move || {
@@ -408,9 +445,9 @@ impl Signaling {
     /// Finishes `register_user`: the ICE servers, then the ack.
     fn registered(
         &self,
-        socket: &Socket,
+        socket: &Device,
         name: &str,
-        ack: Option<Ack>,
+        ack: Option<Reply>,
         result: Result<(), SignalError>,
     ) {
         if result.is_ok() && socket.connected() {
@@ -424,15 +461,15 @@ impl Signaling {
     /// with `signaling_error` for a refusal no seed event reported.
     fn answer(
         &self,
-        socket: &Socket,
+        socket: &Device,
         name: &str,
-        ack: Option<Ack>,
+        ack: Option<Reply>,
         result: Result<(), SignalError>,
     ) {
         match (result, ack) {
-            (Ok(()), Some(ack)) => ack.send(&[to_arg(&json!({ "ok": true }))]),
+            (Ok(()), Some(ack)) => ack.send(to_arg(&json!({ "ok": true }))),
             (Err(error), Some(ack)) => {
-                ack.send(&[to_arg(&json!({ "ok": false, "error": error.to_string() }))])
+                ack.send(to_arg(&json!({ "ok": false, "error": error.to_string() })))
             }
             (Err(error), None) => self.refused(socket, name, &error),
             (Ok(()), None) => {}
@@ -441,8 +478,8 @@ impl Signaling {
 
     /// Sends a newly registered client its ICE servers, with TURN
     /// credentials minted for its user.
-    fn send_ice_servers(&self, socket: &Socket) {
-        let user = self.hub.borrow().user_of(&socket.id_rc()).cloned();
+    fn send_ice_servers(&self, socket: &Device) {
+        let user = self.hub.borrow().user_of(&socket.id()).cloned();
         let Some(user) = user else { return };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -453,10 +490,10 @@ impl Signaling {
 
     /// Sends a newly registered client what the directory holds for it
     /// (nothing without a directory).
-    fn send_directory(&self, socket: &Socket) {
+    fn send_directory(&self, socket: &Device) {
         let hub = self.hub.borrow();
         let directory = hub.directory();
-        let Some(user) = hub.user_of(&socket.id_rc()) else {
+        let Some(user) = hub.user_of(&socket.id()) else {
             return;
         };
         if directory.is_empty() {
@@ -478,7 +515,7 @@ impl Signaling {
     }
 
     /// Tells a client its event was refused, unless a seed event already did.
-    fn refused(&self, socket: &Socket, name: &str, error: &SignalError) {
+    fn refused(&self, socket: &Device, name: &str, error: &SignalError) {
         if error.reported_by_seed_event() {
             return;
         }
@@ -503,22 +540,27 @@ impl Signaling {
         while let Some(effect) = effects.next() {
             match effect {
                 Effect::ToSocket { socket, event } => {
-                    if let Some(socket) = self.socket(&socket) {
+                    if let Some(socket) = self.device(&socket) {
                         socket.emit_value(event.name(), &event);
                     }
                 }
-                Effect::Disconnect { socket: id } => {
-                    if let Some(socket) = self.socket(&id) {
+                Effect::Disconnect { socket: id } => match self.device(&id) {
+                    Some(Device::Here(socket)) => {
                         socket.disconnect_and_close();
                         if !socket.connected() {
                             // A socket that was away leaves no hook behind.
                             self.clients.borrow_mut().remove(&id);
                         }
                     }
-                }
+                    Some(device @ Device::There(_)) => {
+                        self.hosted.borrow_mut().remove(&id);
+                        device.disconnect_and_close();
+                    }
+                    None => {}
+                },
                 Effect::Joined { user, socket } => {
                     // Logged here, where the client's address is known.
-                    match self.socket(&socket) {
+                    match self.device(&socket) {
                         Some(socket) => {
                             log::info!("{} registered from {}", untrusted(&user), socket.address())
                         }
@@ -640,16 +682,23 @@ impl Signaling {
     fn go_on_after_claim(
         &self,
         socket_id: &Rc<str>,
-        ack: Option<Ack>,
-        mut later: VecDeque<(&'static str, Message, Option<Ack>)>,
+        ack: Option<Reply>,
+        later: VecDeque<Later>,
         result: Result<(), SignalError>,
     ) {
-        let Some(socket) = self.socket(socket_id) else {
+        let Some(socket) = self.device(socket_id) else {
             return;
         };
         self.answer(&socket, "make_call", ack, result);
+        self.replay(&socket, later);
+    }
+
+    /// Handles in order the events `socket` sent while it waited for the
+    /// cluster.
+    fn replay(&self, socket: &Device, mut later: VecDeque<Later>) {
+        let socket_id = &socket.id();
         while let Some((name, message, ack)) = later.pop_front() {
-            if self.wait_behind_claim(&socket, name, message, ack) {
+            if self.wait_behind_claim(socket, name, message, ack) {
                 // Another make_call now waits: the rest queue behind it.
                 if let Some(wait) = self.waiting.borrow_mut().get_mut(socket_id) {
                     wait.later.extend(later);
@@ -661,7 +710,7 @@ impl Signaling {
 
     /// Runs a door station's command (an [`Effect::OpenDoor`]) and answers
     /// `ack` with its result; while one runs for that door, waits for it.
-    fn execute_door_command(&self, effect: Option<Effect<SocketId>>, ack: Option<Ack>) {
+    fn execute_door_command(&self, effect: Option<Effect<SocketId>>, ack: Option<Reply>) {
         let Some(Effect::OpenDoor {
             attempt,
             command,
@@ -683,7 +732,7 @@ impl Signaling {
             for (attempt, ack) in service.door_commands.finished(&attempt) {
                 service.with_hub(|hub| hub.door_done(attempt, result.clone(), Instant::now()));
                 if let Some(ack) = ack {
-                    ack.send(&[to_arg(&door_commands::reply(&result))]);
+                    ack.send(to_arg(&door_commands::reply(&result)));
                 }
             }
         })
@@ -723,6 +772,10 @@ impl Signaling {
                 }
                 self.execute(effects, None);
             }
+            Inbound::Relay(relay) => self.relay(relay),
+            Inbound::Home { socket, user, node } => self.homed(&socket, &user, node),
+            Inbound::HomeGone(user) => self.home_gone(&user),
+            Inbound::NodeGone(node) => self.node_gone(&node),
             Inbound::Reconnected => {
                 if let (Some(nodes), Some(refresh)) = (&self.nodes, &mut *self.refresh.borrow_mut())
                 {
@@ -744,6 +797,14 @@ impl Signaling {
 
     fn socket(&self, id: &str) -> Option<Socket> {
         self.clients.borrow().get(id).map(|c| c.socket.clone())
+    }
+
+    /// The device `id` names in the hub: a socket here, or a relayed one.
+    fn device(&self, id: &str) -> Option<Device> {
+        match &self.nodes {
+            Some(nodes) if id.starts_with('@') => Remote::new(id, nodes.clone()).map(Device::There),
+            _ => self.socket(id).map(Device::Here),
+        }
     }
 }
 
@@ -786,6 +847,7 @@ impl Wake for Signaling {
             }
             if due.check {
                 nodes.check(self.hub.borrow().remote_peers());
+                nodes.watch(self.relayed.borrow().homes(), self.hosting_nodes());
             }
         }
         self.set_alarm();
@@ -826,6 +888,9 @@ async fn hear_the_others(service: Weak<Signaling>, inbound: Receiver<Inbound>) {
         service.inbound(item);
     }
 }
+
+#[path = "service_relay.rs"]
+mod relay;
 
 #[cfg(test)]
 #[path = "service_tests.rs"]

@@ -19,6 +19,10 @@ use crate::signaling::hub::{Claim, InCall, Registration};
 struct FakeNodes {
     log: RefCell<Vec<String>>,
     after: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// This node's id ("" unless a test names it).
+    id: RefCell<Rc<str>>,
+    /// Messages about relayed devices, with the node each is for.
+    relays: RefCell<Vec<(Rc<str>, crate::signaling::relay::Relay)>>,
 }
 
 impl FakeNodes {
@@ -94,6 +98,30 @@ impl Nodes for FakeNodes {
 
     fn after(&self, then: Box<dyn FnOnce()>) {
         self.after.borrow_mut().push(then);
+    }
+
+    fn node(&self) -> Rc<str> {
+        self.id.borrow().clone()
+    }
+
+    fn home(&self, _socket: Rc<str>, user: Rc<str>) {
+        self.said(format!("home {user}"));
+    }
+
+    fn relay(&self, node: &str, message: &crate::signaling::relay::Relay) {
+        self.relays
+            .borrow_mut()
+            .push((node.into(), message.clone()));
+    }
+
+    fn watch(&self, homes: Vec<(Rc<str>, Rc<str>)>, nodes: Vec<Rc<str>>) {
+        if !homes.is_empty() || !nodes.is_empty() {
+            self.said(format!(
+                "watch {} homes, {} nodes",
+                homes.len(),
+                nodes.len()
+            ));
+        }
     }
 
     fn overview(
@@ -646,5 +674,188 @@ fn a_socket_whose_old_connection_still_looks_alive_is_taken_over_with_its_pid() 
         assert!(!back.session.is_open());
         let (last, _) = w.drop_and_recover(again, None);
         assert_eq!(last.id, bob.id);
+    });
+}
+
+/// A node named `id` of several, whose directory lets anna have three
+/// devices.
+fn node_with_devices(id: &str) -> World {
+    let w = World::several();
+    *w.nodes().id.borrow_mut() = id.into();
+    let text = "[users.anna]\ndevices = 3\n";
+    let directory = crate::signaling::directory::Directory::parse("d.toml", text).unwrap();
+    w.service.set_directory(Rc::new(directory));
+    w
+}
+
+/// Carries what `from` relayed to `to`, as Redis would; how many messages.
+fn carry(from: &World, to: &World) -> usize {
+    let messages: Vec<_> = from.nodes().relays.borrow_mut().drain(..).collect();
+    for (node, message) in &messages {
+        assert_eq!(*node, to.nodes().node(), "{message:?}");
+        to.service.inbound(Inbound::Relay(message.clone()));
+    }
+    messages.len()
+}
+
+/// `client` registers `user` on `w`, and the cluster names `home` theirs.
+fn register_with_home(w: &World, client: &Client, user: &str, home: &str) {
+    client.emit_ack(1, "register_user", &format!(r#"{{"userId":"{user}"}}"#));
+    assert_eq!(w.nodes().take(), [format!("home {user}")]);
+    w.service.inbound(Inbound::Home {
+        socket: client.id.clone(),
+        user: user.into(),
+        node: Some(home.into()),
+    });
+}
+
+/// Nodes n1 and n2, and anna registered on n2 with her home on n1.
+fn relayed_anna() -> (World, World, Client) {
+    let (n1, n2) = (node_with_devices("n1"), node_with_devices("n2"));
+    let anna = n2.client();
+    register_with_home(&n2, &anna, "anna", "n1");
+    carry(&n2, &n1);
+    n1.nodes().caught_up();
+    carry(&n1, &n2);
+    anna.events();
+    (n1, n2, anna)
+}
+
+#[test]
+fn devices_of_one_user_on_two_nodes_ring_race_and_stop_as_on_one() {
+    run(async || {
+        let (n1, n2) = (node_with_devices("n1"), node_with_devices("n2"));
+        // The first device makes n1 anna's home; the second, on n2, is
+        // relayed there, and hears what a local one would.
+        let anna1 = n1.client();
+        register_with_home(&n1, &anna1, "anna", "n1");
+        assert_eq!(n1.nodes().take(), ["joined anna"]);
+        n1.nodes().caught_up();
+        assert_eq!(anna1.events()[0], "user_registered");
+        let anna2 = n2.client();
+        register_with_home(&n2, &anna2, "anna", "n1");
+        assert!(anna2.events().is_empty(), "answered by the home");
+        assert_eq!(carry(&n2, &n1), 1);
+        assert_eq!(n1.nodes().take(), ["joined anna"]);
+        n1.nodes().caught_up();
+        carry(&n1, &n2);
+        assert_eq!(
+            anna2.events(),
+            [
+                "user_registered",
+                "ice_servers",
+                "directory",
+                r#"ack 1[{"ok":true}]"#
+            ]
+        );
+        assert_eq!(n1.service.hub().device_count("anna"), 2);
+        assert_eq!(n2.service.hub().user_count(), 0, "n2 holds nobody");
+        // A call to anna rings both devices; the relayed one answers.
+        let door = n1.registered("door");
+        door.emit("make_call", r#"{"to":"anna","offer":{"sdp":"o"}}"#);
+        assert_eq!(n1.nodes().take(), ["claim door -> anna"]);
+        n1.service.inbound(Inbound::Claimed {
+            socket: door.id.clone(),
+            caller: "door".into(),
+            callee: "anna".into(),
+            claim: Claim::Granted,
+        });
+        assert_eq!(anna1.events(), ["incoming_call"]);
+        carry(&n1, &n2);
+        assert_eq!(anna2.events(), ["incoming_call"]);
+        anna2.emit_ack(2, "answer_call", r#"{"to":"door","answer":{"sdp":"a"}}"#);
+        carry(&n2, &n1);
+        assert_eq!(door.events(), ["call_answered"]);
+        let ended = anna1.received();
+        assert!(ended[0].contains("answered_elsewhere"), "{ended:?}");
+        carry(&n1, &n2);
+        assert_eq!(anna2.events(), [r#"ack 2[{"ok":true}]"#]);
+        // The call is the relayed device's: ICE reaches it alone, and
+        // the other device cannot speak for the call.
+        door.emit("ice_candidate", r#"{"to":"anna","candidate":{"n":1}}"#);
+        assert!(anna1.events().is_empty());
+        carry(&n1, &n2);
+        assert_eq!(anna2.events(), ["ice_candidate"]);
+        anna1.emit_ack(3, "end_call", r#"{"to":"door"}"#);
+        let refused = anna1.events();
+        assert!(refused[0].contains("ok\":false"), "{refused:?}");
+        // It logs out: the call ends, and n2 stops relaying it.
+        anna2.emit("logout_user", "{}");
+        carry(&n2, &n1);
+        assert_eq!(door.events(), ["call_ended"]);
+        assert_eq!(n1.service.hub().device_count("anna"), 1);
+        carry(&n1, &n2);
+        assert!(n2.service.relayed.borrow().is_empty());
+        anna2.emit_ack(4, "end_call", r#"{"to":"door"}"#);
+        assert!(
+            anna2.events()[0].contains("not registered"),
+            "answered here"
+        );
+    });
+}
+
+#[test]
+fn a_relayed_device_that_registers_another_name_is_its_own_again() {
+    run(async || {
+        let (n1, n2, anna) = relayed_anna();
+        anna.emit("register_user", r#"{"userId":"ben"}"#);
+        // The home hears a logout; ben registers here.
+        carry(&n2, &n1);
+        assert_eq!(n1.service.hub().device_count("anna"), 0);
+        assert_eq!(n2.nodes().take(), ["joined ben"]);
+        assert_eq!(
+            n2.service.hub().user_of(&anna.id).map(|u| &**u),
+            Some("ben")
+        );
+    });
+}
+
+#[test]
+fn devices_go_with_their_node_and_with_their_home() {
+    run(async || {
+        let (n1, n2, anna) = relayed_anna();
+        // Each node watches the other.
+        n1.service
+            .clone()
+            .wake(Instant::now() + Duration::from_secs(3));
+        n2.service
+            .clone()
+            .wake(Instant::now() + Duration::from_secs(3));
+        assert!(
+            n1.nodes()
+                .take()
+                .contains(&"watch 0 homes, 1 nodes".to_owned())
+        );
+        assert!(
+            n2.nodes()
+                .take()
+                .contains(&"watch 1 homes, 0 nodes".to_owned())
+        );
+        // n2 died: n1's hub lets its device go.
+        n1.service.inbound(Inbound::NodeGone("n2".into()));
+        assert_eq!(n1.service.hub().device_count("anna"), 0);
+        assert_eq!(n1.nodes().take(), ["left anna"]);
+        // n1 died: n2 disconnects the device, whose client registers again.
+        n2.service.inbound(Inbound::HomeGone("anna".into()));
+        assert_eq!(anna.events().last().map(String::as_str), Some("41"));
+        assert!(n2.service.relayed.borrow().is_empty());
+    });
+}
+
+#[test]
+fn a_registration_whose_home_cannot_be_found_fails_clearly() {
+    run(async || {
+        let n2 = node_with_devices("n2");
+        let anna = n2.client();
+        anna.emit_ack(1, "register_user", r#"{"userId":"anna"}"#);
+        n2.nodes().take();
+        n2.service.inbound(Inbound::Home {
+            socket: anna.id.clone(),
+            user: "anna".into(),
+            node: None,
+        });
+        let got = anna.received();
+        assert!(got[0].contains(r#""success":false"#), "{got:?}");
+        assert!(got[1].starts_with("431[{\"error\""), "{got:?}");
     });
 }

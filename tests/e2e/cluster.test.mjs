@@ -30,6 +30,12 @@ const directory = join(mkdtempSync(join(tmpdir(), 'signalbox-cluster-')), 'direc
 writeFileSync(directory, `
 [groups.g-flat]
 members = ["g-anna", "g-ben", "g-panel"]
+
+[users.m-anna]
+devices = 3
+
+[groups.m-flat]
+members = ["m-anna", "m-ben"]
 `);
 
 function startNode(extra = []) {
@@ -295,6 +301,75 @@ test('a group whose members are on every node: all ring, the first answer wins, 
   const stops = everyone.map((member) => once(member, 'call_ended', EVENT_MS));
   door.emit('end_call', { to: 'g-flat' });
   for (const [stop] of await Promise.all(stops)) assert.deepEqual(stop, { from: 'g-door' });
+});
+
+test('a user with a device on every node: all ring, one answers for the user, the fourth replaces the oldest', async () => {
+  const [a, b, c] = nodes;
+  const phones = [await user(a, 'm-anna'), await user(b, 'm-anna', { polling: true }), await user(c, 'm-anna')];
+  const door = await user(c, 'm-door');
+  const users = await getJson(a, '/users');
+  assert.equal(users.connectedUsers.filter((u) => u === 'm-anna').length, 1);
+
+  const rings = phones.map((phone) => once(phone, 'incoming_call', EVENT_MS));
+  door.emit('make_call', { to: 'm-anna', offer });
+  for (const [call] of await Promise.all(rings)) assert.deepEqual(call, { from: 'm-door', offer });
+  const early = phones.map((phone) => once(phone, 'ice_candidate', EVENT_MS));
+  door.emit('ice_candidate', { to: 'm-anna', candidate: candidate(1) });
+  await Promise.all(early);
+
+  // The device on b answers: the call is the user's, and that device's.
+  const others = [phones[0], phones[2]].map((phone) => once(phone, 'call_ended', EVENT_MS));
+  const answeredBy = once(door, 'call_answered', EVENT_MS);
+  const ack = await phones[1].timeout(EVENT_MS).emitWithAck('answer_call', { to: 'm-door', answer });
+  assert.deepEqual(ack, { ok: true });
+  assert.deepEqual((await answeredBy)[0], { from: 'm-anna', answer });
+  for (const [ended] of await Promise.all(others)) {
+    assert.deepEqual(ended, { from: 'm-door', reason: 'answered_elsewhere' });
+  }
+  const stray = [phones[0], phones[2]].map((phone) => collect(phone, 'ice_candidate'));
+  const toPhone = once(phones[1], 'ice_candidate', EVENT_MS);
+  door.emit('ice_candidate', { to: 'm-anna', candidate: candidate(2) });
+  assert.deepEqual((await toPhone)[0], { from: 'm-door', candidate: candidate(2) });
+  const toDoor = once(door, 'ice_candidate', EVENT_MS);
+  phones[1].emit('ice_candidate', { to: 'm-door', candidate: candidate(3) });
+  assert.deepEqual((await toDoor)[0], { from: 'm-anna', candidate: candidate(3) });
+  // Busy cluster-wide while one device talks; the others cannot speak for the call.
+  const other = await user(a, 'm-other');
+  const busy = once(other, 'call_busy', EVENT_MS);
+  other.emit('make_call', { to: 'm-anna', offer });
+  assert.deepEqual((await busy)[0], { targetUser: 'm-anna' });
+  const refused = await phones[2].timeout(EVENT_MS).emitWithAck('end_call', { to: 'm-door' });
+  assert.equal(refused.ok, false);
+  await delay(200);
+  assert.deepEqual(stray, [[], []]);
+  const hungUp = once(phones[1], 'call_ended', EVENT_MS);
+  door.emit('end_call', { to: 'm-anna' });
+  assert.deepEqual((await hungUp)[0], { from: 'm-door' });
+
+  // A fourth device (on b) replaces the oldest (on a).
+  const kicked = once(phones[0], 'force_disconnect', EVENT_MS);
+  const fourth = await user(b, 'm-anna');
+  assert.deepEqual((await kicked)[0], { reason: 'new_login' });
+  const devices = [phones[1], phones[2], fourth];
+
+  // In a group, every device of the member rings; the first answer wins.
+  const ben = await user(a, 'm-ben');
+  const ringing = [...devices, ben].map((phone) => once(phone, 'incoming_call', EVENT_MS));
+  door.emit('make_call', { to: 'm-flat', offer });
+  for (const [call] of await Promise.all(ringing)) assert.deepEqual(call, { from: 'm-door', offer, group: 'm-flat' });
+  const losers = [phones[1], fourth, ben].map((phone) => once(phone, 'call_ended', EVENT_MS));
+  const won = once(door, 'call_answered', EVENT_MS);
+  phones[2].emit('answer_call', { to: 'm-door', answer });
+  assert.equal((await won)[0].from, 'm-anna');
+  for (const [ended] of await Promise.all(losers)) {
+    assert.deepEqual(ended, { from: 'm-door', reason: 'answered_elsewhere' });
+  }
+  const last = once(door, 'call_ended', EVENT_MS);
+  phones[2].emit('end_call', { to: 'm-door' });
+  assert.deepEqual((await last)[0], { from: 'm-anna' });
+  // Logging out each device frees the name.
+  for (const phone of devices) phone.emit('logout_user', { userId: 'm-anna' });
+  await waitUntil(async () => !(await getJson(c, '/users')).connectedUsers.includes('m-anna'), EVENT_MS);
 });
 
 test('logout mid-call across nodes ends it for the peer and frees both', async () => {

@@ -35,6 +35,7 @@ use smol::channel::Receiver;
 
 use super::hub::{Claim, InCall, MemberClaim, Registration};
 use super::peer::PeerMessage;
+use super::relay::Relay;
 
 #[cfg(feature = "cluster")]
 mod link;
@@ -74,6 +75,19 @@ pub trait Nodes {
     /// hold their claim on the call; those who do not come back as
     /// [`Inbound::Lost`].
     fn check(&self, peers: Vec<InCall>);
+    /// This node's id, which names its channel.
+    fn node(&self) -> Rc<str>;
+    /// Asks which node is the home of `user`, who may have several devices
+    /// (see [`relay`](super::relay)); none yet, or a dead one: this one,
+    /// from now on. The answer comes back as [`Inbound::Home`] for `socket`.
+    fn home(&self, socket: Rc<str>, user: Rc<str>);
+    /// Sends `message` to `node`, about a relayed device.
+    fn relay(&self, node: &str, message: &Relay);
+    /// Checks that each of `homes` (a user relayed from here, and their
+    /// home) still holds them, and that each of `nodes` (those of devices
+    /// relayed here) is alive; those that are not come back as
+    /// [`Inbound::HomeGone`] and [`Inbound::NodeGone`].
+    fn watch(&self, homes: Vec<(Rc<str>, Rc<str>)>, nodes: Vec<Rc<str>>);
     /// Runs `then` once the other nodes have heard everything asked so far.
     fn after(&self, then: Box<dyn FnOnce()>);
     /// Every user and call of the cluster.
@@ -216,6 +230,22 @@ pub enum Inbound {
     Lost(Rc<str>),
     /// The connection to Redis came back: publish everything again now.
     Reconnected,
+    /// A message about a relayed device.
+    Relay(Relay),
+    /// The answer to [`Nodes::home`].
+    Home {
+        /// The socket whose `register_user` waits for it.
+        socket: Rc<str>,
+        /// Who it registers.
+        user: Rc<str>,
+        /// Their home: this node or another; `None` when Redis did not answer.
+        node: Option<Rc<str>>,
+    },
+    /// A user relayed from here is no longer held by their home (it died,
+    /// or they left there).
+    HomeGone(Rc<str>),
+    /// A node whose devices are relayed here is gone.
+    NodeGone(Rc<str>),
 }
 
 /// When a node refreshes what it holds in Redis (presence and claims, each

@@ -816,20 +816,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 error,
             },
         };
-        let refusal = if !valid_user_name(&name) {
-            Some(SignalError::InvalidUserName)
-        } else if self.directory.group(&name).is_some() {
-            Some(SignalError::GroupName)
-        } else if self
-            .allowed
-            .get(socket)
-            .is_some_and(|allowed| **allowed != *name)
-        {
-            Some(SignalError::NotYourToken)
-        } else {
-            None
-        };
-        if let Some(error) = refusal {
+        if let Some(error) = self.registration_refusal(socket, &name) {
             effects.push(reply(false, Some(error.to_string())));
             return Err(error);
         }
@@ -863,8 +850,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.tell_dnd(&user, Some(socket), effects);
             return Ok(());
         }
+        // On several nodes, this is the user's home: their devices
+        // elsewhere are relayed here (see `relay`).
         if self.users.contains_key(&user)
-            && !self.several_nodes
             && (self.device_count(&user) > 1 || self.directory.devices(&user) > 1)
         {
             return self.add_device(&user, socket, reply, effects);
@@ -887,6 +875,24 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.users.insert(user.clone(), socket.clone());
         self.joined(&user, socket, reply(true, None), effects);
         Ok(())
+    }
+
+    /// Why `socket` may not register `name`, if it may not: a name
+    /// outside the rules, a group's, or not the one its token proves.
+    pub fn registration_refusal(&self, socket: &S, name: &str) -> Option<SignalError> {
+        if !valid_user_name(name) {
+            Some(SignalError::InvalidUserName)
+        } else if self.directory.group(name).is_some() {
+            Some(SignalError::GroupName)
+        } else if self
+            .allowed
+            .get(socket)
+            .is_some_and(|allowed| **allowed != *name)
+        {
+            Some(SignalError::NotYourToken)
+        } else {
+            None
+        }
     }
 
     /// `socket` is `user`'s now: the I/O side hears of it, then the
@@ -1226,6 +1232,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             return Ok(());
         }
         if self.several_nodes {
+            if self.device_count(&me) > 1 {
+                self.routes.insert(me.clone(), Route::Bound(socket.clone()));
+            }
             effects.push(Effect::Claim {
                 socket: socket.clone(),
                 caller: me,
@@ -1266,6 +1275,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         };
         if let Some(error) = refusal {
             self.refuse_call(&caller, callee, &error, &mut effects);
+            if self.calls.of(&caller).is_none() {
+                self.routes.remove(&caller);
+            }
             return Outcome {
                 result: Err(error),
                 effects,
@@ -1293,11 +1305,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             });
             let error = SignalError::UserBusy;
             self.refuse_call(&caller, callee, &error, &mut effects);
+            self.routes.remove(&caller);
             return Outcome {
                 result: Err(error),
                 effects,
             };
         }
+        self.ring_devices(&callee);
         self.start_call(caller, callee, offer, now, &mut effects);
         Outcome {
             result: Ok(()),

@@ -14,6 +14,7 @@ use super::ops::Op;
 use super::{Counters, MAX_BACKOFF};
 use crate::signaling::cluster::Inbound;
 use crate::signaling::peer::PeerMessage;
+use crate::signaling::relay::Relay;
 
 /// Opens the pub/sub connection and subscribes to `channel`.
 pub(super) async fn subscribe(
@@ -73,13 +74,19 @@ impl Listener {
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             self.counters.received.set(self.counters.received.get() + 1);
-            match serde_json::from_slice::<PeerMessage>(message.get_payload_bytes()) {
-                Ok(message) => {
-                    if self.inbound.try_send(Inbound::Message(message)).is_err() {
-                        return;
+            let payload = message.get_payload_bytes();
+            let inbound = match serde_json::from_slice::<PeerMessage>(payload) {
+                Ok(message) => Inbound::Message(message),
+                Err(error) => match serde_json::from_slice::<Relay>(payload) {
+                    Ok(relay) => Inbound::Relay(relay),
+                    Err(_) => {
+                        log::warn!("ignored a malformed message from another node: {error}");
+                        continue;
                     }
-                }
-                Err(error) => log::warn!("ignored a malformed message from another node: {error}"),
+                },
+            };
+            if self.inbound.try_send(inbound).is_err() {
+                return;
             }
         }
     }

@@ -25,6 +25,7 @@ use super::{
 use crate::rt;
 use crate::signaling::hub::{InCall, MemberClaim, Registration};
 use crate::signaling::peer::PeerMessage;
+use crate::signaling::relay::Relay;
 use listener::{Listener, subscribe};
 use ops::{Encoder, Held, Keys, Op, claim_of, claim_ttl, presence_value};
 use writer::{Settled, Writer};
@@ -174,6 +175,7 @@ impl Cluster {
             counters: cluster.counters.clone(),
         };
         rt::spawn(listener.run(subscription)).detach();
+        cluster.hold(&[], &[], false);
         log::info!("cluster node {node} on Redis {}", redact(url));
         Ok((cluster, inbound_rx))
     }
@@ -184,7 +186,7 @@ impl Cluster {
     }
 
     fn send(&self, op: Op) {
-        if matches!(op, Op::Route { .. }) && self.ops.len() >= MAX_QUEUED {
+        if matches!(op, Op::Route { .. } | Op::Publish { .. }) && self.ops.len() >= MAX_QUEUED {
             // Redis is not keeping up (or hangs): shed messages, not memory.
             self.counters.dropped.set(self.counters.dropped.get() + 1);
             return;
@@ -256,12 +258,21 @@ impl Nodes for Cluster {
     }
 
     fn hold(&self, users: &[Registration<Rc<str>>], calls: &[InCall], restore: bool) {
+        let alive = Held {
+            key: self.keys.alive(&self.node),
+            value: "1".to_owned(),
+            user: None,
+        };
         let presence = users.iter().map(|registration| Held {
             key: self.keys.user(&registration.user),
             value: presence_value(&self.node, &registration.socket),
             user: Some(registration.clone()),
         });
-        self.hold_chunks(presence.collect(), true, false);
+        self.hold_chunks(
+            std::iter::once(alive).chain(presence).collect(),
+            true,
+            false,
+        );
         let claims = calls.iter().map(|call| Held {
             key: self.keys.call(&call.user),
             value: claim_of(call),
@@ -322,6 +333,30 @@ impl Nodes for Cluster {
 
     fn after(&self, then: Box<dyn FnOnce()>) {
         self.send(Op::Then(then));
+    }
+
+    fn node(&self) -> Rc<str> {
+        self.node.clone()
+    }
+
+    fn home(&self, socket: Rc<str>, user: Rc<str>) {
+        self.send(Op::Home { socket, user });
+    }
+
+    fn relay(&self, node: &str, message: &Relay) {
+        match serde_json::to_string(message) {
+            Ok(json) => self.send(Op::Publish {
+                node: node.into(),
+                message: json,
+            }),
+            Err(error) => log::error!("cannot encode a message for another node: {error}"),
+        }
+    }
+
+    fn watch(&self, homes: Vec<(Rc<str>, Rc<str>)>, nodes: Vec<Rc<str>>) {
+        if !homes.is_empty() || !nodes.is_empty() {
+            self.send(Op::Watch { homes, nodes });
+        }
     }
 
     fn flush(&self, limit: Duration) -> Pin<Box<dyn Future<Output = ()>>> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use redis::{Cmd, Value};
 
-use super::scripts::{CLAIM, CLAIM_MEMBERS, HOLD, JOIN, LEAVE, OVERVIEW, RELEASE, ROUTE};
+use super::scripts::{
+    CLAIM, CLAIM_MEMBERS, HOLD, HOME, JOIN, LEAVE, OVERVIEW, RELEASE, ROUTE, WATCH,
+};
 use crate::signaling::cluster::{ClusterError, Inbound, Overview};
 use crate::signaling::hub::{Claim, InCall, MemberClaim, Registration};
 use crate::signaling::peer::PeerMessage;
@@ -54,6 +56,17 @@ pub(super) enum Op {
     Check(Vec<(Rc<str>, String)>),
     /// Every user and call of the cluster.
     Overview(OverviewCallback),
+    /// Finds (or becomes) the home of a user with several devices, for
+    /// the socket whose `register_user` waits.
+    Home { socket: Rc<str>, user: Rc<str> },
+    /// A message for `node` about a relayed device.
+    Publish { node: Rc<str>, message: String },
+    /// Users relayed from here with their homes, and nodes whose devices
+    /// are relayed here: which are gone.
+    Watch {
+        homes: Vec<(Rc<str>, Rc<str>)>,
+        nodes: Vec<Rc<str>>,
+    },
     /// Runs once Redis answered everything asked before it.
     Then(Box<dyn FnOnce()>),
     /// Wakes the command connection after Redis came back, so that its
@@ -75,7 +88,11 @@ impl Op {
     pub fn repeatable(&self) -> bool {
         !matches!(
             self,
-            Op::Route { .. } | Op::Claim { .. } | Op::ClaimMembers { .. }
+            Op::Route { .. }
+                | Op::Claim { .. }
+                | Op::ClaimMembers { .. }
+                | Op::Publish { .. }
+                | Op::Home { .. }
         )
     }
 }
@@ -100,6 +117,15 @@ impl Keys {
 
     pub fn call(&self, name: &str) -> String {
         format!("{}call:{name}", self.prefix)
+    }
+
+    /// The key that says a node is alive, refreshed with its presence.
+    pub fn alive(&self, node: &str) -> String {
+        format!("{}{node}", self.alive_prefix())
+    }
+
+    pub fn alive_prefix(&self) -> String {
+        format!("{}alive:", self.prefix)
     }
 
     pub fn channels(&self) -> String {
@@ -237,7 +263,8 @@ impl Encoder {
                     } else {
                         &self.ttl_ms
                     })
-                    .arg(if *create { "1" } else { "0" });
+                    .arg(if *create { "1" } else { "0" })
+                    .arg(if *claims { "0" } else { "1" });
                 for h in held {
                     command.arg(&h.value);
                 }
@@ -251,6 +278,27 @@ impl Encoder {
                 command
             }
             Op::Overview(_) => script(OVERVIEW, &[]).arg(&keys.prefix).clone(),
+            Op::Home { socket, user } => script(HOME, &[keys.user(user)])
+                .arg(&*self.node)
+                .arg(&**socket)
+                .arg(&self.ttl_ms)
+                .arg(keys.alive_prefix())
+                .clone(),
+            Op::Publish { node, message } => redis::cmd("PUBLISH")
+                .arg(keys.channel(node))
+                .arg(message)
+                .clone(),
+            Op::Watch { homes, nodes } => {
+                let mut watched: Vec<String> =
+                    homes.iter().map(|(user, _)| keys.user(user)).collect();
+                watched.extend(nodes.iter().map(|node| keys.alive(node)));
+                let mut command = script(WATCH, &watched);
+                command.arg(homes.len());
+                for (_, home) in homes {
+                    command.arg(&**home);
+                }
+                command
+            }
             Op::Ping => redis::cmd("PING"),
             Op::Then(_) => return None,
         })
@@ -287,7 +335,33 @@ impl Encoder {
                 Ok(_) => {}
                 Err(error) => log::debug!("Redis: {error}"),
             },
-            Op::Joined(..) | Op::Left(_) | Op::Release { .. } | Op::Ping => {
+            Op::Home { socket, user } => {
+                let node = match reply {
+                    Ok(Value::BulkString(node)) => String::from_utf8(node).ok().map(Rc::from),
+                    _ => None,
+                };
+                out.inbound.push(Inbound::Home { socket, user, node });
+            }
+            Op::Watch { homes, nodes } => {
+                if let Ok(Value::Array(gone)) = reply
+                    && settled
+                {
+                    for position in gone {
+                        let Value::Int(position) = position else {
+                            continue;
+                        };
+                        let Some(at) = usize::try_from(position - 1).ok() else {
+                            continue;
+                        };
+                        if let Some((user, _)) = homes.get(at) {
+                            out.inbound.push(Inbound::HomeGone(user.clone()));
+                        } else if let Some(node) = nodes.get(at - homes.len()) {
+                            out.inbound.push(Inbound::NodeGone(node.clone()));
+                        }
+                    }
+                }
+            }
+            Op::Joined(..) | Op::Left(_) | Op::Release { .. } | Op::Ping | Op::Publish { .. } => {
                 if let Err(error) = reply {
                     log::debug!("Redis: {error}");
                 }
@@ -666,6 +740,76 @@ mod tests {
         assert_eq!(lost, ["hall", "lift"]);
         // Just after Redis came back, nobody is declared lost.
         assert!(e.settle(check(), reply(), false).inbound.is_empty());
+    }
+
+    #[test]
+    fn homes_are_asked_for_and_read() {
+        let e = encoder();
+        let home = || Op::Home {
+            socket: "s1".into(),
+            user: "anna".into(),
+        };
+        assert_eq!(
+            args(&e.command(&home()).unwrap())[2..],
+            ["1", "p:user:anna", "n1", "s1", "10000", "p:alive:"]
+        );
+        assert!(!home().repeatable());
+        for (reply, expected) in [
+            (Ok(bulk("n2")), Some("n2")),
+            (Ok(Value::Nil), None),
+            (Err("broken pipe".to_owned()), None),
+        ] {
+            match e.settle(home(), reply, true).inbound.as_slice() {
+                [Inbound::Home { socket, user, node }] => {
+                    assert_eq!((&**socket, &**user), ("s1", "anna"));
+                    assert_eq!(node.as_deref(), expected);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_watch_names_the_homes_and_nodes_that_are_gone_once_settled() {
+        let e = encoder();
+        let watch = || Op::Watch {
+            homes: vec![("anna".into(), "n2".into()), ("ben".into(), "n3".into())],
+            nodes: vec!["n4".into(), "n5".into()],
+        };
+        assert_eq!(
+            args(&e.command(&watch()).unwrap())[2..],
+            [
+                "4",
+                "p:user:anna",
+                "p:user:ben",
+                "p:alive:n4",
+                "p:alive:n5",
+                "2",
+                "n2",
+                "n3"
+            ]
+        );
+        let reply = || Ok(Value::Array(vec![Value::Int(2), Value::Int(3)]));
+        let gone: Vec<String> = e
+            .settle(watch(), reply(), true)
+            .inbound
+            .iter()
+            .map(|inbound| match inbound {
+                Inbound::HomeGone(user) => format!("home of {user}"),
+                Inbound::NodeGone(node) => format!("node {node}"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(gone, ["home of ben", "node n4"]);
+        assert!(e.settle(watch(), reply(), false).inbound.is_empty());
+        let publish = Op::Publish {
+            node: "n2".into(),
+            message: "{}".into(),
+        };
+        assert_eq!(
+            args(&e.command(&publish).unwrap()),
+            ["PUBLISH", "p:node:n2", "{}"]
+        );
     }
 
     #[test]

@@ -80,14 +80,20 @@ return answers";
 /// if ARGV[2] is 1 (presence always; claims only just after Redis came
 /// back, as a refresh that crossed a release must not bring a claim back);
 /// leaves alone a key someone else took meanwhile, and returns the
-/// positions (from 1) of those. KEYS: the keys. ARGV: ttl ms, 1 or 0, then
-/// each key's value.
+/// positions (from 1) of those. With ARGV[3] 1 (presence), a key is ours
+/// when it names this node, whichever of a user's devices it names (a
+/// user with several holds the one that registered last). KEYS: the keys.
+/// ARGV: ttl ms, 1 or 0, 1 or 0, then each key's value.
 pub(super) const HOLD: &str = r"
 local taken = {}
 for i, key in ipairs(KEYS) do
-  local value = ARGV[i + 2]
+  local value = ARGV[i + 3]
   local now = redis.call('GET', key)
-  if now == value or (not now and ARGV[2] == '1') then
+  local ours = now == value
+  if now and not ours and ARGV[3] == '1' then
+    ours = string.match(now, '^%S+') == string.match(value, '^%S+')
+  end
+  if ours or (not now and ARGV[2] == '1') then
     redis.call('SET', key, value, 'PX', ARGV[1])
   elseif now then
     taken[#taken + 1] = i
@@ -116,3 +122,33 @@ repeat
   end
 until cursor == '0'
 return {users, calls}";
+
+/// Finds the home of a user who may have several devices: the node their
+/// key names, if that node is alive; else this node, which takes the key.
+/// KEYS: user key. ARGV: node, socket, ttl ms, the alive-key prefix.
+/// Returns the home's id.
+pub(super) const HOME: &str = r"
+local now = redis.call('GET', KEYS[1])
+if now then
+  local node = string.match(now, '^%S+')
+  if node and node ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. node) == 1 then
+    return node
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+return ARGV[1]";
+
+/// Checks homes and nodes of relayed devices. KEYS: the user keys of
+/// users relayed from this node, then the alive keys of the nodes whose
+/// devices are relayed here. ARGV: how many user keys, then the home each
+/// must name. Returns the positions (from 1) of those that do not hold.
+pub(super) const WATCH: &str = r"
+local gone, users = {}, tonumber(ARGV[1])
+for i = 1, users do
+  local now = redis.call('GET', KEYS[i])
+  if not now or string.match(now, '^%S+') ~= ARGV[i + 1] then gone[#gone + 1] = i end
+end
+for i = users + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then gone[#gone + 1] = i end
+end
+return gone";
