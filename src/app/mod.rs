@@ -97,6 +97,7 @@ impl Intercom {
     /// `activity` is the site's, whose last answers are waited for too.
     pub async fn shutdown(&self, activity: &Activity) {
         self.signaling.end_all_calls();
+        self.signaling.let_hosted_go();
         self.engine.close_all();
         let quiet = async {
             // A last answer may still be in writing when the last session

@@ -368,6 +368,24 @@ impl Signaling {
         }
     }
 
+    /// Shutting down: the devices relayed here are let go and
+    /// disconnected, so that their clients register again at once and
+    /// find a new home, not a presence TTL later.
+    pub fn let_hosted_go(&self) {
+        if let Some(nodes) = &self.nodes {
+            nodes.retire();
+        }
+        let hosted = std::mem::take(&mut *self.hosted.borrow_mut());
+        for id in hosted {
+            self.waiting.borrow_mut().remove(&id);
+            let effects = self.with_hub(|hub| hub.disconnected(&id, Instant::now()));
+            self.execute(effects, None);
+            if let Some(device) = self.device(&id) {
+                device.disconnect_and_close();
+            }
+        }
+    }
+
     /// The nodes whose devices this node hosts, once each.
     pub(super) fn hosting_nodes(&self) -> Vec<Rc<str>> {
         let mut nodes: Vec<Rc<str>> = self

@@ -104,6 +104,10 @@ impl Nodes for FakeNodes {
         self.id.borrow().clone()
     }
 
+    fn retire(&self) {
+        self.said("retire".to_owned());
+    }
+
     fn home(&self, _socket: Rc<str>, user: Rc<str>) {
         self.said(format!("home {user}"));
     }
@@ -837,6 +841,18 @@ fn devices_go_with_their_node_and_with_their_home() {
         assert_eq!(n1.nodes().take(), ["left anna"]);
         // n1 died: n2 disconnects the device, whose client registers again.
         n2.service.inbound(Inbound::HomeGone("anna".into()));
+        assert_eq!(anna.events().last().map(String::as_str), Some("41"));
+        assert!(n2.service.relayed.borrow().is_empty());
+    });
+}
+
+#[test]
+fn a_home_that_shuts_down_lets_its_relayed_devices_go_at_once() {
+    run(async || {
+        let (n1, n2, anna) = relayed_anna();
+        n1.service.let_hosted_go();
+        assert_eq!(n1.service.hub().device_count("anna"), 0);
+        carry(&n1, &n2);
         assert_eq!(anna.events().last().map(String::as_str), Some("41"));
         assert!(n2.service.relayed.borrow().is_empty());
     });

@@ -406,6 +406,30 @@ test('a node stopped with SIGTERM mid-call: the peer hears server_shutdown', asy
   other.emit('end_call', { to: 'door-12' });
 });
 
+test('the home of a user with devices stops: their devices elsewhere find a new home at once', async () => {
+  const home = await startNode();
+  const [a, b] = nodes;
+  const first = await user(home, 'm-anna');
+  const second = await user(a, 'm-anna');
+  const door = await user(b, 'm-door-2');
+  const rang = once(second, 'incoming_call', EVENT_MS);
+  const ended = once(second, 'call_ended', EVENT_MS);
+  const gone = once(second, 'disconnect', EVENT_MS);
+  door.emit('make_call', { to: 'm-anna', offer });
+  await rang;
+  const stopped = Date.now();
+  await home.stop();
+  assert.deepEqual((await ended)[0], { from: 'm-door-2', reason: 'server_shutdown' });
+  await gone;
+  assert.ok(Date.now() - stopped < TTL_S * 1000, 'before the presence TTL');
+  // Registered again, the device's node is the new home, and calls reach it.
+  const again = await user(a, 'm-anna');
+  assert.deepEqual(await ring(door, again, 'm-anna'), { from: 'm-door-2', offer });
+  door.emit('end_call', { to: 'm-anna' });
+  again.emit('logout_user', {});
+  first.disconnect();
+});
+
 test('the caller\'s node dies while the call rings: the callee stops ringing', async () => {
   const doomed = await startNode();
   const [, b] = nodes;

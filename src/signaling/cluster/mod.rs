@@ -88,6 +88,9 @@ pub trait Nodes {
     /// relayed here) is alive; those that are not come back as
     /// [`Inbound::HomeGone`] and [`Inbound::NodeGone`].
     fn watch(&self, homes: Vec<(Rc<str>, Rc<str>)>, nodes: Vec<Rc<str>>);
+    /// This node is shutting down: it stops being anyone's home, so that
+    /// their devices find a new one at once.
+    fn retire(&self);
     /// Runs `then` once the other nodes have heard everything asked so far.
     fn after(&self, then: Box<dyn FnOnce()>);
     /// Every user and call of the cluster.

@@ -64,6 +64,8 @@ pub struct Cluster {
     settled_after: Rc<Cell<Option<Instant>>>,
     counters: Rc<Counters>,
     overview: Rc<RefCell<OverviewState>>,
+    /// Shutting down: no longer says it is alive.
+    retired: Cell<bool>,
 }
 
 type OverviewWaiter = Sender<Result<Overview, ClusterError>>;
@@ -141,6 +143,7 @@ impl Cluster {
             settled_after: Rc::default(),
             counters: Rc::default(),
             overview: Rc::default(),
+            retired: Cell::new(false),
         };
         let subscription = subscribe(&client, &keys.channel(&node))
             .await
@@ -258,21 +261,17 @@ impl Nodes for Cluster {
     }
 
     fn hold(&self, users: &[Registration<Rc<str>>], calls: &[InCall], restore: bool) {
-        let alive = Held {
+        let alive = (!self.retired.get()).then(|| Held {
             key: self.keys.alive(&self.node),
             value: "1".to_owned(),
             user: None,
-        };
+        });
         let presence = users.iter().map(|registration| Held {
             key: self.keys.user(&registration.user),
             value: presence_value(&self.node, &registration.socket),
             user: Some(registration.clone()),
         });
-        self.hold_chunks(
-            std::iter::once(alive).chain(presence).collect(),
-            true,
-            false,
-        );
+        self.hold_chunks(alive.into_iter().chain(presence).collect(), true, false);
         let claims = calls.iter().map(|call| Held {
             key: self.keys.call(&call.user),
             value: claim_of(call),
@@ -337,6 +336,11 @@ impl Nodes for Cluster {
 
     fn node(&self) -> Rc<str> {
         self.node.clone()
+    }
+
+    fn retire(&self) {
+        self.retired.set(true);
+        self.send(Op::Retire);
     }
 
     fn home(&self, socket: Rc<str>, user: Rc<str>) {

@@ -61,6 +61,8 @@ pub(super) enum Op {
     Home { socket: Rc<str>, user: Rc<str> },
     /// A message for `node` about a relayed device.
     Publish { node: Rc<str>, message: String },
+    /// This node shuts down: its alive key goes.
+    Retire,
     /// Users relayed from here with their homes, and nodes whose devices
     /// are relayed here: which are gone.
     Watch {
@@ -284,6 +286,7 @@ impl Encoder {
                 .arg(&self.ttl_ms)
                 .arg(keys.alive_prefix())
                 .clone(),
+            Op::Retire => redis::cmd("DEL").arg(keys.alive(&self.node)).clone(),
             Op::Publish { node, message } => redis::cmd("PUBLISH")
                 .arg(keys.channel(node))
                 .arg(message)
@@ -361,7 +364,12 @@ impl Encoder {
                     }
                 }
             }
-            Op::Joined(..) | Op::Left(_) | Op::Release { .. } | Op::Ping | Op::Publish { .. } => {
+            Op::Joined(..)
+            | Op::Left(_)
+            | Op::Release { .. }
+            | Op::Ping
+            | Op::Publish { .. }
+            | Op::Retire => {
                 if let Err(error) = reply {
                     log::debug!("Redis: {error}");
                 }
