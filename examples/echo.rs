@@ -53,7 +53,7 @@ struct Args {
 struct Echo;
 
 impl engineio::Handler for Echo {
-    fn on_open(&self, _: &SessionRef) {}
+    fn on_open(&self, _: &SessionRef, _: &str) {}
 
     fn on_message(&self, session: &SessionRef, data: Data) {
         session.send(data);

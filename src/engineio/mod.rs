@@ -107,8 +107,10 @@ impl Config {
 /// Callbacks run on the server thread with no borrow held, so they may send
 /// to or close any session, including the one they are called for.
 pub trait Handler {
-    /// A session opened; its `open` packet is queued, and it may be sent to.
-    fn on_open(&self, session: &SessionRef);
+    /// A session opened; its `open` packet is queued, and it may be sent
+    /// to. `query` is its handshake's (for an Engine.IO 3 session; empty
+    /// otherwise), where Socket.IO 2 clients put their credentials.
+    fn on_open(&self, session: &SessionRef, query: &str);
     /// A message (packet `4`) came from the client, text or binary.
     fn on_message(&self, session: &SessionRef, data: Data);
     /// A session closed; called once per session.
@@ -252,6 +254,8 @@ pub struct Admission {
     protocol: Protocol,
     place: Option<Unjoined>,
     address: IpAddr,
+    /// The handshake's query, for an Engine.IO 3 session it opens.
+    query: String,
 }
 
 pub(crate) struct Shared {
@@ -424,6 +428,7 @@ impl Engine {
         transport: Transport,
         address: IpAddr,
         place: Option<Unjoined>,
+        query: &str,
     ) -> SessionRef {
         let sid: Rc<str> = crate::id::random().into();
         let limits = self.0.limits.clone();
@@ -432,7 +437,8 @@ impl Engine {
         self.0.sessions.borrow_mut().insert(sid, session.clone());
         // Counts the open packet and sets the first alarm.
         session.with(|_| ());
-        self.0.handler.on_open(&session);
+        let query = if protocol == Protocol::V3 { query } else { "" };
+        self.0.handler.on_open(&session, query);
         session
     }
 
@@ -538,11 +544,17 @@ impl Engine {
             Some(_) => None,
             None => Some(self.admit(source)?),
         };
+        let query = if session.is_none() && protocol == Protocol::V3 {
+            request.query.clone()
+        } else {
+            String::new()
+        };
         Ok(Admission {
             sid: session.map(|session| session.sid_rc()),
             protocol,
             place,
             address: source.address,
+            query,
         })
     }
 

@@ -50,7 +50,8 @@ pub(crate) fn handshake(
     address: IpAddr,
     place: Unjoined,
 ) -> Response {
-    let session = engine.open(protocol, Transport::Polling, address, Some(place));
+    let query = &request.query;
+    let session = engine.open(protocol, Transport::Polling, address, Some(place), query);
     let packets = session.with(|s| s.collect());
     payload_response(engine, protocol, request, &packets)
 }

@@ -58,7 +58,8 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     let ws = websocket(frames, read, engine.config().websocket());
     let Some(sid) = admission.sid else {
         let (protocol, address) = (admission.protocol, admission.address);
-        let session = engine.open(protocol, Transport::WebSocket, address, admission.place);
+        let (place, query) = (admission.place, &admission.query);
+        let session = engine.open(protocol, Transport::WebSocket, address, place, query);
         return Served::Serving(Serve::new(engine, session, ws));
     };
     let engine = engine.clone();
@@ -457,7 +458,7 @@ mod tests {
     struct Quiet;
 
     impl Handler for Quiet {
-        fn on_open(&self, _: &SessionRef) {}
+        fn on_open(&self, _: &SessionRef, _: &str) {}
         fn on_message(&self, _: &SessionRef, _: Data) {}
         fn on_close(&self, _: &SessionRef, _: CloseReason) {}
     }
@@ -525,6 +526,7 @@ mod tests {
                 protocol: Protocol::V4,
                 place: Some(engine.admit(&source).unwrap()),
                 address: source.address,
+                query: String::new(),
             };
             let Served::Serving(mut serve) = run(&engine, pipe.clone(), Vec::new(), admission)
             else {
@@ -561,7 +563,7 @@ mod tests {
     struct Echo;
 
     impl Handler for Echo {
-        fn on_open(&self, _: &SessionRef) {}
+        fn on_open(&self, _: &SessionRef, _: &str) {}
         fn on_message(&self, session: &SessionRef, data: Data) {
             session.send(data);
         }
@@ -583,6 +585,7 @@ mod tests {
                 protocol: Protocol::V4,
                 place: Some(engine.admit(&source).unwrap()),
                 address: source.address,
+                query: String::new(),
             };
             let _flooding = rt::spawn(engine.serve_websocket(flood, Vec::new(), admission));
             let read_by_then = rt::spawn(async move { read.get() }).await;

@@ -183,6 +183,33 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Decodes `%XX` escapes; `None` for a broken one or bytes that are not UTF-8.
+///
+/// ```
+/// use signalbox::http::percent_decode;
+/// assert_eq!(percent_decode("flat%2012%C3%A9").as_deref(), Some("flat 12é"));
+/// assert_eq!(percent_decode("%2"), None);
+/// assert_eq!(percent_decode("%+1"), None);
+/// assert_eq!(percent_decode("%FF"), None);
+/// ```
+pub fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail
+                .get(..2)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// The value of `key` in a query string, undecoded; the first one wins.
 ///
 /// ```

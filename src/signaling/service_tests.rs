@@ -207,6 +207,7 @@ impl World {
             Transport::WebSocket,
             "192.168.1.5".parse().unwrap(),
             None,
+            "",
         );
         let client = Client {
             session,

@@ -203,8 +203,8 @@ impl Server {
         match packet {
             Packet::Connect { nsp, auth } if is_v4(session) => {
                 // A Socket.IO 2 client puts its query after the namespace.
-                let nsp = nsp.split_once('?').map_or(&*nsp, |(nsp, _)| nsp);
-                self.connect(session, nsp, None);
+                let (nsp, query) = nsp.split_once('?').unwrap_or((&nsp, ""));
+                self.connect(session, nsp, query_auth(query));
                 drop(auth);
             }
             Packet::Connect { nsp, auth } => self.connect(session, &nsp, auth),
@@ -525,6 +525,29 @@ fn is_v4(session: &SessionRef) -> bool {
     session.read(Session::protocol) == Protocol::V3
 }
 
+/// What a Socket.IO 2 client puts in its query (`io(url, {query:
+/// {token}})`), as the auth a Socket.IO 3+ client sends in its CONNECT:
+/// an object of its parameters, decoded, but Engine.IO's own; `None`
+/// without any.
+fn query_auth(query: &str) -> Option<Box<RawValue>> {
+    const ENGINE_IO: [&str; 6] = ["EIO", "transport", "sid", "t", "b64", "j"];
+    let mut auth = serde_json::Map::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if ENGINE_IO.contains(&key) {
+            continue;
+        }
+        let (Some(key), Some(value)) = (
+            crate::http::percent_decode(key),
+            crate::http::percent_decode(value),
+        ) else {
+            continue;
+        };
+        auth.entry(key).or_insert(serde_json::Value::String(value));
+    }
+    (!auth.is_empty()).then(|| super::to_arg(&auth))
+}
+
 /// A refused CONNECT, as `session`'s protocol says it.
 fn connect_error(
     session: &SessionRef,
@@ -540,7 +563,7 @@ fn connect_error(
 }
 
 impl Handler for Server {
-    fn on_open(&self, session: &SessionRef) {
+    fn on_open(&self, session: &SessionRef, query: &str) {
         let connect_by = Instant::now() + self.0.config.connect_timeout;
         self.0.arm(connect_by, Due::Connect(session.sid_rc()));
         self.0.clients.borrow_mut().insert(
@@ -556,7 +579,7 @@ impl Handler for Server {
         // Socket.IO 2 clients are in the main namespace from the open on,
         // without a CONNECT of theirs.
         if is_v4(session) {
-            self.connect(session, "/", None);
+            self.connect(session, "/", query_auth(query));
         }
     }
 
@@ -741,5 +764,27 @@ impl Wake for ServerInner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_auth;
+
+    #[test]
+    fn a_socket_io_2_query_becomes_the_auth_of_its_connect() {
+        let auth = |query: &str| query_auth(query).map(|raw| raw.get().to_owned());
+        assert_eq!(
+            auth("EIO=3&transport=polling&t=Nx1&token=YW5uYQ.1700000000.c2ln").as_deref(),
+            Some(r#"{"token":"YW5uYQ.1700000000.c2ln"}"#)
+        );
+        assert_eq!(
+            auth("token=a%2Bb&room=flat%2012&token=second").as_deref(),
+            Some(r#"{"room":"flat 12","token":"a+b"}"#),
+            "decoded; the first of a repeated key wins"
+        );
+        assert_eq!(auth("EIO=3&transport=websocket&sid=x&b64=1"), None);
+        assert_eq!(auth(""), None);
+        assert_eq!(auth("token=%zz&flag").as_deref(), Some(r#"{"flag":""}"#));
     }
 }

@@ -18,7 +18,7 @@ use signalbox::socketio;
 struct Echo;
 
 impl engineio::Handler for Echo {
-    fn on_open(&self, _: &SessionRef) {}
+    fn on_open(&self, _: &SessionRef, _: &str) {}
     fn on_message(&self, session: &SessionRef, data: Data) {
         session.send(data);
     }

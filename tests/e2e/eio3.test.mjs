@@ -9,6 +9,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import ioV2 from 'socket.io-client-v2';
 import { Device } from './device.mjs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { RawWs, delay, once, signalboxBin, startServer, withServerLogs, withTimeout } from './helpers.mjs';
 
 const WAIT_MS = 5000;
@@ -30,8 +34,8 @@ after(async () => {
 });
 
 /** A socket.io-client 2.x socket registered as `name`; records every event. */
-async function oldDevice(name, transports) {
-  const socket = ioV2(server.url, { forceNew: true, reconnection: false, transports });
+async function oldDevice(name, transports, { url = server.url, query } = {}) {
+  const socket = ioV2(url, { forceNew: true, reconnection: false, transports, query });
   const events = [];
   const waiters = new Set();
   const onevent = socket.onevent;
@@ -158,4 +162,35 @@ test('without --allow-eio3 an Engine.IO 3 client gets "Unsupported protocol vers
   } finally {
     await strict.stop();
   }
+}));
+
+test('with tokens on, socket.io-client 2 passes its token in the query, on polling and on WebSocket', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-eio3-auth-'));
+  const secretFile = join(dir, 'auth-secret');
+  writeFileSync(secretFile, 'a secret shared with the token issuer\n');
+  const guarded = await startServer('signalbox', ['--allow-eio3', '--auth-secret-file', secretFile], { resolve: signalboxBin });
+  const token = (user) => execFileSync(signalboxBin(), ['token', '--user', user, '--ttl', '1h', '--auth-secret-file', secretFile], { encoding: 'utf8' }).trim();
+  try {
+    for (const transports of [['polling', 'websocket'], ['websocket']]) {
+      const panel = await oldDevice('panel-7', transports, { url: guarded.url, query: { token: token('panel-7') } });
+      // The token binds the name, as for a socket.io-client 4 with auth {token}.
+      assert.deepEqual(await panel.ask('register_user', { userId: 'someone-else' }), { ok: false, error: 'your token is for another user name' });
+      panel.close();
+    }
+    // Without a token, or with a forged one, the connection is refused with the reason.
+    for (const query of [undefined, { token: 'forged' }]) {
+      const socket = ioV2(guarded.url, { forceNew: true, reconnection: false, transports: ['websocket'], query });
+      const [error] = await withTimeout(once(socket, 'error', WAIT_MS), WAIT_MS, 'refusal');
+      assert.match(String(error), /^authentication (required|failed)/);
+      socket.close();
+    }
+  } finally {
+    await guarded.stop();
+  }
+});
+
+test('JSONP polling (j=) is refused with Bad request', withLogs(async () => {
+  const res = await fetch(`${server.url}/socket.io/?EIO=3&transport=polling&j=0`);
+  assert.equal(res.status, 400);
+  assert.deepEqual(await res.json(), { code: 3, message: 'Bad request' });
 }));

@@ -375,7 +375,7 @@ impl RedisTarget {
             Some(credentials) => {
                 let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
                 let decode = |text: &str| {
-                    percent_decode(text).ok_or_else(|| invalid("bad percent-encoding"))
+                    crate::http::percent_decode(text).ok_or_else(|| invalid("bad percent-encoding"))
                 };
                 let user = Some(decode(user)?).filter(|u| !u.is_empty());
                 let password = Some(decode(password)?).filter(|p| !p.is_empty());
@@ -410,23 +410,6 @@ impl RedisTarget {
             password,
         })
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a broken one or bytes that are not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut rest = text.as_bytes();
-    while let Some((&byte, tail)) = rest.split_first() {
-        if byte == b'%' {
-            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-            bytes.push(u8::from_str_radix(hex, 16).ok()?);
-            rest = &tail[2..];
-        } else {
-            bytes.push(byte);
-            rest = tail;
-        }
-    }
-    String::from_utf8(bytes).ok()
 }
 
 /// `url` without its password, for the log.
