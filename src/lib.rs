@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod id;
 pub mod logging;
+pub mod push;
 pub mod rate;
 pub mod rt;
 pub mod server;
@@ -61,6 +62,14 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
             let directory =
                 signaling::directory::Directory::load(path).map_err(io::Error::other)?;
             intercom.set_directory(directory);
+        }
+        let push = &config.signaling.push;
+        let state_dir = config.signaling.state_dir.as_deref();
+        match push::load_key(push.vapid_key_file.as_deref(), state_dir).map_err(io::Error::other)? {
+            Some(key) => intercom.set_vapid_key(key),
+            None => log::info!(
+                "VAPID key made in memory: push subscriptions last until a restart (give --state-dir to keep it)"
+            ),
         }
         let mut site = intercom.site();
         let tls = match &config.tls {

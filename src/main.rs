@@ -74,6 +74,22 @@ struct Args {
     /// (default: none, each name is one device)
     #[argh(option)]
     directory: Option<PathBuf>,
+    /// where what outlives a restart is kept: the VAPID key (default: none,
+    /// in memory)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// the VAPID key that signs Web Push messages, PEM or public=/private=
+    /// lines (default: made once and kept in --state-dir, or in memory)
+    #[argh(option)]
+    vapid_key_file: Option<PathBuf>,
+    /// a push service that may be reached over http or at a private
+    /// address, such as a LAN ntfy (repeatable; default: public https only)
+    #[argh(option)]
+    push_allow: Vec<String>,
+    /// how push services reach whoever runs this server: the VAPID `sub`,
+    /// a mailto: or https: URL (default mailto:admin@localhost)
+    #[argh(option)]
+    push_contact: Option<String>,
     /// how long a shutdown may take to end calls and close sessions (default 5s)
     #[argh(option, from_str_fn(parse_duration))]
     shutdown_timeout: Option<Duration>,
@@ -184,6 +200,20 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     Token(TokenArgs),
+    VapidKey(VapidKeyArgs),
+}
+
+/// Print a new VAPID key (PEM, for --vapid-key-file) and its public part.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "vapid-key")]
+struct VapidKeyArgs {}
+
+/// `signalbox vapid-key`: a new key on stdout, PEM then its public part.
+fn print_vapid_key() -> Result<(), String> {
+    let key = signalbox::push::crypto::VapidKey::generate().map_err(|error| error.to_string())?;
+    print!("{}", key.to_pem());
+    println!("# public={}", key.public_key_base64url());
+    Ok(())
 }
 
 /// Print a client token for a user, signed with the auth secret.
@@ -234,6 +264,18 @@ fn print_token(args: TokenArgs, outer: Option<PathBuf>) -> Result<(), String> {
     let expiry = now.saturating_add(args.ttl.as_secs());
     println!("{}", signalbox::auth::mint(&secret, &user, expiry));
     Ok(())
+}
+
+fn parse_contact(text: &str) -> Result<String, String> {
+    let fine = (text.starts_with("mailto:") || text.starts_with("https://"))
+        && !text.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\');
+    if fine {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid push contact {text:?}: expected a mailto: or https: URL"
+        ))
+    }
 }
 
 fn parse_switch(text: &str) -> Result<bool, String> {
@@ -404,6 +446,11 @@ fn config(mut args: Args) -> Result<Config, String> {
         c.listen.set_port(port);
     }
     c.signaling.directory = or_env(args.directory, &variable("directory"), path)?;
+    c.signaling.state_dir = or_env(args.state_dir, &variable("state_dir"), path)?;
+    c.signaling.push.vapid_key_file =
+        or_env(args.vapid_key_file, &variable("vapid_key_file"), path)?;
+    list_setting!(args.push_allow => c.signaling.push.allow, text);
+    setting!(args.push_contact => c.signaling.push.contact, parse_contact);
     let cert = or_env(args.tls_cert, &variable("tls_cert"), path)?;
     let key = or_env(args.tls_key, &variable("tls_key"), path)?;
     c.tls = match (cert, key) {
@@ -459,11 +506,18 @@ fn main() -> ExitCode {
         println!("signalbox {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Token(token)) = args.command.take() {
-        return match print_token(token, args.auth_secret_file.take()) {
+    let command = match args.command.take() {
+        Some(Command::Token(token)) => {
+            Some(("token", print_token(token, args.auth_secret_file.take())))
+        }
+        Some(Command::VapidKey(_)) => Some(("vapid-key", print_vapid_key())),
+        None => None,
+    };
+    if let Some((name, result)) = command {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("signalbox token: {error}");
+                eprintln!("signalbox {name}: {error}");
                 ExitCode::from(2)
             }
         };

@@ -149,6 +149,30 @@ impl super::Intercom {
                 );
             }
         }
+        let pushes = self.signaling.push_totals();
+        page.single(
+            "signalbox_push_subscriptions",
+            "gauge",
+            "Web Push subscriptions kept.",
+            hub.subscription_count(),
+        )
+        .family(
+            "signalbox_pushes_total",
+            "counter",
+            "Web Push messages since start, by what became of them.",
+        );
+        for (result, count) in [
+            ("sent", pushes.sent),
+            ("gone", pushes.gone),
+            ("failed", pushes.failed),
+            ("dropped", pushes.dropped),
+        ] {
+            page.sample(
+                "signalbox_pushes_total",
+                &format!(r#"result="{result}""#),
+                count,
+            );
+        }
         let graces = hub.grace_totals();
         page.single(
             "signalbox_held_users",

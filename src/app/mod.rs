@@ -66,6 +66,12 @@ impl Intercom {
         .pages(move |request| intercom.answer(request))
     }
 
+    /// Signs pushes with `key` (read or made at start).
+    pub fn set_vapid_key(&self, key: crate::push::crypto::VapidKey) {
+        self.signaling
+            .set_vapid_key(key, &self.config.signaling.push);
+    }
+
     /// Uses `directory` for new calls.
     pub fn set_directory(&self, directory: Directory) {
         let (groups, users) = (directory.groups().len(), directory.user_count());

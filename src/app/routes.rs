@@ -21,6 +21,9 @@ enum Route {
     /// `GET /directory`: the directory's groups, their members, who is
     /// online (an admin token when tokens are on).
     Directory,
+    /// `GET /push/vapid-public-key`: the key browsers subscribe with
+    /// (`applicationServerKey`), base64url, as text.
+    VapidPublicKey,
     /// `/app`, `/app/…`: the intercom page and its files.
     Page,
 }
@@ -32,6 +35,7 @@ const ROUTES: &[(&str, Route)] = &[
     ("/healthz", Route::Alive),
     ("/metrics", Route::Metrics),
     ("/directory", Route::Directory),
+    ("/push/vapid-public-key", Route::VapidPublicKey),
 ];
 
 /// The prefix of the intercom page's paths.
@@ -93,6 +97,7 @@ impl Intercom {
                 Response::json(200, users_page(&hub.users()))
             }
             Route::Alive => Response::text(200, "ok\n"),
+            Route::VapidPublicKey => Response::text(200, self.signaling.vapid_public_key()),
             Route::Metrics => Response::new(200)
                 .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 .body(self.metrics().into_bytes()),
@@ -236,6 +241,7 @@ mod tests {
         assert_eq!(route("/healthz"), Some(Route::Alive));
         assert_eq!(route("/metrics"), Some(Route::Metrics));
         assert_eq!(route("/directory"), Some(Route::Directory));
+        assert_eq!(route("/push/vapid-public-key"), Some(Route::VapidPublicKey));
         assert_eq!(route("/app"), Some(Route::Page));
         assert_eq!(route("/app/app.js"), Some(Route::Page));
         assert_eq!(route("/users/"), None);

@@ -184,7 +184,7 @@ impl Net {
                         self.presence.remove(&user);
                     }
                 }
-                Effect::Barrier | Effect::OpenDoor { .. } => {}
+                Effect::Barrier | Effect::OpenDoor { .. } | Effect::Push { .. } => {}
                 Effect::ToPeer { user, message } => {
                     if let Some(&to) = self.presence.get(&user) {
                         self.queue.push_back((to, Delivery::Peer(message)));

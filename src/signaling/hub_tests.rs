@@ -77,6 +77,9 @@ fn line(effect: &Effect<&'static str>) -> String {
             attempt.door,
             command.join(" ")
         ),
+        Effect::Push { user, message } => {
+            format!("push {user} {}", serde_json::to_string(message).unwrap())
+        }
     }
 }
 
@@ -1584,3 +1587,6 @@ mod cluster;
 
 #[path = "hub_doors_tests.rs"]
 mod doors;
+
+#[path = "hub_push_tests.rs"]
+mod push;

@@ -42,6 +42,35 @@ pub struct Settings {
     /// The directory file (`--directory`): groups, devices, forwarding,
     /// who may call whom; read at start and on SIGHUP.
     pub directory: Option<std::path::PathBuf>,
+    /// Where what must outlive a restart is kept (`--state-dir`): the
+    /// VAPID key, for now. `None`: in memory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Web Push: the key, the contact, which push services may be used.
+    pub push: PushSettings,
+}
+
+/// How pushes are sent.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// The VAPID key file (`--vapid-key-file`); without it, the key is
+    /// made once and kept in the state directory, or in memory.
+    pub vapid_key_file: Option<std::path::PathBuf>,
+    /// The `sub` of VAPID signatures: how a push service reaches whoever
+    /// runs this server (`--push-contact`, a `mailto:` or `https:` URL).
+    pub contact: String,
+    /// Push services that may be contacted over http or at a private
+    /// address (`--push-allow`).
+    pub allow: Vec<String>,
+}
+
+impl Default for PushSettings {
+    fn default() -> PushSettings {
+        PushSettings {
+            vapid_key_file: None,
+            contact: "mailto:admin@localhost".to_owned(),
+            allow: Vec::new(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +86,8 @@ impl Default for Settings {
             reconnect_grace: Duration::from_secs(10),
             max_call_duration: None,
             directory: None,
+            state_dir: None,
+            push: PushSettings::default(),
         }
     }
 }

@@ -87,6 +87,18 @@ pub enum ClientEvent {
         /// Whether calls should pass the user by.
         on: bool,
     },
+    /// `register_push {subscription}`: a push subscription of the
+    /// socket's user (`PushSubscription.toJSON()`), to wake a device of
+    /// theirs that sleeps.
+    RegisterPush {
+        /// The subscription, checked.
+        subscription: crate::push::Subscription,
+    },
+    /// `unregister_push {endpoint}`: forget that subscription.
+    UnregisterPush {
+        /// Its endpoint.
+        endpoint: String,
+    },
     /// `open_door {to, door}`: open a door of the door station `to`.
     OpenDoor {
         /// The door station.
@@ -97,7 +109,7 @@ pub enum ClientEvent {
 }
 
 /// The names of the events clients send.
-pub const CLIENT_EVENTS: [&str; 10] = [
+pub const CLIENT_EVENTS: [&str; 12] = [
     "register_user",
     "make_call",
     "answer_call",
@@ -108,6 +120,8 @@ pub const CLIENT_EVENTS: [&str; 10] = [
     "call_update",
     "set_dnd",
     "open_door",
+    "register_push",
+    "unregister_push",
 ];
 
 #[derive(Deserialize)]
@@ -155,6 +169,17 @@ struct DndPayload {
 struct DoorPayload {
     to: String,
     door: String,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionPayload<'a> {
+    #[serde(borrow)]
+    subscription: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct EndpointPayload {
+    endpoint: String,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +273,19 @@ impl ClientEvent {
                 let p: DndPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::SetDnd { on: p.on }
             }
+            "register_push" => {
+                let p: SubscriptionPayload = serde_json::from_str(json).map_err(invalid)?;
+                bounded(name, "subscription", p.subscription, 4096)?;
+                let subscription = crate::push::Subscription::parse(p.subscription.get())
+                    .map_err(|error| SignalError::InvalidPayload(format!("{name}: {error}")))?;
+                ClientEvent::RegisterPush { subscription }
+            }
+            "unregister_push" => {
+                let p: EndpointPayload = serde_json::from_str(json).map_err(invalid)?;
+                ClientEvent::UnregisterPush {
+                    endpoint: p.endpoint,
+                }
+            }
             "open_door" => {
                 let p: DoorPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::OpenDoor {
@@ -276,6 +314,8 @@ impl ClientEvent {
             ClientEvent::CallUpdate { .. } => "call_update",
             ClientEvent::SetDnd { .. } => "set_dnd",
             ClientEvent::OpenDoor { .. } => "open_door",
+            ClientEvent::RegisterPush { .. } => "register_push",
+            ClientEvent::UnregisterPush { .. } => "unregister_push",
         }
     }
 }
@@ -427,6 +467,14 @@ pub enum ServerEvent {
         /// The users this client may call.
         users: Vec<Rc<str>>,
     },
+    /// `push_config {vapidPublicKey}`: right after `user_registered`, the
+    /// key a browser needs for `pushManager.subscribe` (its
+    /// `applicationServerKey`).
+    PushConfig {
+        /// The server's VAPID public key, base64url.
+        #[serde(rename = "vapidPublicKey")]
+        vapid_public_key: Rc<str>,
+    },
     /// `signaling_error {event, error}`: a refused client event whose
     /// sender asked for no ack and that has no event of its own.
     SignalingError {
@@ -461,6 +509,7 @@ impl ServerEvent {
             ServerEvent::DoorOpen { .. } => "door_open",
             ServerEvent::CallEnding { .. } => "call_ending",
             ServerEvent::Directory { .. } => "directory",
+            ServerEvent::PushConfig { .. } => "push_config",
         }
     }
 
@@ -550,6 +599,9 @@ pub enum SignalError {
     NoSuchDoor,
     /// `open_door` for a door station that is not registered.
     DoorOffline,
+    /// `register_push` refused: the endpoint is not allowed, or there are
+    /// too many subscriptions.
+    Push(String),
 }
 
 impl SignalError {
@@ -600,6 +652,7 @@ impl fmt::Display for SignalError {
             SignalError::NotAllowedToOpen => f.write_str("not allowed to open this door"),
             SignalError::NoSuchDoor => f.write_str("no such door"),
             SignalError::DoorOffline => f.write_str("the door station is offline"),
+            SignalError::Push(why) => f.write_str(why),
         }
     }
 }

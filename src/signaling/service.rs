@@ -23,6 +23,7 @@ use super::peer::PeerMessage;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use super::relay::{Device, Relayed, Remote, Reply};
 use crate::logging::untrusted;
+use crate::push::{Delivered, Policy, Pusher};
 use crate::rate::Bucket;
 use crate::rt::{self, Alarm, Wake};
 use crate::socketio::{self, Ack, ConnectError, Incoming, Message, Socket, to_arg};
@@ -56,6 +57,10 @@ pub struct Signaling {
     /// Devices on other nodes whose home this node is, in the hub as
     /// `@node/socket`, sorted so that a node's are together.
     hosted: RefCell<std::collections::BTreeSet<SocketId>>,
+    /// Sends Web Push messages (its key may be replaced once, at start).
+    pusher: RefCell<Pusher>,
+    /// How long a call rings: a push about it is worth no more.
+    call_timeout: std::time::Duration,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
@@ -104,13 +109,22 @@ impl Signaling {
             None => (None, None),
         };
         let now = Instant::now();
+        let policy = Policy::new(settings.push.allow.iter().cloned());
         let service = Rc::new_cyclic(|me: &Weak<Signaling>| Signaling {
             me: me.clone(),
             hub: RefCell::new(
                 Hub::new(settings.call_timeout, &limits, nodes.is_some())
                     .with_grace(settings.reconnect_grace)
-                    .with_max_call(settings.max_call_duration),
+                    .with_max_call(settings.max_call_duration)
+                    .with_push_policy(policy.clone()),
             ),
+            pusher: RefCell::new(pusher(
+                me.clone(),
+                crate::push::crypto::VapidKey::generate().ok(),
+                &settings.push,
+                policy,
+            )),
+            call_timeout: settings.call_timeout,
             clients: RefCell::new(IdMap::default()),
             ice: settings.ice.clone(),
             limits,
@@ -451,6 +465,11 @@ impl Signaling {
         result: Result<(), SignalError>,
     ) {
         if result.is_ok() && socket.connected() {
+            let key = self.pusher.borrow().public_key();
+            let event = ServerEvent::PushConfig {
+                vapid_public_key: key.into(),
+            };
+            socket.emit_value(event.name(), &event);
             self.send_ice_servers(socket);
             self.send_directory(socket);
         }
@@ -603,6 +622,13 @@ impl Signaling {
                     }
                 }
                 effect @ Effect::OpenDoor { .. } => self.execute_door_command(Some(effect), None),
+                Effect::Push { user, message } => {
+                    let subscriptions = self.hub.borrow().subscriptions_of(&user).to_vec();
+                    let pusher = self.pusher.borrow().clone();
+                    for subscription in subscriptions {
+                        pusher.push(user.clone(), subscription, &message, self.call_timeout);
+                    }
+                }
                 Effect::ClaimMembers { socket, claim } => {
                     if let Some(nodes) = &self.nodes {
                         nodes.claim_members(socket, claim);
@@ -795,6 +821,34 @@ impl Signaling {
         }
     }
 
+    /// Signs pushes with `key` from now on (the one kept in the state
+    /// directory or given with `--vapid-key-file`, read at start).
+    pub fn set_vapid_key(
+        &self,
+        key: crate::push::crypto::VapidKey,
+        settings: &super::PushSettings,
+    ) {
+        let policy = self.pusher.borrow().policy().clone();
+        *self.pusher.borrow_mut() = pusher(self.me.clone(), Some(key), settings, policy);
+    }
+
+    /// The VAPID public key clients subscribe with.
+    pub fn vapid_public_key(&self) -> String {
+        self.pusher.borrow().public_key()
+    }
+
+    /// What became of pushes since start.
+    pub fn push_totals(&self) -> crate::push::PushTotals {
+        self.pusher.borrow().totals()
+    }
+
+    /// A push service answered: a subscription it says is gone is forgotten.
+    fn pushed(&self, delivered: Delivered) {
+        if let Delivered::Gone { user, endpoint } = delivered {
+            self.with_hub(|hub| hub.remove_subscription(&user, &endpoint));
+        }
+    }
+
     fn socket(&self, id: &str) -> Option<Socket> {
         self.clients.borrow().get(id).map(|c| c.socket.clone())
     }
@@ -852,6 +906,20 @@ impl Wake for Signaling {
         }
         self.set_alarm();
     }
+}
+
+/// A pusher that tells `service` what became of each push.
+fn pusher(
+    service: Weak<Signaling>,
+    key: Option<crate::push::crypto::VapidKey>,
+    settings: &super::PushSettings,
+    policy: Policy,
+) -> Pusher {
+    Pusher::new(key, settings.contact.clone(), policy, move |delivered| {
+        if let Some(service) = service.upgrade() {
+            service.pushed(delivered);
+        }
+    })
 }
 
 /// An event name as errors and logs repeat it: at most 64 bytes of it.

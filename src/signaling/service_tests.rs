@@ -309,7 +309,12 @@ fn a_registration_is_answered_in_order() {
         alice.emit_ack(7, "register_user", r#"{"userId":"alice"}"#);
         assert_eq!(
             alice.events(),
-            ["user_registered", "ice_servers", r#"ack 7[{"ok":true}]"#]
+            [
+                "user_registered",
+                "push_config",
+                "ice_servers",
+                r#"ack 7[{"ok":true}]"#
+            ]
         );
     });
 }
@@ -325,7 +330,12 @@ fn on_several_nodes_a_registration_waits_for_redis() {
         w.nodes().caught_up();
         assert_eq!(
             alice.events(),
-            ["user_registered", "ice_servers", r#"ack 1[{"ok":true}]"#]
+            [
+                "user_registered",
+                "push_config",
+                "ice_servers",
+                r#"ack 1[{"ok":true}]"#
+            ]
         );
     });
 }
@@ -537,7 +547,10 @@ fn a_lost_socket_comes_back_with_its_pid_and_its_call_goes_on() {
         );
         // Registering again, as apps do on every connect, changes nothing.
         bob.emit("register_user", r#"{"userId":"bob"}"#);
-        assert_eq!(bob.events(), ["user_registered", "ice_servers"]);
+        assert_eq!(
+            bob.events(),
+            ["user_registered", "push_config", "ice_servers"]
+        );
         assert!(w.service.hub().in_active_call("bob"));
     });
 }
@@ -748,6 +761,7 @@ fn devices_of_one_user_on_two_nodes_ring_race_and_stop_as_on_one() {
             anna2.events(),
             [
                 "user_registered",
+                "push_config",
                 "ice_servers",
                 "directory",
                 r#"ack 1[{"ok":true}]"#

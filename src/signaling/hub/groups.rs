@@ -143,7 +143,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         group: bool,
     ) -> (Vec<Rc<str>>, SignalError) {
         if !group {
-            let refusal = if !self.users.contains_key(name) || name == caller {
+            let here = self.users.contains_key(name) || self.pushable(name);
+            let refusal = if !here || name == caller {
                 SignalError::UserOffline
             } else if self.calls.of(name).is_some() {
                 SignalError::UserBusy
@@ -160,7 +161,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             .members_of(name)
             .into_iter()
             .filter(|member| {
-                if member == caller || !self.users.contains_key(member) {
+                if member == caller || !(self.users.contains_key(member) || self.pushable(member)) {
                     return false;
                 }
                 let free = self.calls.of(member).is_none();
@@ -191,6 +192,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.calls.add_leg(id, member.clone());
         }
         self.ring_devices(member);
+        if !self.users.contains_key(member) && self.pushable(member) {
+            self.wake(id, caller, member, group, effects);
+        }
         let event = ServerEvent::IncomingCall {
             from: caller.clone(),
             offer: fork.offer.clone(),

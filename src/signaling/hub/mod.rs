@@ -97,6 +97,15 @@ pub enum Effect<S> {
         /// How long it may run before it is killed.
         timeout: Duration,
     },
+    /// Push `message` to each of `user`'s push subscriptions
+    /// ([`Hub::subscriptions_of`]): a call for a user none of whose
+    /// devices is connected, or its end.
+    Push {
+        /// Whose subscriptions.
+        user: Rc<str>,
+        /// What to tell their devices.
+        message: crate::push::PushMessage,
+    },
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
         /// The name that was registered; no socket here has it any more.
@@ -286,6 +295,14 @@ pub struct Hub<S> {
     max_call: Option<Duration>,
     /// Attempts to open doors, by station, door and result.
     door_totals: std::collections::BTreeMap<DoorKey, u64>,
+    /// Each user's push subscriptions, oldest first.
+    subscriptions: HashMap<Rc<str>, Vec<crate::push::Subscription>>,
+    /// How many subscriptions `subscriptions` holds.
+    subscription_count: usize,
+    /// Which push services subscriptions may name.
+    push_policy: crate::push::Policy,
+    /// Calls ringing users with no device here, who were pushed.
+    waking: HashMap<Rc<str>, pushes::Waking>,
 }
 
 /// Where a call's events go for a user with several devices.
@@ -332,7 +349,17 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             ends: Ends::default(),
             max_call: None,
             door_totals: std::collections::BTreeMap::new(),
+            subscriptions: HashMap::new(),
+            subscription_count: 0,
+            push_policy: crate::push::Policy::default(),
+            waking: HashMap::new(),
         }
+    }
+
+    /// Takes push subscriptions only for services `policy` allows.
+    pub fn with_push_policy(mut self, policy: crate::push::Policy) -> Hub<S> {
+        self.push_policy = policy;
+        self
     }
 
     /// Uses `directory` for calls from now on; calls in progress keep
@@ -735,6 +762,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 held.until = self.now;
                 self.graces.insert((self.now, user.clone()));
             }
+        } else if self.waking.contains_key(user) {
+            self.keep_for_waking(user, event, effects);
         } else if let Some(route) = self.routes.get(user) {
             let sockets = match route {
                 Route::Bound(socket) => std::slice::from_ref(socket),
@@ -874,6 +903,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
         self.users.insert(user.clone(), socket.clone());
         self.joined(&user, socket, reply(true, None), effects);
+        self.woken(&user, socket, effects);
         Ok(())
     }
 
@@ -1132,6 +1162,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             ClientEvent::OpenDoor { to, door } => {
                 self.open_door(socket, me, to, door, now, effects)
             }
+            ClientEvent::RegisterPush { subscription } => self.add_subscription(&me, subscription),
+            ClientEvent::UnregisterPush { endpoint } => {
+                self.remove_subscription(&me, &endpoint);
+                Ok(())
+            }
             ClientEvent::RegisterUser { .. } | ClientEvent::LogoutUser { .. } => Ok(()),
         }
     }
@@ -1385,6 +1420,9 @@ mod devices;
 mod doors;
 mod groups;
 mod peers;
+mod pushes;
+
+pub use pushes::{MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, push_call_id};
 
 pub use doors::{DoorAttempt, DoorKey, DoorResult};
 
