@@ -53,9 +53,10 @@ class Peer {
   }
 
   _record(event, args) {
-    // ice_servers follows every successful registration; it is checked in
-    // ice.test.mjs and is no part of the seed's flows checked here.
-    if (event === 'ice_servers') return;
+    // ice_servers and push_config follow every successful registration;
+    // they are checked in ice.test.mjs and push.test.mjs and are no part of
+    // the seed's flows checked here.
+    if (event === 'ice_servers' || event === 'push_config') return;
     this.pending.push({ event, args });
     this.history.push(event);
     for (const w of [...this.waiters]) w();
