@@ -94,10 +94,11 @@ fn the_caller_giving_up_or_the_ring_time_running_out_is_pushed() {
             cancelled("c1", "timeout")
         ]
     );
-    // A device that registers too late finds nothing.
+    // A device that registers too late finds no call, only the missed ones.
     w.at(TIMEOUT + Duration::from_secs(2));
     let (_, got) = w.send("a2", "register_user", r#"{"userId":"anna"}"#);
-    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[1].starts_with("[a2] <- missed_calls "), "{got:?}");
 }
 
 #[test]
@@ -179,4 +180,69 @@ fn subscriptions_are_bounded_replaced_and_checked() {
     assert!(w.hub.remove_subscription("anna", "https://push.example/9"));
     assert!(!w.hub.remove_subscription("anna", "https://push.example/9"));
     assert_eq!(w.hub.subscription_count(), MAX_SUBSCRIPTIONS_PER_USER - 1);
+}
+
+/// The hub's clock started at 2023-11-14T22:13:20Z.
+fn pinned(w: &mut World) {
+    w.hub.set_wall_clock(WallClock {
+        instant: w.t0,
+        system: std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    });
+}
+
+#[test]
+fn calls_that_rang_unanswered_are_missed_and_told_at_the_next_registration() {
+    let mut w = World::sleeping();
+    pinned(&mut w);
+    w.register("a", "anna");
+    // Rang out.
+    w.call("d", "anna");
+    w.at(TIMEOUT);
+    w.expire();
+    // The caller gave up.
+    w.at(TIMEOUT + Duration::from_secs(10));
+    w.call("d", "anna");
+    w.ok("d", "end_call", r#"{"to":"anna"}"#);
+    // Another member of the group answered.
+    w.at(TIMEOUT + Duration::from_secs(20));
+    w.call("d", "flat-12");
+    w.answer("b", "door");
+    w.ok("d", "end_call", r#"{"to":"ben"}"#);
+    // Declined and answered calls are not missed.
+    w.call("d", "anna");
+    w.ok("a", "decline_call", r#"{"to":"door"}"#);
+    w.call("d", "anna");
+    w.answer("a", "door");
+    w.ok("d", "end_call", r#"{"to":"anna"}"#);
+    assert_eq!(w.hub.missed_count_of("anna"), 3);
+    assert_eq!(w.hub.missed_count_of("ben"), 0);
+    let (_, got) = w.send("a2", "register_user", r#"{"userId":"anna"}"#);
+    let told = got.iter().find(|l| l.starts_with("[a2] <- missed_calls"));
+    assert_eq!(
+        told.map(String::as_str).unwrap_or_default(),
+        concat!(
+            r#"[a2] <- missed_calls {"calls":["#,
+            r#"{"from":"door","at":"2023-11-14T22:13:20.000Z","reason":"timeout"},"#,
+            r#"{"from":"door","at":"2023-11-14T22:14:00.000Z","reason":"cancelled"},"#,
+            r#"{"from":"door","group":"flat-12","at":"2023-11-14T22:14:10.000Z","reason":"answered_elsewhere"}"#,
+            "]}"
+        )
+    );
+    // Seen: forgotten, for every device.
+    w.ok("a2", "missed_calls_seen", "{}");
+    assert_eq!(w.hub.missed_count_of("anna"), 0);
+    let (_, got) = w.send("a3", "register_user", r#"{"userId":"anna"}"#);
+    assert!(!got.iter().any(|l| l.contains("missed_calls")), "{got:?}");
+}
+
+#[test]
+fn missed_calls_are_bounded_per_user() {
+    let mut w = World::sleeping();
+    w.register("a", "anna");
+    for i in 0..MAX_MISSED_PER_USER as u64 + 5 {
+        w.at(Duration::from_secs(10 * i));
+        w.call("d", "anna");
+        w.ok("d", "end_call", r#"{"to":"anna"}"#);
+    }
+    assert_eq!(w.hub.missed_count_of("anna"), MAX_MISSED_PER_USER);
 }

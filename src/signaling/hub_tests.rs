@@ -139,7 +139,11 @@ impl World {
         let event = ClientEvent::parse(name, Some(&raw), &Limits::default())
             .unwrap()
             .unwrap();
-        let outcome = self.hub.handle(&socket, event, self.now);
+        let mut outcome = self.hub.handle(&socket, event, self.now);
+        if name == "register_user" && outcome.result.is_ok() {
+            // As the service does once the registration is answered.
+            outcome.effects.extend(self.hub.welcome(&socket, self.now));
+        }
         (outcome.result, render(&outcome.effects))
     }
 

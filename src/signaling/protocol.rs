@@ -94,6 +94,8 @@ pub enum ClientEvent {
         /// The subscription, checked.
         subscription: crate::push::Subscription,
     },
+    /// `missed_calls_seen {}`: the user saw their missed calls; forget them.
+    MissedCallsSeen,
     /// `unregister_push {endpoint}`: forget that subscription.
     UnregisterPush {
         /// Its endpoint.
@@ -109,7 +111,7 @@ pub enum ClientEvent {
 }
 
 /// The names of the events clients send.
-pub const CLIENT_EVENTS: [&str; 12] = [
+pub const CLIENT_EVENTS: [&str; 13] = [
     "register_user",
     "make_call",
     "answer_call",
@@ -122,6 +124,7 @@ pub const CLIENT_EVENTS: [&str; 12] = [
     "open_door",
     "register_push",
     "unregister_push",
+    "missed_calls_seen",
 ];
 
 #[derive(Deserialize)]
@@ -280,6 +283,7 @@ impl ClientEvent {
                     .map_err(|error| SignalError::InvalidPayload(format!("{name}: {error}")))?;
                 ClientEvent::RegisterPush { subscription }
             }
+            "missed_calls_seen" => ClientEvent::MissedCallsSeen,
             "unregister_push" => {
                 let p: EndpointPayload = serde_json::from_str(json).map_err(invalid)?;
                 ClientEvent::UnregisterPush {
@@ -316,6 +320,7 @@ impl ClientEvent {
             ClientEvent::OpenDoor { .. } => "open_door",
             ClientEvent::RegisterPush { .. } => "register_push",
             ClientEvent::UnregisterPush { .. } => "unregister_push",
+            ClientEvent::MissedCallsSeen => "missed_calls_seen",
         }
     }
 }
@@ -467,6 +472,13 @@ pub enum ServerEvent {
         /// The users this client may call.
         users: Vec<Rc<str>>,
     },
+    /// `missed_calls {calls}`: to a device that registers, the calls that
+    /// rang its user and ended unanswered since they last said
+    /// `missed_calls_seen`, oldest first.
+    MissedCalls {
+        /// The calls.
+        calls: Vec<MissedCall>,
+    },
     /// `push_config {vapidPublicKey}`: right after `user_registered`, the
     /// key a browser needs for `pushManager.subscribe` (its
     /// `applicationServerKey`).
@@ -510,6 +522,7 @@ impl ServerEvent {
             ServerEvent::CallEnding { .. } => "call_ending",
             ServerEvent::Directory { .. } => "directory",
             ServerEvent::PushConfig { .. } => "push_config",
+            ServerEvent::MissedCalls { .. } => "missed_calls",
         }
     }
 
@@ -530,6 +543,21 @@ impl ServerEvent {
         };
         64 + payload
     }
+}
+
+/// A call that rang a user and ended unanswered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissedCall {
+    /// Who called.
+    pub from: Rc<str>,
+    /// The group it rang the user for, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Rc<str>>,
+    /// When it started ringing them (ISO 8601, UTC).
+    pub at: String,
+    /// How it ended: `timeout`, `cancelled` (the caller gave up),
+    /// `answered_elsewhere`, `forwarded`, or another reason of `call_ended`.
+    pub reason: Rc<str>,
 }
 
 /// Reasons in `call_ended` when a party left rather than hung up.

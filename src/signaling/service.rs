@@ -473,7 +473,12 @@ impl Signaling {
             self.send_ice_servers(socket);
             self.send_directory(socket);
         }
+        let ok = result.is_ok();
         self.answer(socket, name, ack, result);
+        if ok {
+            let effects = self.with_hub(|hub| hub.welcome(&socket.id(), Instant::now()));
+            self.execute(effects, None);
+        }
     }
 
     /// Answers a client event: through its ack when it asked for one, else

@@ -3,8 +3,8 @@
 // every POST as a real one would (VAPID signature, aes128gcm body, TTL,
 // Urgency, Topic) and decrypts it with the http_ece package; then a socket
 // for that user registers and takes the call; the caller giving up is
-// pushed as call_cancelled; a 410 removes the subscription; --push-allow
-// keeps private addresses out.
+// pushed as call_cancelled, and is a missed call at the next registration;
+// a 410 removes the subscription; --push-allow keeps private addresses out.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,6 +90,18 @@ test('the caller giving up is pushed as call_cancelled', withLogs(async () => {
   assert.deepEqual(second.payload, { type: 'call_cancelled', call: first.payload.call, reason: 'ended' });
   assert.equal(second.headers.topic, first.headers.topic, 'it replaces the ring at the push service');
   assert.deepEqual(receiver.errors, []);
+  // When ben's phone next registers, the call is one he missed.
+  const phone = await new Device(server.url).register('ben');
+  const { calls } = await phone.take('missed_calls');
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].from, 'door-2');
+  assert.equal(calls[0].reason, 'cancelled');
+  assert.ok(Math.abs(Date.parse(calls[0].at) - Date.now()) < 60_000, calls[0].at);
+  assert.deepEqual(await phone.ask('missed_calls_seen', {}), { ok: true });
+  phone.close();
+  const again = await new Device(server.url).register('ben');
+  assert.ok(await again.none('missed_calls'), 'seen: not told again');
+  again.close();
   door.close();
 }));
 

@@ -303,6 +303,14 @@ pub struct Hub<S> {
     push_policy: crate::push::Policy,
     /// Calls ringing users with no device here, who were pushed.
     waking: HashMap<Rc<str>, pushes::Waking>,
+    /// Users here who are ringing, and for whom.
+    ringing: HashMap<Rc<str>, missed::Ringing>,
+    /// Each user's missed calls, oldest first.
+    missed: HashMap<Rc<str>, VecDeque<missed::Missed>>,
+    /// How many `missed` holds.
+    missed_count: usize,
+    /// The hub's clock on the wall, for when a call was missed.
+    wall: missed::WallClock,
 }
 
 /// Where a call's events go for a user with several devices.
@@ -353,7 +361,16 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             subscription_count: 0,
             push_policy: crate::push::Policy::default(),
             waking: HashMap::new(),
+            ringing: HashMap::new(),
+            missed: HashMap::new(),
+            missed_count: 0,
+            wall: missed::WallClock::now(),
         }
+    }
+
+    /// Dates missed calls by `wall` (tests pin it).
+    pub fn set_wall_clock(&mut self, wall: missed::WallClock) {
+        self.wall = wall;
     }
 
     /// Takes push subscriptions only for services `policy` allows.
@@ -565,6 +582,18 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         Outcome { result, effects }
     }
 
+    /// What a registration on `socket` brings once it was answered (and
+    /// the client has its ICE servers): the user's missed calls, and a
+    /// call that was waking them, with what it sent meanwhile.
+    pub fn welcome(&mut self, socket: &S, now: Instant) -> Vec<Effect<S>> {
+        let mut effects = self.expire(now);
+        if let Some(user) = self.names.get(socket).cloned() {
+            self.tell_missed(&user, socket, &mut effects);
+            self.woken(&user, socket, &mut effects);
+        }
+        effects
+    }
+
     /// Binds `socket` to the name its token proves: it may register only that.
     pub fn authenticate(&mut self, socket: &S, user: &str) {
         self.allowed.insert(socket.clone(), user.into());
@@ -749,6 +778,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
     fn tell(&mut self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
+        if self.users.contains_key(user)
+            || self.held.contains_key(user)
+            || self.waking.contains_key(user)
+        {
+            self.note_ring(user, &event);
+        }
         if let Some(held) = self.held.get_mut(user) {
             let size = event.size();
             if held.queue.len() < MAX_HELD_EVENTS && held.bytes + size <= MAX_HELD_BYTES {
@@ -903,7 +938,6 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
         self.users.insert(user.clone(), socket.clone());
         self.joined(&user, socket, reply(true, None), effects);
-        self.woken(&user, socket, effects);
         Ok(())
     }
 
@@ -1057,6 +1091,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 if !self.routes_to(&me, socket) {
                     return Err(SignalError::NoIncomingCall);
                 }
+                self.ring_taken(&me);
                 self.answered(id, &me, Some(socket), answer, now, effects);
                 Ok(())
             }
@@ -1068,6 +1103,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 if self.device_declines(&me, socket) {
                     return Ok(());
                 }
+                self.ring_taken(&me);
                 if self.calls.get(id).is_some_and(|call| call.is_leg(&me)) {
                     log::info!("call {} -> {}: declined", untrusted(&to), untrusted(&me));
                     self.leg_gone(id, &me, groups::LegEnd::Declined, effects);
@@ -1165,6 +1201,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             ClientEvent::RegisterPush { subscription } => self.add_subscription(&me, subscription),
             ClientEvent::UnregisterPush { endpoint } => {
                 self.remove_subscription(&me, &endpoint);
+                Ok(())
+            }
+            ClientEvent::MissedCallsSeen => {
+                self.missed_seen(&me);
                 Ok(())
             }
             ClientEvent::RegisterUser { .. } | ClientEvent::LogoutUser { .. } => Ok(()),
@@ -1419,8 +1459,11 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 mod devices;
 mod doors;
 mod groups;
+mod missed;
 mod peers;
 mod pushes;
+
+pub use missed::{MAX_MISSED, MAX_MISSED_PER_USER, WallClock};
 
 pub use pushes::{MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, push_call_id};
 

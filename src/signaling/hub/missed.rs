@@ -1,0 +1,141 @@
+//! Missed calls: a call that rang a user and ended without them answering
+//! or declining it (it rang out, the caller gave up, another member or
+//! device answered, it was forwarded) is one for them, told to their next
+//! registration as `missed_calls` until they say `missed_calls_seen`.
+//! Every ring passes through [`Hub::tell`], and so does every end: that
+//! is where a ring is noted and, when it ends unanswered, missed.
+
+use std::collections::VecDeque;
+use std::hash::Hash;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::{Effect, Hub};
+use crate::signaling::protocol::{MissedCall, ServerEvent};
+
+/// The most missed calls kept for a user; past it the oldest goes.
+pub const MAX_MISSED_PER_USER: usize = 50;
+
+/// The most missed calls kept in all; past it new ones are not kept.
+pub const MAX_MISSED: usize = 100_000;
+
+/// A ring that has not been answered or declined yet.
+#[derive(Debug, Clone)]
+pub(super) struct Ringing {
+    from: Rc<str>,
+    group: Option<Rc<str>>,
+    since: Instant,
+}
+
+/// A missed call, with the time kept as the hub keeps time.
+#[derive(Debug, Clone)]
+pub(super) struct Missed {
+    from: Rc<str>,
+    group: Option<Rc<str>>,
+    at: Instant,
+    reason: Rc<str>,
+}
+
+/// When the hub's clock started, on the wall: missed calls say when.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// An instant of the hub's clock…
+    pub instant: Instant,
+    /// …and the wall time then.
+    pub system: std::time::SystemTime,
+}
+
+impl WallClock {
+    /// Now, both ways.
+    pub fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            system: std::time::SystemTime::now(),
+        }
+    }
+
+    fn at(&self, instant: Instant) -> std::time::SystemTime {
+        match instant.checked_duration_since(self.instant) {
+            Some(after) => self.system + after,
+            None => self.system - (self.instant - instant).min(Duration::from_secs(1 << 32)),
+        }
+    }
+}
+
+impl<S: Clone + Eq + Hash> Hub<S> {
+    /// Notes what `event` means for `user`'s rings: a ring starts, or ends
+    /// missed (called for users here, before they are told).
+    pub(super) fn note_ring(&mut self, user: &Rc<str>, event: &ServerEvent) {
+        let reason: Rc<str> = match event {
+            ServerEvent::IncomingCall { from, group, .. } => {
+                let ringing = Ringing {
+                    from: from.clone(),
+                    group: group.clone(),
+                    since: self.now,
+                };
+                self.ringing.insert(user.clone(), ringing);
+                return;
+            }
+            ServerEvent::CallTimeout { .. } => "timeout".into(),
+            ServerEvent::CallEnded { reason, .. } => reason.unwrap_or("cancelled").into(),
+            _ => return,
+        };
+        let Some(ringing) = self.ringing.remove(user) else {
+            return;
+        };
+        if self.missed_count >= MAX_MISSED {
+            log::warn!("{MAX_MISSED} missed calls kept: not keeping more");
+            return;
+        }
+        let theirs = self.missed.entry(user.clone()).or_default();
+        if theirs.len() >= MAX_MISSED_PER_USER {
+            theirs.pop_front();
+        } else {
+            self.missed_count += 1;
+        }
+        theirs.push_back(Missed {
+            from: ringing.from,
+            group: ringing.group,
+            at: ringing.since,
+            reason,
+        });
+    }
+
+    /// `user` answered or declined: their ring is no longer one to miss.
+    pub(super) fn ring_taken(&mut self, user: &str) {
+        self.ringing.remove(user);
+    }
+
+    /// Tells a device of `user` that just registered its missed calls, if
+    /// there are any.
+    pub(super) fn tell_missed(&self, user: &str, socket: &S, effects: &mut Vec<Effect<S>>) {
+        let Some(theirs) = self.missed.get(user).filter(|m| !m.is_empty()) else {
+            return;
+        };
+        let calls = theirs
+            .iter()
+            .map(|missed| MissedCall {
+                from: missed.from.clone(),
+                group: missed.group.clone(),
+                at: crate::timestamp::iso8601(self.wall.at(missed.at)),
+                reason: missed.reason.clone(),
+            })
+            .collect();
+        effects.push(Effect::ToSocket {
+            socket: socket.clone(),
+            event: ServerEvent::MissedCalls { calls },
+        });
+    }
+
+    /// `missed_calls_seen`: forgets `user`'s missed calls.
+    pub(super) fn missed_seen(&mut self, user: &str) {
+        if let Some(theirs) = self.missed.remove(user) {
+            self.missed_count -= theirs.len();
+        }
+    }
+
+    /// How many missed calls `user` has.
+    pub fn missed_count_of(&self, user: &str) -> usize {
+        self.missed.get(user).map_or(0, VecDeque::len)
+    }
+}
