@@ -14,6 +14,7 @@
 pub mod app;
 pub mod auth;
 pub mod base64;
+pub mod calllog;
 pub mod config;
 pub mod engineio;
 #[doc(hidden)]
@@ -65,6 +66,16 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
         }
         let push = &config.signaling.push;
         let state_dir = config.signaling.state_dir.as_deref();
+        if let Some(dir) = state_dir {
+            let files = calllog::Files::new(dir, calllog::MAX_FILE_BYTES, calllog::KEEP);
+            let log = calllog::CallLog::open(files).map_err(|error| {
+                io::Error::other(format!(
+                    "cannot open the call log in {}: {error}",
+                    dir.display()
+                ))
+            })?;
+            intercom.set_call_log(log);
+        }
         match push::load_key(push.vapid_key_file.as_deref(), state_dir).map_err(io::Error::other)? {
             Some(key) => intercom.set_vapid_key(key),
             None => log::info!(

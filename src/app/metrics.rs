@@ -173,6 +173,26 @@ impl super::Intercom {
                 count,
             );
         }
+        let logged = self
+            .signaling
+            .call_log()
+            .map(|log| log.totals())
+            .unwrap_or_default();
+        page.family(
+            "signalbox_call_log_records_total",
+            "counter",
+            "Call records since start: written and synced, or lost.",
+        )
+        .sample(
+            "signalbox_call_log_records_total",
+            r#"result="written""#,
+            logged.written,
+        )
+        .sample(
+            "signalbox_call_log_records_total",
+            r#"result="dropped""#,
+            logged.dropped,
+        );
         let graces = hub.grace_totals();
         page.single(
             "signalbox_held_users",

@@ -66,6 +66,11 @@ impl Intercom {
         .pages(move |request| intercom.answer(request))
     }
 
+    /// Writes a record of each call to `log`.
+    pub fn set_call_log(&self, log: crate::calllog::CallLog) {
+        self.signaling.set_call_log(log);
+    }
+
     /// Signs pushes with `key` (read or made at start).
     pub fn set_vapid_key(&self, key: crate::push::crypto::VapidKey) {
         self.signaling
@@ -104,6 +109,10 @@ impl Intercom {
     pub async fn shutdown(&self, activity: &Activity) {
         self.signaling.end_all_calls();
         self.signaling.let_hosted_go();
+        if let Some(log) = self.signaling.call_log() {
+            // The ended calls' records are on disk before the process goes.
+            log.settle(Duration::from_secs(2)).await;
+        }
         self.engine.close_all();
         let quiet = async {
             // A last answer may still be in writing when the last session

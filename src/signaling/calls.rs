@@ -318,9 +318,11 @@ impl Calls {
     }
 
     /// Ends every call, for a shutdown.
-    pub fn end_all(&mut self) -> Vec<Call> {
+    pub fn end_all(&mut self) -> Vec<(CallId, Call)> {
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
-        ids.into_iter().filter_map(|id| self.end(id)).collect()
+        ids.into_iter()
+            .filter_map(|id| self.end(id).map(|call| (id, call)))
+            .collect()
     }
 }
 

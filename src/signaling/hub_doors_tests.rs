@@ -253,3 +253,58 @@ fn the_servers_limit_applies_to_every_call_and_a_hang_up_forgets_it() {
     w.at(Duration::from_secs(60));
     assert_eq!(w.expire(), Vec::<String>::new());
 }
+
+#[test]
+fn each_call_leaves_one_record_with_how_it_went() {
+    let mut w = World::doors();
+    w.hub.set_wall_clock(WallClock {
+        instant: w.t0,
+        system: std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    });
+    let time = |secs: u64| {
+        crate::timestamp::iso8601(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs))
+    };
+    // The door calls the flat, ben answers at 2 s and opens the main door
+    // at 3 s; the door station hangs up 5 s later.
+    w.call("fd", "flat-12");
+    w.at(Duration::from_secs(2)).answer("b", "front-door");
+    w.at(Duration::from_secs(3));
+    w.open("b", "front-door", "main").unwrap();
+    w.at(Duration::from_secs(8)).expire();
+    let records = w.hub.take_records();
+    assert_eq!(records.len(), 1);
+    let record = serde_json::to_value(&records[0]).unwrap();
+    assert_eq!(
+        record,
+        serde_json::json!({
+            "call": "c0", "caller": "front-door", "called": "flat-12", "group": "flat-12",
+            "rang": ["anna", "ben"], "answered_by": "ben",
+            "started": time(0), "answered": time(2), "ended": time(8),
+            "outcome": "answered", "reason": "door_opened",
+            "doors": [{"station": "front-door", "door": "main", "by": "ben", "at": time(3)}],
+        })
+    );
+    // Declined, rang out, and given up while ringing.
+    w.at(Duration::from_secs(20));
+    w.call("e", "anna");
+    w.ok("a", "decline_call", r#"{"to":"eve"}"#);
+    w.call("e", "anna");
+    w.at(Duration::from_secs(20) + TIMEOUT).expire();
+    w.call("e", "anna");
+    w.ok("e", "end_call", r#"{"to":"anna"}"#);
+    let outcomes: Vec<(&str, Option<String>)> = w
+        .hub
+        .take_records()
+        .iter()
+        .map(|r| (r.outcome, r.ended_by.as_deref().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("declined", Some("anna".to_owned())),
+            ("timeout", None),
+            ("cancelled", Some("eve".to_owned()))
+        ]
+    );
+    assert!(w.hub.take_records().is_empty(), "taken once");
+}

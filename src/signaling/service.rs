@@ -61,6 +61,8 @@ pub struct Signaling {
     pusher: RefCell<Pusher>,
     /// How long a call rings: a push about it is worth no more.
     call_timeout: std::time::Duration,
+    /// The durable call log, with a state directory.
+    call_log: RefCell<Option<crate::calllog::CallLog>>,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
@@ -125,6 +127,7 @@ impl Signaling {
                 policy,
             )),
             call_timeout: settings.call_timeout,
+            call_log: RefCell::new(None),
             clients: RefCell::new(IdMap::default()),
             ice: settings.ice.clone(),
             limits,
@@ -252,8 +255,29 @@ impl Signaling {
     /// Calls into the hub, then sets the alarm to its next deadline.
     fn with_hub<R>(&self, f: impl FnOnce(&mut Hub<SocketId>) -> R) -> R {
         let result = f(&mut self.hub.borrow_mut());
+        self.log_calls();
         self.set_alarm();
         result
+    }
+
+    /// Writes the records of the calls that ended to the call log.
+    fn log_calls(&self) {
+        let records = self.hub.borrow_mut().take_records();
+        if let Some(log) = &*self.call_log.borrow() {
+            for record in &records {
+                log.append(record);
+            }
+        }
+    }
+
+    /// Writes a record of every call that ends from now on to `log`.
+    pub fn set_call_log(&self, log: crate::calllog::CallLog) {
+        *self.call_log.borrow_mut() = Some(log);
+    }
+
+    /// The call log, when there is one.
+    pub fn call_log(&self) -> Option<crate::calllog::CallLog> {
+        self.call_log.borrow().clone()
     }
 
     fn set_alarm(&self) {
@@ -881,6 +905,7 @@ impl Wake for Signaling {
                 hub.grace_totals().lapsed - before,
             )
         };
+        self.log_calls();
         self.execute(effects, None);
         // Thousands of names gone (swept, or their graces ran out, one by
         // one after a burst of lost connections): their memory goes back.

@@ -162,6 +162,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             .entry((key.0, key.1, result.label()))
             .or_default() += 1;
         let after = spec.and_then(|spec| spec.hang_up_after_open);
+        if let (DoorResult::Opened(_), Some((id, _))) = (&result, &attempt.call) {
+            self.fact_door(*id, &attempt.station, &attempt.door, &attempt.by);
+        }
         if let (DoorResult::Opened(_), Some(after), Some((id, _))) = (&result, after, &attempt.call)
             && self.calls.get(*id).is_some()
         {
@@ -218,6 +221,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             End::MaxDuration => reason::MAX_DURATION,
             End::DoorOpened => reason::DOOR_OPENED,
         };
+        self.ending(super::records::Ending::Ended {
+            by: None,
+            reason: Some(why.into()),
+        });
         let Some(call) = self.finish(id) else {
             return;
         };

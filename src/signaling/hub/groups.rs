@@ -191,6 +191,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         if group.is_some() {
             self.calls.add_leg(id, member.clone());
         }
+        self.fact_rang(id, member);
         self.ring_devices(member);
         if !self.users.contains_key(member) && self.pushable(member) {
             self.wake(id, caller, member, group, effects);
@@ -340,6 +341,23 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Call `id`'s last member stopped ringing, for `end`, and nobody is
     /// left to ring: it ends, and the caller hears why.
     fn nobody_rings(&mut self, id: CallId, end: LegEnd, effects: &mut Vec<Effect<S>>) {
+        let ending = match &end {
+            LegEnd::Declined => super::records::Ending::Declined {
+                by: self
+                    .calls
+                    .get(id)
+                    .map_or_else(|| "".into(), |c| c.called().clone()),
+            },
+            LegEnd::Left(why) => super::records::Ending::Ended {
+                by: None,
+                reason: Some((*why).into()),
+            },
+            LegEnd::Refused(_) => super::records::Ending::Ended {
+                by: None,
+                reason: None,
+            },
+        };
+        self.ending(ending);
         let Some(call) = self.finish(id) else {
             return;
         };

@@ -54,7 +54,7 @@ impl WallClock {
         }
     }
 
-    fn at(&self, instant: Instant) -> std::time::SystemTime {
+    pub(super) fn at(&self, instant: Instant) -> std::time::SystemTime {
         match instant.checked_duration_since(self.instant) {
             Some(after) => self.system + after,
             None => self.system - (self.instant - instant).min(Duration::from_secs(1 << 32)),

@@ -311,6 +311,12 @@ pub struct Hub<S> {
     missed_count: usize,
     /// The hub's clock on the wall, for when a call was missed.
     wall: missed::WallClock,
+    /// What each call's record needs beyond the call.
+    facts: HashMap<CallId, records::Facts>,
+    /// How the call now ending ends, said by the path that ends it.
+    ending: Option<records::Ending>,
+    /// Records of calls that ended, until taken.
+    records: Vec<records::CallRecord>,
 }
 
 /// Where a call's events go for a user with several devices.
@@ -365,6 +371,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             missed: HashMap::new(),
             missed_count: 0,
             wall: missed::WallClock::now(),
+            facts: HashMap::new(),
+            ending: None,
+            records: Vec::new(),
         }
     }
 
@@ -522,6 +531,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.end_due(id, end, &mut effects);
         }
         for (id, call) in self.calls.expire(now) {
+            self.ending(records::Ending::Timeout);
             self.ended(id, &call);
             self.totals.timeout += 1;
             log::info!(
@@ -752,7 +762,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.fork_deadlines.clear();
         self.ends.clear();
         self.routes.clear();
-        for call in self.calls.end_all() {
+        for (id, call) in self.calls.end_all() {
+            self.ending(records::Ending::Ended {
+                by: None,
+                reason: Some(reason.into()),
+            });
+            self.record(id, &call);
             log::info!(
                 "call {} -> {}: ended ({reason})",
                 untrusted(&call.caller),
@@ -1039,6 +1054,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.leg_gone(id, user, groups::LegEnd::Left(why), effects);
             return;
         }
+        self.ending(records::Ending::Ended {
+            by: Some(user.clone()),
+            reason: Some(why.into()),
+        });
         let Some(call) = self.finish(id) else {
             return;
         };
@@ -1067,6 +1086,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 
     /// Forgets what the hub kept for call `id`, which ended.
     fn ended(&mut self, id: CallId, call: &Call) {
+        self.record(id, call);
         self.take_fork(id);
         self.ends.forget(id);
         for user in [&call.caller, &call.callee].into_iter().chain(&call.legs) {
@@ -1109,6 +1129,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.leg_gone(id, &me, groups::LegEnd::Declined, effects);
                     return Ok(());
                 }
+                self.ending(records::Ending::Declined { by: me.clone() });
                 if let Some(call) = self.finish(id) {
                     self.over(&call, effects);
                 }
@@ -1125,6 +1146,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     self.leg_gone(id, &me, groups::LegEnd::Declined, effects);
                     return Ok(());
                 }
+                self.ending(records::Ending::Ended {
+                    by: Some(me.clone()),
+                    reason: None,
+                });
                 if let Some(call) = self.finish(id) {
                     log::info!(
                         "call {} -> {}: ended by {}",
@@ -1270,8 +1295,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         now: Instant,
         effects: &mut Vec<Effect<S>>,
     ) {
-        self.calls
+        let id = self
+            .calls
             .ring(me.clone(), callee.clone(), now + self.call_timeout);
+        self.fact_rang(id, &callee);
         log::info!("call {} -> {}: ringing", untrusted(&me), untrusted(&callee));
         let event = ServerEvent::IncomingCall {
             from: me,
@@ -1462,6 +1489,9 @@ mod groups;
 mod missed;
 mod peers;
 mod pushes;
+mod records;
+
+pub use records::{CallRecord, DoorOpened};
 
 pub use missed::{MAX_MISSED, MAX_MISSED_PER_USER, WallClock};
 
