@@ -23,7 +23,19 @@ use crate::http::{Conn, Cors, Limits, Method, Request, Response};
 use crate::rt;
 use crate::tls::{Stream, Tls};
 
-type Pages = dyn Fn(&Request) -> Option<Answer>;
+type Pages = dyn Fn(&Request, &Visitor) -> Option<Answer>;
+
+/// Who asks a page, and what they sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Visitor<'a> {
+    /// The client's address (behind a trusted proxy, the one it forwarded).
+    pub address: std::net::IpAddr,
+    /// A POST's body (at most [`MAX_PAGE_BODY`] bytes); empty otherwise.
+    pub body: &'a [u8],
+}
+
+/// The largest body a page takes (the admin API's small JSON).
+pub const MAX_PAGE_BODY: usize = 16 * 1024;
 
 /// A page's answer: ready now, or once something else (such as Redis)
 /// answered.
@@ -142,7 +154,7 @@ impl Site {
             cors,
             limits,
             endpoints: Vec::new(),
-            pages: Box::new(|_| None),
+            pages: Box::new(|_, _| None),
             activity: Activity::default(),
             connections: RefCell::new(Connections::default()),
             tls: None,
@@ -220,9 +232,9 @@ impl Site {
     /// Answers other requests with `pages`; `None` becomes a 404.
     pub fn pages<A: Into<Answer>>(
         mut self,
-        pages: impl Fn(&Request) -> Option<A> + 'static,
+        pages: impl Fn(&Request, &Visitor) -> Option<A> + 'static,
     ) -> Site {
-        self.pages = Box::new(move |request| pages(request).map(Into::into));
+        self.pages = Box::new(move |request, visitor| pages(request, visitor).map(Into::into));
         self
     }
 
@@ -352,7 +364,26 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
                 None => return,
             }
         } else {
-            match (site.pages)(&request) {
+            let posted = if request.method == Method::Post && body != BodyLength::Empty {
+                match conn.read_body(&request, MAX_PAGE_BODY).await {
+                    Ok(posted) => posted,
+                    Err(error) => {
+                        let status = error.status().unwrap_or(400);
+                        let response = site.cors.apply(&request, Response::error(status));
+                        let _ = conn
+                            .write_all(&response.closing().serialize(false, false))
+                            .await;
+                        return;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let visitor = Visitor {
+                address: source.address,
+                body: &posted,
+            };
+            match (site.pages)(&request, &visitor) {
                 Some(Answer::Now(response)) => response,
                 Some(Answer::Later(response)) => response.await,
                 None => Response::error(404),
@@ -441,7 +472,7 @@ mod tests {
         rt::block_on(async {
             let site = Rc::new(
                 Site::new(Cors::default(), Limits::default())
-                    .pages(|_| Some(Response::text(200, "ok\n"))),
+                    .pages(|_, _| Some(Response::text(200, "ok\n"))),
             );
             let flood = rt::Endless::new(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 10 << 20);
             let read = flood.read.clone();

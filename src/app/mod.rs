@@ -63,7 +63,7 @@ impl Intercom {
         )
         .trust(Proxies::new(self.config.trusted_proxies.iter().copied()))
         .mount(&self.config.path, self.engine.clone())
-        .pages(move |request| intercom.answer(request))
+        .pages(move |request, visitor| intercom.answer(request, visitor))
     }
 
     /// Writes a record of each call to `log`.

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::Intercom;
 use crate::http::{Method, Request, Response};
-use crate::server::Answer;
+use crate::server::{Answer, Visitor};
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,12 @@ enum Route {
     /// `GET /push/vapid-public-key`: the key browsers subscribe with
     /// (`applicationServerKey`), base64url, as text.
     VapidPublicKey,
+    /// `GET /api/calls`: the call log, newest first (admin).
+    ApiCalls,
+    /// `GET /api/calls/live`: calls ringing and active (admin).
+    ApiLive,
+    /// `POST /api/users/NAME/disconnect`: sends a user's devices away (admin).
+    ApiDisconnect,
     /// `/app`, `/app/…`: the intercom page and its files.
     Page,
 }
@@ -36,7 +42,16 @@ const ROUTES: &[(&str, Route)] = &[
     ("/metrics", Route::Metrics),
     ("/directory", Route::Directory),
     ("/push/vapid-public-key", Route::VapidPublicKey),
+    ("/api/calls", Route::ApiCalls),
+    ("/api/calls/live", Route::ApiLive),
 ];
+
+/// `/api/users/NAME/disconnect`: NAME.
+fn disconnect_target(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/users/")?
+        .strip_suffix("/disconnect")
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+}
 
 /// The prefix of the intercom page's paths.
 const PAGE: &str = "/app";
@@ -47,26 +62,46 @@ fn route(path: &str) -> Option<Route> {
         .find(|(p, _)| *p == path)
         .map(|(_, route)| *route)
         .or_else(|| path.starts_with(PAGE).then_some(Route::Page))
+        .or_else(|| disconnect_target(path).map(|_| Route::ApiDisconnect))
 }
 
 impl Intercom {
     /// The answer to `request`; `None` for a path the table lacks (404).
-    pub(super) fn answer(&self, request: &Request) -> Option<Answer> {
+    pub(super) fn answer(&self, request: &Request, visitor: &Visitor) -> Option<Answer> {
         let route = route(&request.path)?;
         // The page answers its own methods.
-        if route != Route::Page && !matches!(request.method, Method::Get | Method::Head) {
-            return Some(
-                Response::error(405)
-                    .header("Allow", "GET, HEAD, OPTIONS")
-                    .into(),
-            );
+        let allowed = match route {
+            Route::Page => true,
+            Route::ApiDisconnect => request.method == Method::Post,
+            _ => matches!(request.method, Method::Get | Method::Head),
+        };
+        if !allowed {
+            let allow = if route == Route::ApiDisconnect {
+                "POST, OPTIONS"
+            } else {
+                "GET, HEAD, OPTIONS"
+            };
+            return Some(Response::error(405).header("Allow", allow).into());
         }
-        if route == Route::Directory
-            && let Some(refusal) = self.admin_refusal(request)
+        let api = matches!(
+            route,
+            Route::ApiCalls | Route::ApiLive | Route::ApiDisconnect
+        );
+        if (route == Route::Directory || api)
+            && let Some(refusal) = self.admin_refusal(request, visitor, api)
         {
             return Some(refusal.into());
         }
         let response = match route {
+            Route::ApiCalls => return Some(self.api_calls(request)),
+            Route::ApiLive => {
+                let calls = self.signaling.hub().live_calls();
+                Response::json(200, json!({ "calls": calls }).to_string())
+            }
+            Route::ApiDisconnect => {
+                let user = disconnect_target(&request.path).unwrap_or_default();
+                self.api_disconnect(user, visitor.body)
+            }
             Route::Page => return self.page.answer(request).map(Answer::from),
             Route::Directory if self.cluster().is_some() => {
                 let intercom = self.clone();
@@ -135,9 +170,16 @@ impl Intercom {
 
 impl Intercom {
     /// Why `request` may not see the installer's pages: with tokens on,
-    /// it needs `Authorization: Bearer <admin token>`.
-    fn admin_refusal(&self, request: &Request) -> Option<Response> {
-        let secret = self.config.signaling.auth_secret.as_ref()?;
+    /// it needs `Authorization: Bearer <admin token>`; without, the admin
+    /// API (`api`) is served only to loopback.
+    fn admin_refusal(&self, request: &Request, visitor: &Visitor, api: bool) -> Option<Response> {
+        let Some(secret) = self.config.signaling.auth_secret.as_ref() else {
+            if api && !visitor.address.is_loopback() {
+                let error = "the admin API is served only on loopback without --auth-secret-file";
+                return Some(Response::json(403, json!({ "error": error }).to_string()));
+            }
+            return None;
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -246,5 +288,224 @@ mod tests {
         assert_eq!(route("/app/app.js"), Some(Route::Page));
         assert_eq!(route("/users/"), None);
         assert_eq!(route("/nope"), None);
+    }
+}
+
+/// The most records `GET /api/calls` gives at once.
+const MAX_PAGE: usize = 500;
+
+impl Intercom {
+    /// `GET /api/calls?user=&group=&since=&until=&limit=&offset=`: the
+    /// call log, newest first, read on a blocking thread.
+    fn api_calls(&self, request: &Request) -> Answer {
+        let Some(log) = self.signaling.call_log() else {
+            let error = "no call log: start the server with --state-dir";
+            return Response::json(404, json!({ "error": error }).to_string()).into();
+        };
+        let filter = match CallFilter::parse(&request.query) {
+            Ok(filter) => filter,
+            Err(error) => return Response::json(400, json!({ "error": error }).to_string()).into(),
+        };
+        let files = log.files().clone();
+        Answer::Later(Box::pin(async move {
+            let lines = smol::unblock(move || files.read_all()).await;
+            match lines {
+                Ok(lines) => Response::json(200, filter.page(&lines).to_string()),
+                Err(error) => {
+                    let error = format!("cannot read the call log: {error}");
+                    Response::json(500, json!({ "error": error }).to_string())
+                }
+            }
+        }))
+    }
+
+    /// `POST /api/users/NAME/disconnect` with `{"reason": "…"}` (optional):
+    /// every device of NAME hears `force_disconnect {reason}` and goes.
+    fn api_disconnect(&self, user: &str, body: &[u8]) -> Response {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(default)]
+            reason: Option<String>,
+        }
+        let reason = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<Body>(body) {
+                Ok(body) => body.reason,
+                Err(error) => {
+                    let error = format!("expected {{\"reason\": \"…\"}}: {error}");
+                    return Response::json(400, json!({ "error": error }).to_string());
+                }
+            }
+        };
+        let reason = reason.unwrap_or_else(|| "disconnected by the administrator".to_owned());
+        if reason.is_empty() || reason.len() > 200 {
+            let error = "reason: 1 to 200 bytes";
+            return Response::json(400, json!({ "error": error }).to_string());
+        }
+        match self.signaling.kick(user, reason.into()) {
+            0 => {
+                let error = "no such user online here";
+                Response::json(404, json!({ "error": error }).to_string())
+            }
+            devices => Response::json(200, json!({ "ok": true, "devices": devices }).to_string()),
+        }
+    }
+}
+
+/// What `GET /api/calls` keeps of the log, and which page of it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CallFilter {
+    user: Option<String>,
+    group: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: usize,
+    offset: usize,
+}
+
+impl CallFilter {
+    fn parse(query: &str) -> Result<CallFilter, String> {
+        let mut filter = CallFilter {
+            limit: 50,
+            ..CallFilter::default()
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = crate::http::percent_decode(value)
+                .ok_or_else(|| format!("{key}: bad percent-encoding"))?;
+            let number = |value: &str| {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("{key} must be a number"))
+            };
+            match key {
+                "user" => filter.user = Some(value),
+                "group" => filter.group = Some(value),
+                "since" => filter.since = Some(time(key, &value)?),
+                "until" => filter.until = Some(time(key, &value)?),
+                "limit" => filter.limit = number(&value)?.clamp(1, MAX_PAGE),
+                "offset" => filter.offset = number(&value)?,
+                _ => {
+                    return Err(format!(
+                        "unknown parameter {key:?}: use user, group, since, until, limit, offset"
+                    ));
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    fn keeps(&self, record: &serde_json::Value) -> bool {
+        let text = |field: &str| record.get(field).and_then(|v| v.as_str());
+        if let Some(user) = &self.user {
+            let named = ["caller", "called", "answered_by"]
+                .iter()
+                .any(|field| text(field) == Some(user))
+                || record
+                    .get("rang")
+                    .and_then(|r| r.as_array())
+                    .is_some_and(|rang| rang.iter().any(|u| u.as_str() == Some(user)));
+            if !named {
+                return false;
+            }
+        }
+        if let Some(group) = &self.group
+            && text("group") != Some(group)
+        {
+            return false;
+        }
+        let started = text("started").unwrap_or_default();
+        self.since.as_deref().is_none_or(|since| started >= since)
+            && self.until.as_deref().is_none_or(|until| started < until)
+    }
+
+    /// The page of `lines` (newest first) this filter asks for.
+    fn page(&self, lines: &[String]) -> serde_json::Value {
+        let kept: Vec<serde_json::Value> = lines
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| self.keeps(record))
+            .collect();
+        let calls: Vec<&serde_json::Value> =
+            kept.iter().skip(self.offset).take(self.limit).collect();
+        json!({ "total": kept.len(), "offset": self.offset, "limit": self.limit, "calls": calls })
+    }
+}
+
+/// An ISO 8601 UTC time as the log writes it (`2026-12-03T14:02:00.000Z`),
+/// or a date (`2026-12-03`), to compare with the records' `started`.
+fn time(key: &str, value: &str) -> Result<String, String> {
+    let shape = value.len() >= 10
+        && value.is_char_boundary(10)
+        && value[..10].bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if shape
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-:.".contains(&b))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{key} must be an ISO 8601 UTC time, like 2026-12-03T14:02:00Z"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod api_tests {
+    use super::*;
+
+    #[test]
+    fn the_call_log_is_filtered_and_paged() {
+        let lines: Vec<String> = [
+            r#"{"call":"c3","caller":"door","called":"flat-12","group":"flat-12","rang":["anna","ben"],"started":"2026-12-03T14:00:00.000Z","outcome":"timeout"}"#,
+            r#"{"call":"c2","caller":"anna","called":"ben","rang":["ben"],"started":"2026-12-02T10:00:00.000Z","outcome":"answered"}"#,
+            r#"{"call":"c1","caller":"door","called":"carl","rang":["carl"],"started":"2026-12-01T09:00:00.000Z","outcome":"declined"}"#,
+            "not json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let ids = |query: &str| -> Vec<String> {
+            let page = CallFilter::parse(query).unwrap().page(&lines);
+            page["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["call"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(""), ["c3", "c2", "c1"]);
+        assert_eq!(ids("user=ben"), ["c3", "c2"]);
+        assert_eq!(ids("group=flat-12"), ["c3"]);
+        assert_eq!(ids("since=2026-12-02"), ["c3", "c2"]);
+        assert_eq!(ids("until=2026-12-02T00:00:00Z"), ["c1"]);
+        assert_eq!(ids("limit=1&offset=1"), ["c2"]);
+        let page = CallFilter::parse("user=door&limit=1").unwrap().page(&lines);
+        assert_eq!(
+            (page["total"].as_u64(), page["limit"].as_u64()),
+            (Some(2), Some(1))
+        );
+        for bad in ["limit=x", "since=yesterday", "color=red", "user=%zz"] {
+            assert!(CallFilter::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_disconnect_paths_name_a_user() {
+        assert_eq!(
+            disconnect_target("/api/users/flat-12/disconnect"),
+            Some("flat-12")
+        );
+        assert_eq!(disconnect_target("/api/users//disconnect"), None);
+        assert_eq!(disconnect_target("/api/users/a/b/disconnect"), None);
+        assert_eq!(route("/api/users/x/disconnect"), Some(Route::ApiDisconnect));
+        assert_eq!(route("/api/calls/live"), Some(Route::ApiLive));
     }
 }

@@ -312,7 +312,12 @@ impl Calls {
         self.deadlines.len()
     }
 
-    /// The call `id`.
+    /// Every call ringing or active, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (CallId, &Call)> {
+        self.calls.iter().map(|(id, call)| (*id, call))
+    }
+
+    /// The call `id`, if it is ringing or active.
     pub fn get(&self, id: CallId) -> Option<&Call> {
         self.calls.get(&id)
     }

@@ -408,7 +408,7 @@ pub enum ServerEvent {
     /// `force_disconnect {reason}`
     ForceDisconnect {
         /// Why this device is being disconnected.
-        reason: &'static str,
+        reason: Rc<str>,
     },
     /// `ice_servers {iceServers}`: STUN/TURN servers (with TURN credentials
     /// minted for this user), sent right after a successful registration.
@@ -835,7 +835,7 @@ mod tests {
             ),
             (
                 ServerEvent::ForceDisconnect {
-                    reason: reason::NEW_LOGIN,
+                    reason: reason::NEW_LOGIN.into(),
                 },
                 r#"{"reason":"new_login"}"#,
             ),

@@ -275,6 +275,17 @@ impl Signaling {
         *self.call_log.borrow_mut() = Some(log);
     }
 
+    /// Sends every device of `user` away with `reason` (the admin API);
+    /// how many went.
+    pub fn kick(&self, user: &str, reason: Rc<str>) -> usize {
+        let (devices, effects) = self.with_hub(|hub| hub.kick(user, reason));
+        if devices > 0 {
+            log::info!("{} sent away by the administrator", untrusted(user));
+        }
+        self.execute(effects, None);
+        devices
+    }
+
     /// The call log, when there is one.
     pub fn call_log(&self) -> Option<crate::calllog::CallLog> {
         self.call_log.borrow().clone()

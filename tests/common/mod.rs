@@ -90,7 +90,7 @@ pub fn start(options: Options) -> SocketAddr {
         Site::new(Cors::new(options.cors), options.limits)
             .mount("/engine.io/", echo)
             .mount("/socket.io/", sio)
-            .pages(move |req| {
+            .pages(move |req, _| {
                 (req.path == "/sessions").then(|| {
                     let n = counted.0.session_count() + counted.1.session_count();
                     Response::text(200, n.to_string())

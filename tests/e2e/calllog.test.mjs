@@ -1,7 +1,9 @@
 // The durable call log (--state-dir): one JSON line per call, synced as it
 // ends: answered (with the door opened from it), declined, rung out and
 // given up; `kill -9` during a burst of calls leaves a log whose every
-// complete line parses, and a restart on it keeps its VAPID key.
+// complete line parses, and a restart on it keeps its VAPID key. The admin
+// API reads the log, lists live calls and sends a user away, for loopback
+// or an admin token.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -136,4 +138,46 @@ test('kill -9 during a burst of calls leaves a log whose every complete line par
   assert.ok(again.logs.some((line) => line.includes('the last line was torn')), 'the torn line was reported');
   assert.equal(await (await fetch(`${again.url}/push/vapid-public-key`)).text(), key, 'the same VAPID key');
   assert.equal(records().length, logged.length);
+});
+
+test('the admin API: the log newest first and filtered, live calls, sending a user away; loopback or an admin token', async () => {
+  const server = servers[servers.length - 1];
+  const api = (path, init) => fetch(`${server.url}${path}`, init).then(async (r) => [r.status, await r.json()]);
+  const [status, page] = await api('/api/calls?user=flat-3&limit=2');
+  assert.equal(status, 200);
+  assert.equal(page.limit, 2);
+  assert.equal(page.calls.length, 2);
+  assert.ok(page.total >= 4);
+  assert.ok(page.calls[0].started >= page.calls[1].started, 'newest first');
+  assert.deepEqual((await api('/api/calls?since=yesterday'))[0], 400);
+  // A call ringing now, then its callee sent away.
+  const door = await new Device(server.url).register('front-door');
+  const flat = await new Device(server.url).register('flat-3');
+  door.emit('make_call', { to: 'flat-3', offer: OFFER });
+  await flat.take('incoming_call');
+  const [, live] = await api('/api/calls/live');
+  assert.equal(live.calls.length, 1);
+  assert.deepEqual([live.calls[0].caller, live.calls[0].called, live.calls[0].state, live.calls[0].ringing], ['front-door', 'flat-3', 'ringing', ['flat-3']]);
+  const [kicked, reply] = await api('/api/users/flat-3/disconnect', { method: 'POST', body: JSON.stringify({ reason: 'maintenance' }) });
+  assert.deepEqual([kicked, reply], [200, { ok: true, devices: 1 }]);
+  assert.deepEqual(await flat.take('force_disconnect'), { reason: 'maintenance' });
+  assert.deepEqual(await door.take('call_ended'), { from: 'flat-3', reason: 'disconnected' });
+  assert.deepEqual((await api('/api/users/flat-3/disconnect', { method: 'POST' }))[0], 404);
+  assert.equal((await fetch(`${server.url}/api/users/flat-3/disconnect`)).status, 405);
+  door.close();
+  flat.close();
+  // Not from loopback (as a trusted proxy forwards it), and with tokens on.
+  const secretFile = join(dir, 'auth-secret');
+  writeFileSync(secretFile, 'an admin secret\n');
+  const guarded = await startServer('signalbox', ['--auth-secret-file', secretFile, '--trusted-proxy', '127.0.0.1'], { resolve: signalboxBin });
+  const proxied = await startServer('signalbox', ['--trusted-proxy', '127.0.0.1'], { resolve: signalboxBin });
+  servers.push(guarded, proxied);
+  const far = await fetch(`${proxied.url}/api/calls/live`, { headers: { 'X-Forwarded-For': '203.0.113.5' } });
+  assert.equal(far.status, 403);
+  assert.match((await far.json()).error, /only on loopback/);
+  assert.equal((await fetch(`${guarded.url}/api/calls/live`)).status, 401);
+  const { execFileSync } = await import('node:child_process');
+  const token = execFileSync(signalboxBin(), ['token', '--admin', '--ttl', '1h', '--auth-secret-file', secretFile], { encoding: 'utf8' }).trim();
+  const authorized = await fetch(`${guarded.url}/api/calls/live`, { headers: { Authorization: `Bearer ${token}`, 'X-Forwarded-For': '203.0.113.5' } });
+  assert.deepEqual([authorized.status, await authorized.json()], [200, { calls: [] }]);
 });

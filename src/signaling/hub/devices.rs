@@ -100,7 +100,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             effects.push(Effect::ToSocket {
                 socket: oldest.clone(),
                 event: ServerEvent::ForceDisconnect {
-                    reason: reason::NEW_LOGIN,
+                    reason: reason::NEW_LOGIN.into(),
                 },
             });
             effects.push(Effect::Disconnect { socket: oldest });

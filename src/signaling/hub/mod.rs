@@ -946,7 +946,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             effects.push(Effect::ToSocket {
                 socket: old.clone(),
                 event: ServerEvent::ForceDisconnect {
-                    reason: reason::NEW_LOGIN,
+                    reason: reason::NEW_LOGIN.into(),
                 },
             });
             effects.push(Effect::Disconnect { socket: old });
@@ -1483,6 +1483,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 }
 
+mod admin;
 mod devices;
 mod doors;
 mod groups;
@@ -1491,6 +1492,7 @@ mod peers;
 mod pushes;
 mod records;
 
+pub use admin::LiveCall;
 pub use records::{CallRecord, DoorOpened};
 
 pub use missed::{MAX_MISSED, MAX_MISSED_PER_USER, WallClock};

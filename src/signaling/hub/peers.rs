@@ -194,7 +194,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     effects.push(Effect::ToSocket {
                         socket: socket.clone(),
                         event: ServerEvent::ForceDisconnect {
-                            reason: reason::NEW_LOGIN,
+                            reason: reason::NEW_LOGIN.into(),
                         },
                     });
                     effects.push(Effect::Disconnect { socket });

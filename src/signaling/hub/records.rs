@@ -88,6 +88,13 @@ pub struct CallRecord {
     pub doors: Vec<DoorOpened>,
 }
 
+impl Facts {
+    /// When the call started ringing.
+    pub(super) fn started(&self) -> Option<Instant> {
+        self.started
+    }
+}
+
 impl<S: Clone + Eq + Hash> Hub<S> {
     /// Call `id` rings `user`.
     pub(super) fn fact_rang(&mut self, id: CallId, user: &Rc<str>) {
