@@ -28,6 +28,7 @@ pub mod rt;
 pub mod server;
 pub mod signaling;
 pub mod socketio;
+pub mod statefile;
 pub mod systemd;
 pub mod timestamp;
 pub mod tls;
@@ -75,6 +76,7 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
                 ))
             })?;
             intercom.set_call_log(log);
+            intercom.restore_state(dir)?;
         }
         match push::load_key(push.vapid_key_file.as_deref(), state_dir).map_err(io::Error::other)? {
             Some(key) => intercom.set_vapid_key(key),

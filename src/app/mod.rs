@@ -66,6 +66,12 @@ impl Intercom {
         .pages(move |request, visitor| intercom.answer(request, visitor))
     }
 
+    /// Reads back the subscriptions and missed calls kept in `dir`, and
+    /// keeps them there from now on.
+    pub fn restore_state(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.signaling.restore_state(dir)
+    }
+
     /// Writes a record of each call to `log`.
     pub fn set_call_log(&self, log: crate::calllog::CallLog) {
         self.signaling.set_call_log(log);
@@ -113,6 +119,7 @@ impl Intercom {
             // The ended calls' records are on disk before the process goes.
             log.settle(Duration::from_secs(2)).await;
         }
+        self.signaling.settle_state(Duration::from_secs(2)).await;
         self.engine.close_all();
         let quiet = async {
             // A last answer may still be in writing when the last session

@@ -13,7 +13,7 @@ pub mod crypto;
 pub mod send;
 
 mod pusher;
-mod subscription;
+pub mod subscription;
 
 pub use pusher::{Delivered, PushTotals, Pusher};
 pub use subscription::{Endpoint, Policy, Subscription, SubscriptionError};

@@ -246,3 +246,30 @@ fn missed_calls_are_bounded_per_user() {
     }
     assert_eq!(w.hub.missed_count_of("anna"), MAX_MISSED_PER_USER);
 }
+
+#[test]
+fn subscriptions_and_missed_calls_are_kept_and_read_back() {
+    let mut w = World::sleeping();
+    assert!(w.hub.take_state_changed(), "a subscription was made");
+    w.call("d", "anna");
+    w.ok("d", "end_call", r#"{"to":"anna"}"#);
+    assert!(w.hub.take_state_changed(), "a call was missed");
+    assert!(!w.hub.take_state_changed());
+    let kept = w.hub.kept();
+    let text = serde_json::to_string(&kept).unwrap();
+    let back: Kept = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, kept);
+    let mut restarted = World::new();
+    restarted.hub.restore(back);
+    assert_eq!(restarted.hub.subscriptions_of("anna").len(), 1);
+    assert_eq!(restarted.hub.missed_count_of("anna"), 1);
+    // A subscription the policy refuses now, or a bad name, is left out.
+    let mut bad = kept.clone();
+    bad.subscriptions
+        .insert("no spaces".into(), kept.subscriptions["anna"].clone());
+    bad.subscriptions.get_mut("anna").unwrap()[0].endpoint = "http://ntfy.lan/x".into();
+    let mut strict = World::new();
+    strict.hub.restore(bad);
+    assert_eq!(strict.hub.subscription_count(), 0);
+    assert_eq!(strict.hub.missed_count_of("anna"), 1);
+}

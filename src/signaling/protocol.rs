@@ -546,7 +546,7 @@ impl ServerEvent {
 }
 
 /// A call that rang a user and ended unanswered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissedCall {
     /// Who called.
     pub from: Rc<str>,

@@ -63,6 +63,14 @@ pub struct Signaling {
     call_timeout: std::time::Duration,
     /// The durable call log, with a state directory.
     call_log: RefCell<Option<crate::calllog::CallLog>>,
+    /// Where subscriptions and missed calls are kept, with a state directory.
+    state_dir: RefCell<Option<std::path::PathBuf>>,
+    /// They changed since they were last written.
+    state_dirty: std::cell::Cell<bool>,
+    /// A write of them is under way.
+    state_saving: std::cell::Cell<bool>,
+    /// Told when a write of them ends.
+    state_saved: crate::rt::Notify,
 }
 
 /// A `make_call` waiting for its claim, and the events that came after it.
@@ -128,6 +136,10 @@ impl Signaling {
             )),
             call_timeout: settings.call_timeout,
             call_log: RefCell::new(None),
+            state_dir: RefCell::new(None),
+            state_dirty: std::cell::Cell::new(false),
+            state_saving: std::cell::Cell::new(false),
+            state_saved: crate::rt::Notify::default(),
             clients: RefCell::new(IdMap::default()),
             ice: settings.ice.clone(),
             limits,
@@ -256,8 +268,71 @@ impl Signaling {
     fn with_hub<R>(&self, f: impl FnOnce(&mut Hub<SocketId>) -> R) -> R {
         let result = f(&mut self.hub.borrow_mut());
         self.log_calls();
+        self.keep_state();
         self.set_alarm();
         result
+    }
+
+    /// Reads back what was kept in `dir` before a restart, and keeps what
+    /// changes there from now on.
+    pub fn restore_state(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        if let Some(text) = crate::statefile::load(dir)? {
+            let kept: super::hub::Kept = serde_json::from_str(&text).map_err(|error| {
+                std::io::Error::other(format!(
+                    "{}: {error}",
+                    crate::statefile::path(dir).display()
+                ))
+            })?;
+            self.hub.borrow_mut().restore(kept);
+        }
+        *self.state_dir.borrow_mut() = Some(dir.to_owned());
+        Ok(())
+    }
+
+    /// Notes a change of what is kept, and writes it.
+    fn keep_state(&self) {
+        if self.hub.borrow_mut().take_state_changed() {
+            self.state_dirty.set(true);
+            self.write_state();
+        }
+    }
+
+    /// Writes what is kept to the state directory on a blocking thread,
+    /// one write at a time; changes meanwhile are written after it.
+    fn write_state(&self) {
+        let Some(dir) = self.state_dir.borrow().clone() else {
+            return;
+        };
+        if !self.state_dirty.get() || self.state_saving.get() {
+            return;
+        }
+        self.state_dirty.set(false);
+        self.state_saving.set(true);
+        let snapshot = serde_json::to_vec(&self.hub.borrow().kept()).unwrap_or_default();
+        let me = self.me.clone();
+        rt::spawn(async move {
+            let result = smol::unblock(move || crate::statefile::save(&dir, &snapshot)).await;
+            if let Err(error) = result {
+                log::warn!("state: cannot write subscriptions and missed calls: {error}");
+            }
+            if let Some(service) = me.upgrade() {
+                service.state_saving.set(false);
+                service.write_state();
+                service.state_saved.notify();
+            }
+        })
+        .detach();
+    }
+
+    /// Waits until what is kept is written, for at most `limit`.
+    pub async fn settle_state(&self, limit: std::time::Duration) {
+        let saved = self
+            .state_saved
+            .until(|| !self.state_saving.get() && !self.state_dirty.get());
+        futures_lite::future::or(saved, async {
+            smol::Timer::after(limit).await;
+        })
+        .await;
     }
 
     /// Writes the records of the calls that ended to the call log.
@@ -917,6 +992,7 @@ impl Wake for Signaling {
             )
         };
         self.log_calls();
+        self.keep_state();
         self.execute(effects, None);
         // Thousands of names gone (swept, or their graces ran out, one by
         // one after a burst of lost connections): their memory goes back.

@@ -3,7 +3,7 @@
 // given up; `kill -9` during a burst of calls leaves a log whose every
 // complete line parses, and a restart on it keeps its VAPID key. The admin
 // API reads the log, lists live calls and sends a user away, for loopback
-// or an admin token.
+// or an admin token. Push subscriptions and missed calls outlive a restart.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Device } from './device.mjs';
+import { startPushReceiver } from './push-receiver.mjs';
 import { once, signalboxBin, startServer, waitUntil } from './helpers.mjs';
 
 const OFFER = { type: 'offer', sdp: 'v=0 offer' };
@@ -180,4 +181,34 @@ test('the admin API: the log newest first and filtered, live calls, sending a us
   const token = execFileSync(signalboxBin(), ['token', '--admin', '--ttl', '1h', '--auth-secret-file', secretFile], { encoding: 'utf8' }).trim();
   const authorized = await fetch(`${guarded.url}/api/calls/live`, { headers: { Authorization: `Bearer ${token}`, 'X-Forwarded-For': '203.0.113.5' } });
   assert.deepEqual([authorized.status, await authorized.json()], [200, { calls: [] }]);
+});
+
+test('push subscriptions and missed calls outlive a restart with --state-dir', async () => {
+  const receiver = await startPushReceiver();
+  const kept = join(dir, 'kept');
+  const args = ['--state-dir', kept, '--push-allow', '127.0.0.1', '--call-timeout', '1s'];
+  const first = await startServer('signalbox', args, { resolve: signalboxBin });
+  const phone = await new Device(first.url).register('gina');
+  assert.deepEqual(await phone.ask('register_push', { subscription: receiver.subscribe('gina') }), { ok: true });
+  phone.close();
+  const door = await new Device(first.url).register('door-9');
+  door.emit('make_call', { to: 'gina', offer: OFFER });
+  await receiver.next('gina');
+  await door.take('call_timeout');
+  assert.equal((await receiver.next('gina')).payload.type, 'call_cancelled');
+  door.close();
+  await first.stop();
+  const second = await startServer('signalbox', args, { resolve: signalboxBin });
+  servers.push(second);
+  // The subscription is still there: a call pushes; the missed call is told.
+  const again = await new Device(second.url).register('door-9');
+  again.emit('make_call', { to: 'gina', offer: OFFER });
+  assert.equal((await receiver.next('gina')).payload.type, 'incoming_call');
+  const woken = await new Device(second.url).register('gina');
+  const { calls } = await woken.take('missed_calls');
+  assert.deepEqual(calls.map((c) => [c.from, c.reason]), [['door-9', 'timeout']]);
+  await woken.take('incoming_call');
+  woken.close();
+  again.close();
+  await receiver.close();
 });

@@ -27,14 +27,8 @@ pub(super) struct Ringing {
     since: Instant,
 }
 
-/// A missed call, with the time kept as the hub keeps time.
-#[derive(Debug, Clone)]
-pub(super) struct Missed {
-    from: Rc<str>,
-    group: Option<Rc<str>>,
-    at: Instant,
-    reason: Rc<str>,
-}
+/// A missed call, as it is told and kept (in the state directory too).
+pub(super) type Missed = MissedCall;
 
 /// When the hub's clock started, on the wall: missed calls say when.
 #[derive(Debug, Clone, Copy)]
@@ -93,12 +87,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         } else {
             self.missed_count += 1;
         }
-        theirs.push_back(Missed {
+        theirs.push_back(MissedCall {
             from: ringing.from,
             group: ringing.group,
-            at: ringing.since,
+            at: crate::timestamp::iso8601(self.wall.at(ringing.since)),
             reason,
         });
+        self.state_changed = true;
     }
 
     /// `user` answered or declined: their ring is no longer one to miss.
@@ -112,15 +107,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let Some(theirs) = self.missed.get(user).filter(|m| !m.is_empty()) else {
             return;
         };
-        let calls = theirs
-            .iter()
-            .map(|missed| MissedCall {
-                from: missed.from.clone(),
-                group: missed.group.clone(),
-                at: crate::timestamp::iso8601(self.wall.at(missed.at)),
-                reason: missed.reason.clone(),
-            })
-            .collect();
+        let calls = theirs.iter().cloned().collect();
         effects.push(Effect::ToSocket {
             socket: socket.clone(),
             event: ServerEvent::MissedCalls { calls },
@@ -131,6 +118,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     pub(super) fn missed_seen(&mut self, user: &str) {
         if let Some(theirs) = self.missed.remove(user) {
             self.missed_count -= theirs.len();
+            self.state_changed = true;
         }
     }
 

@@ -317,6 +317,8 @@ pub struct Hub<S> {
     ending: Option<records::Ending>,
     /// Records of calls that ended, until taken.
     records: Vec<records::CallRecord>,
+    /// Whether subscriptions or missed calls changed since last asked.
+    state_changed: bool,
 }
 
 /// Where a call's events go for a user with several devices.
@@ -374,6 +376,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             facts: HashMap::new(),
             ending: None,
             records: Vec::new(),
+            state_changed: false,
         }
     }
 
@@ -1487,12 +1490,14 @@ mod admin;
 mod devices;
 mod doors;
 mod groups;
+mod kept;
 mod missed;
 mod peers;
 mod pushes;
 mod records;
 
 pub use admin::LiveCall;
+pub use kept::{Kept, KeptSubscription};
 pub use records::{CallRecord, DoorOpened};
 
 pub use missed::{MAX_MISSED, MAX_MISSED_PER_USER, WallClock};

@@ -59,6 +59,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             .find(|s| s.endpoint == subscription.endpoint)
         {
             *same = subscription;
+            self.state_changed = true;
             return Ok(());
         }
         if theirs.len() >= MAX_SUBSCRIPTIONS_PER_USER {
@@ -74,6 +75,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             self.subscription_count += 1;
         }
         theirs.push(subscription);
+        self.state_changed = true;
         log::info!(
             "{} subscribed to pushes ({} now)",
             untrusted(user),
@@ -95,6 +97,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         if theirs.is_empty() {
             self.subscriptions.remove(user);
         }
+        self.state_changed |= removed > 0;
         removed > 0
     }
 
