@@ -11,8 +11,8 @@
 //! `@` or `/`, and no local socket id starts with `@`.
 //!
 //! What it costs: every event of a relayed device crosses Redis twice
-//! (there and back) where a local one does not, about a millisecond on a
-//! LAN. Only users with `devices` above one are relayed; everyone else
+//! (there and back) where a local one does not: one Redis round trip
+//! more. Only users with `devices` above one are relayed; everyone else
 //! keeps the one-device rule and their own node.
 
 use std::collections::HashMap;
