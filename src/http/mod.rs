@@ -210,6 +210,27 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Splits a URL's `host[:port]` or `[v6]:port` into the host (without
+/// brackets) and the port as written, if any.
+///
+/// ```
+/// use signalbox::http::split_host_port;
+/// assert_eq!(split_host_port("redis.lan:6380"), Ok(("redis.lan", Some("6380"))));
+/// assert_eq!(split_host_port("[::1]:7000"), Ok(("::1", Some("7000"))));
+/// assert_eq!(split_host_port("push.example"), Ok(("push.example", None)));
+/// assert!(split_host_port("[::1").is_err());
+/// ```
+pub fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        return Ok((host, after.strip_prefix(':')));
+    }
+    Ok(match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
 /// The value of `key` in a query string, undecoded; the first one wins.
 ///
 /// ```

@@ -74,11 +74,7 @@ impl Subscription {
     /// `keys.p256dh`, `keys.auth`; other fields are ignored).
     pub fn parse(json: &str) -> Result<Subscription, SubscriptionError> {
         let wire: Wire = serde_json::from_str(json).map_err(|e| {
-            let message = e.to_string();
-            let message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(m, _)| m);
-            SubscriptionError::Shape(message.to_owned())
+            SubscriptionError::Shape(crate::signaling::protocol::without_position(&e))
         })?;
         Subscription::new(wire.endpoint, wire.keys)
     }
@@ -142,15 +138,7 @@ impl Endpoint {
         if authority.contains('@') {
             return Err("no user or password in it");
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or("an unclosed [ in the host")?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
+        let (host, port) = crate::http::split_host_port(authority)?;
         if host.is_empty() {
             return Err("no host");
         }

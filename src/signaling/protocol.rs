@@ -219,13 +219,7 @@ impl ClientEvent {
             )));
         }
         let invalid = |e: serde_json::Error| {
-            // serde's message without its " at line 1 column N" suffix.
-            let message = e.to_string();
-            let message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(m, _)| m)
-                .to_owned();
-            SignalError::InvalidPayload(format!("{name}: {message}"))
+            SignalError::InvalidPayload(format!("{name}: {}", without_position(&e)))
         };
         let event = match name {
             "register_user" => {
@@ -322,6 +316,16 @@ impl ClientEvent {
             ClientEvent::UnregisterPush { .. } => "unregister_push",
             ClientEvent::MissedCallsSeen => "missed_calls_seen",
         }
+    }
+}
+
+/// serde's message without its " at line 1 column N" suffix: a payload
+/// is one line, and the position says nothing to its sender.
+pub fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.rsplit_once(" at line ") {
+        Some((message, _)) => message.to_owned(),
+        None => message,
     }
 }
 

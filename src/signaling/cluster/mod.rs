@@ -382,17 +382,7 @@ impl RedisTarget {
                 (user, password)
             }
         };
-        let (host, port) = if let Some(v6) = address.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed [ in the host"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match address.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (address, None),
-            }
-        };
+        let (host, port) = crate::http::split_host_port(address).map_err(invalid)?;
         if host.is_empty() {
             return Err(invalid("no host"));
         }

@@ -57,9 +57,23 @@ impl WallClock {
 }
 
 impl<S: Clone + Eq + Hash> Hub<S> {
-    /// Notes what `event` means for `user`'s rings: a ring starts, or ends
-    /// missed (called for users here, before they are told).
+    /// Notes what `event` means for `user`'s rings, when `user` is here:
+    /// a ring starts, or ends missed (called before they are told). The
+    /// event is looked at first: most (relayed candidates) are neither.
     pub(super) fn note_ring(&mut self, user: &Rc<str>, event: &ServerEvent) {
+        let rings = matches!(
+            event,
+            ServerEvent::IncomingCall { .. }
+                | ServerEvent::CallTimeout { .. }
+                | ServerEvent::CallEnded { .. }
+        );
+        if !rings
+            || !(self.users.contains_key(user)
+                || self.held.contains_key(user)
+                || self.waking.contains_key(user))
+        {
+            return;
+        }
         let reason: Rc<str> = match event {
             ServerEvent::IncomingCall { from, group, .. } => {
                 let ringing = Ringing {

@@ -796,12 +796,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
     fn tell(&mut self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
-        if self.users.contains_key(user)
-            || self.held.contains_key(user)
-            || self.waking.contains_key(user)
-        {
-            self.note_ring(user, &event);
-        }
+        self.note_ring(user, &event);
         if let Some(held) = self.held.get_mut(user) {
             let size = event.size();
             if held.queue.len() < MAX_HELD_EVENTS && held.bytes + size <= MAX_HELD_BYTES {
