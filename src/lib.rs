@@ -59,14 +59,19 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
             ),
             None => None,
         };
+        let push = &config.signaling.push;
+        let state_dir = config.signaling.state_dir.as_deref();
+        let mut key =
+            push::load_key(push.vapid_key_file.as_deref(), state_dir).map_err(io::Error::other)?;
+        if let (Some((nodes, _)), None) = (&cluster, &push.vapid_key_file) {
+            key = Some(cluster_key(nodes.as_ref(), key).await?);
+        }
         let intercom = Intercom::with_cluster(&config, cluster);
         if let Some(path) = &config.signaling.directory {
             let directory =
                 signaling::directory::Directory::load(path).map_err(io::Error::other)?;
             intercom.set_directory(directory);
         }
-        let push = &config.signaling.push;
-        let state_dir = config.signaling.state_dir.as_deref();
         if let Some(dir) = state_dir {
             let files = calllog::Files::new(dir, calllog::MAX_FILE_BYTES, calllog::KEEP);
             let log = calllog::CallLog::open(files).map_err(|error| {
@@ -78,7 +83,7 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
             intercom.set_call_log(log);
             intercom.restore_state(dir)?;
         }
-        match push::load_key(push.vapid_key_file.as_deref(), state_dir).map_err(io::Error::other)? {
+        match key {
             Some(key) => intercom.set_vapid_key(key),
             None => log::info!(
                 "VAPID key made in memory: push subscriptions last until a restart (give --state-dir to keep it)"
@@ -132,6 +137,33 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
         log::info!("stopped");
         Ok(())
     })
+}
+
+/// The VAPID key of the whole cluster: a subscription made with one
+/// node's public key takes pushes signed with that key only, and any node
+/// may push to it. The first node to start puts its key (`kept`, or a new
+/// one) in Redis; the others use that one.
+async fn cluster_key(
+    nodes: &dyn signaling::cluster::Nodes,
+    kept: Option<push::crypto::VapidKey>,
+) -> io::Result<push::crypto::VapidKey> {
+    let ours = match kept {
+        Some(key) => key,
+        None => push::crypto::VapidKey::generate().map_err(io::Error::other)?,
+    };
+    let pem = nodes
+        .agree(signaling::cluster::VAPID_KEY, ours.to_pem())
+        .await
+        .map_err(|error| io::Error::other(format!("the cluster's VAPID key: {error}")))?;
+    let key = push::crypto::VapidKey::from_text(&pem)
+        .map_err(|error| io::Error::other(format!("the cluster's VAPID key: {error}")))?;
+    if key.public_key_base64url() != ours.public_key_base64url() {
+        log::info!(
+            "signing pushes with the cluster's VAPID key {}",
+            key.public_key_base64url()
+        );
+    }
+    Ok(key)
 }
 
 /// SIGHUP: reads the certificate and key again (live connections keep

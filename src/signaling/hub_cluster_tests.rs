@@ -28,6 +28,9 @@ no_answer = "desk"
 
 [users.anna]
 devices = 2
+
+[groups.family]
+members = ["anna", "carl"]
 "#;
 
 /// What Redis answers, for the node that asked.
@@ -48,8 +51,12 @@ struct Net {
     claims: BTreeMap<Rc<str>, String>,
     /// What is on its way to a node, in order.
     queue: VecDeque<(usize, Delivery)>,
-    /// What the sockets were sent.
+    /// What the sockets were sent, and what was pushed.
     log: Vec<String>,
+    /// Each user's push subscriptions (their endpoints), as Redis keeps them.
+    subscribed: BTreeMap<Rc<str>, Vec<String>>,
+    /// Each user's missed calls (who called), as Redis keeps them.
+    missed: BTreeMap<Rc<str>, Vec<String>>,
 }
 
 impl Net {
@@ -71,6 +78,8 @@ impl Net {
             claims: BTreeMap::new(),
             queue: VecDeque::new(),
             log: Vec::new(),
+            subscribed: BTreeMap::new(),
+            missed: BTreeMap::new(),
         };
         for (node, user) in [
             (0, "door"),
@@ -177,14 +186,33 @@ impl Net {
             match effect {
                 Effect::ToSocket { .. } | Effect::Disconnect { .. } => self.log.push(line(&effect)),
                 Effect::Joined { user, .. } => {
+                    // The registration's script: registered nowhere, but
+                    // claimed for a call, they were asleep.
+                    let caller = self.claims.get(&user).and_then(|c| c.split_once('>'));
+                    if !self.presence.contains_key(&user)
+                        && let Some((caller, _)) = caller
+                        && let Some(&at) = self.presence.get(caller)
+                    {
+                        let to = caller.into();
+                        let woken = PeerMessage::Woken {
+                            from: user.clone(),
+                            to,
+                        };
+                        self.queue.push_back((at, Delivery::Peer(woken)));
+                    }
                     self.presence.insert(user, node);
                 }
+                Effect::Push { user, message } => {
+                    let message = serde_json::to_string(&message).unwrap();
+                    self.log.push(format!("push {user} {message}"));
+                }
+                Effect::Shared(shared) => self.share(shared),
                 Effect::Left { user } => {
                     if self.presence.get(&user) == Some(&node) {
                         self.presence.remove(&user);
                     }
                 }
-                Effect::Barrier | Effect::OpenDoor { .. } | Effect::Push { .. } => {}
+                Effect::Barrier | Effect::OpenDoor { .. } => {}
                 Effect::ToPeer { user, message } => {
                     if let Some(&to) = self.presence.get(&user) {
                         self.queue.push_back((to, Delivery::Peer(message)));
@@ -196,7 +224,8 @@ impl Net {
                     offer,
                     ..
                 } => {
-                    let claim = if !self.presence.contains_key(&callee) {
+                    let asleep = !self.presence.contains_key(&callee);
+                    let claim = if asleep && !self.subscribed.contains_key(&callee) {
                         Claim::Offline
                     } else if self.claims.contains_key(&caller) {
                         Claim::CallerBusy
@@ -206,7 +235,11 @@ impl Net {
                         let token = format!("{caller}>{callee}");
                         self.claims.insert(caller.clone(), token.clone());
                         self.claims.insert(callee.clone(), token);
-                        Claim::Granted
+                        if asleep {
+                            Claim::Asleep
+                        } else {
+                            Claim::Granted
+                        }
                     };
                     let delivery = Delivery::Claimed(caller, callee, offer, claim);
                     self.queue.push_back((node, delivery));
@@ -250,22 +283,77 @@ impl Net {
         let token = format!("{}>{}", claim.caller, claim.called);
         let mut answers = Vec::new();
         for member in &claim.members {
-            if !self.presence.contains_key(member) {
+            let asleep = !self.presence.contains_key(member);
+            if asleep && !self.subscribed.contains_key(member) {
                 answers.push(Claim::Offline);
             } else if self.claims.contains_key(member) {
                 answers.push(Claim::Busy);
             } else {
                 self.claims.insert(member.clone(), token.clone());
-                answers.push(Claim::Granted);
+                answers.push(if asleep {
+                    Claim::Asleep
+                } else {
+                    Claim::Granted
+                });
                 if claim.first_only {
                     break;
                 }
             }
         }
-        if answers.contains(&Claim::Granted) {
+        if answers.iter().any(|answer| answer.claimed()) {
             self.claims.insert(claim.caller.clone(), token);
         }
         Ok(answers)
+    }
+
+    /// What Redis does with what the cluster keeps for its users.
+    fn share(&mut self, shared: Shared<&'static str>) {
+        match shared {
+            Shared::Subscribe { user, subscription } => {
+                let theirs = self.subscribed.entry(user).or_default();
+                theirs.retain(|endpoint| *endpoint != subscription.endpoint);
+                theirs.push(subscription.endpoint);
+            }
+            Shared::Unsubscribe { user, endpoint } => {
+                if let Some(theirs) = self.subscribed.get_mut(&user) {
+                    theirs.retain(|kept| *kept != endpoint);
+                    if theirs.is_empty() {
+                        self.subscribed.remove(&user);
+                    }
+                }
+            }
+            Shared::Missed { user, call } => {
+                let line = format!("{} {}", call.from, call.reason);
+                self.missed.entry(user).or_default().push(line);
+            }
+            Shared::MissedSeen { user } => {
+                self.missed.remove(&user);
+            }
+            Shared::TellMissed { user, socket } => {
+                if let Some(theirs) = self.missed.get(&user) {
+                    self.log
+                        .push(format!("[{socket}] <- missed_calls {theirs:?}"));
+                }
+            }
+        }
+    }
+
+    /// `user` registers on `node` (its socket has its name), and is
+    /// welcomed once that is answered.
+    fn register(&mut self, node: usize, user: &'static str) {
+        let payload = format!(r#"{{"userId":"{user}"}}"#);
+        self.act(node, user, "register_user", &payload);
+        self.log.retain(|line| !line.contains("<- user_registered"));
+        let effects = self.hubs[node].welcome(&user, self.now);
+        self.execute(node, effects);
+        self.run();
+    }
+
+    /// `user`'s socket on `node` closes.
+    fn close(&mut self, node: usize, user: &'static str) {
+        let effects = self.hubs[node].disconnected(&user, self.now);
+        self.execute(node, effects);
+        self.run();
     }
 
     /// Every user in a call on a node holds its claim, and nobody else
@@ -634,4 +722,137 @@ fn a_member_whose_node_dies_stops_ringing_and_the_others_ring_on() {
         [r#"[door] <- call_declined {"from":"flat-12"}"#]
     );
     assert!(net.claims.is_empty());
+}
+
+/// carl subscribed to pushes on node 2, then his phone slept.
+fn with_carl_asleep() -> Net {
+    let mut net = Net::intercom();
+    net.register(2, "carl");
+    let subscription = super::push::subscription("https://push.example/carl");
+    net.by("carl", "register_push", &subscription);
+    net.close(2, "carl");
+    assert_eq!(net.subscribed["carl"], ["https://push.example/carl"]);
+    net.told();
+    net
+}
+
+fn pushed(message: &str) -> String {
+    format!(r#"push carl {{{message}}}"#)
+}
+
+#[test]
+fn a_sleeping_user_is_pushed_and_rings_on_the_node_where_they_wake() {
+    let mut net = with_carl_asleep();
+    net.call("door", "carl");
+    assert_eq!(
+        net.told(),
+        [pushed(
+            r#""type":"incoming_call","from":"door","call":"c0""#
+        )]
+    );
+    // The caller's candidates are kept for him meanwhile.
+    net.candidate("door", "carl");
+    assert!(net.told().is_empty());
+    // His phone wakes on node 1: the call rings there, then the candidates.
+    net.register(1, "carl");
+    assert_eq!(
+        net.told(),
+        [
+            r#"[carl] <- incoming_call {"from":"door","offer":{"sdp":"o"}}"#,
+            r#"[carl] <- ice_candidate {"from":"door","candidate":{"c":1}}"#,
+        ]
+    );
+    net.answer("carl", "door");
+    net.run();
+    assert_eq!(
+        net.told(),
+        [r#"[door] <- call_answered {"from":"carl","answer":{"sdp":"a"}}"#]
+    );
+    net.to("door", "end_call", "carl");
+    assert_eq!(net.told(), [r#"[carl] <- call_ended {"from":"door"}"#]);
+    assert!(net.missed.is_empty());
+}
+
+#[test]
+fn a_caller_who_gives_up_is_pushed_as_cancelled_and_missed_on_every_node() {
+    let mut net = with_carl_asleep();
+    net.call("door", "carl");
+    net.told();
+    net.to("door", "end_call", "carl");
+    assert_eq!(
+        net.told(),
+        [pushed(
+            r#""type":"call_cancelled","call":"c0","reason":"ended""#
+        )]
+    );
+    assert_eq!(net.missed["carl"], ["door cancelled"]);
+    // Too late, and on another node: no call, but the missed one.
+    net.register(0, "carl");
+    assert_eq!(net.told(), [r#"[carl] <- missed_calls ["door cancelled"]"#]);
+    net.by("carl", "missed_calls_seen", "{}");
+    assert!(net.missed.is_empty());
+    // A call that rings out while he sleeps is missed too.
+    net.close(0, "carl");
+    net.call("guard", "carl");
+    net.at(31);
+    let told = net.told();
+    assert!(told.contains(&pushed(
+        r#""type":"call_cancelled","call":"c1","reason":"timeout""#
+    )));
+    assert_eq!(net.missed["carl"], ["guard timeout"]);
+    // Who unsubscribes is offline again.
+    net.register(1, "carl");
+    net.by(
+        "carl",
+        "unregister_push",
+        r#"{"endpoint":"https://push.example/carl"}"#,
+    );
+    net.close(1, "carl");
+    net.told();
+    assert!(net.subscribed.is_empty());
+    net.call("door", "carl");
+    assert_eq!(
+        net.told(),
+        [r#"[door] <- call_failed {"error":"user is offline","targetUser":"carl"}"#]
+    );
+}
+
+#[test]
+fn a_sleeping_member_rings_where_they_wake_and_stops_when_another_answers() {
+    let mut net = with_carl_asleep();
+    net.call("door", "family");
+    assert_eq!(
+        net.told(),
+        [
+            pushed(r#""type":"incoming_call","from":"door","group":"family","call":"c0""#),
+            ring("anna", "family"),
+        ]
+    );
+    net.register(2, "carl");
+    assert_eq!(net.told(), [ring("carl", "family")]);
+    net.answer("anna", "door");
+    net.run();
+    assert_eq!(
+        net.told(),
+        [
+            r#"[door] <- call_answered {"from":"anna","answer":{"sdp":"a"}}"#.to_owned(),
+            ended("carl", "door", "answered_elsewhere"),
+        ]
+    );
+    assert_eq!(net.missed["carl"], ["door answered_elsewhere"]);
+    // Asleep again, and anna answers before he wakes: his phone hears.
+    net.to("door", "end_call", "anna");
+    net.close(2, "carl");
+    net.told();
+    net.call("door", "family");
+    net.told();
+    net.answer("anna", "door");
+    net.run();
+    let told = net.told();
+    assert!(
+        told.contains(&pushed(
+            r#""type":"call_cancelled","call":"c1","reason":"answered_elsewhere""#
+        )),
+        "{told:?}"
+    );
 }

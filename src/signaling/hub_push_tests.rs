@@ -14,7 +14,7 @@ const P256DH: &str =
     "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
 const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 
-fn subscription(endpoint: &str) -> String {
+pub(super) fn subscription(endpoint: &str) -> String {
     format!(
         r#"{{"subscription":{{"endpoint":"{endpoint}","keys":{{"p256dh":"{P256DH}","auth":"{AUTH}"}}}}}}"#
     )
@@ -177,8 +177,16 @@ fn subscriptions_are_bounded_replaced_and_checked() {
     );
     assert_eq!(error, SignalError::NotRegistered);
     // A push service that says the subscription is gone: it goes.
-    assert!(w.hub.remove_subscription("anna", "https://push.example/9"));
-    assert!(!w.hub.remove_subscription("anna", "https://push.example/9"));
+    let (anna, mut effects) = (Rc::from("anna"), Vec::new());
+    assert!(
+        w.hub
+            .remove_subscription(&anna, "https://push.example/9", &mut effects)
+    );
+    assert!(
+        !w.hub
+            .remove_subscription(&anna, "https://push.example/9", &mut effects)
+    );
+    assert!(effects.is_empty());
     assert_eq!(w.hub.subscription_count(), MAX_SUBSCRIPTIONS_PER_USER - 1);
 }
 

@@ -80,6 +80,7 @@ fn line(effect: &Effect<&'static str>) -> String {
         Effect::Push { user, message } => {
             format!("push {user} {}", serde_json::to_string(message).unwrap())
         }
+        Effect::Shared(shared) => shared.to_string(),
     }
 }
 
@@ -1119,7 +1120,10 @@ mod two_nodes {
         let effects = p.a.peer(ended, now);
         assert_eq!(
             render_all(&effects),
-            [r#"[d] <- call_ended {"from":"flat"}"#]
+            [
+                "missed door from flat",
+                r#"[d] <- call_ended {"from":"flat"}"#
+            ]
         );
         assert_eq!(p.a.call_count(), 0);
     }

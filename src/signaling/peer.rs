@@ -130,6 +130,15 @@ pub enum PeerMessage {
         /// node had they been here.
         events: Vec<PeerMessage>,
     },
+    /// `from`, whom a call from `to` was waking with a push, registered on
+    /// another node (sent by the registration's script, which found the
+    /// call's claim): the call rings them there now.
+    Woken {
+        /// The user who registered.
+        from: Rc<str>,
+        /// The caller, whose node holds the call.
+        to: Rc<str>,
+    },
     /// `user` registered on another node: this node's device is replaced.
     Kick {
         /// The user who registered on another node; their device here goes.
@@ -246,7 +255,9 @@ impl PeerMessage {
             PeerMessage::DoorOpen { from, door, .. } => ServerEvent::DoorOpen { from, door },
             PeerMessage::Reconnecting { from, .. } => ServerEvent::PeerReconnecting { from },
             PeerMessage::Reconnected { from, .. } => ServerEvent::PeerReconnected { from },
-            PeerMessage::Resume { .. } | PeerMessage::Kick { .. } => return None,
+            PeerMessage::Resume { .. } | PeerMessage::Kick { .. } | PeerMessage::Woken { .. } => {
+                return None;
+            }
         })
     }
 
@@ -264,7 +275,8 @@ impl PeerMessage {
             | PeerMessage::Reconnected { to, .. }
             | PeerMessage::Ending { to, .. }
             | PeerMessage::DoorOpen { to, .. }
-            | PeerMessage::TimedOut { to, .. } => to,
+            | PeerMessage::TimedOut { to, .. }
+            | PeerMessage::Woken { to, .. } => to,
             PeerMessage::Kick { user, .. } | PeerMessage::Resume { user, .. } => user,
         }
     }

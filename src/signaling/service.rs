@@ -23,7 +23,7 @@ use super::peer::PeerMessage;
 use super::protocol::{CLIENT_EVENTS, ClientEvent, ServerEvent, SignalError};
 use super::relay::{Device, Relayed, Remote, Reply};
 use crate::logging::untrusted;
-use crate::push::{Delivered, Policy, Pusher};
+use crate::push::{Delivered, Policy, PushMessage, Pusher, Subscription};
 use crate::rate::Bucket;
 use crate::rt::{self, Alarm, Wake};
 use crate::socketio::{self, Ack, ConnectError, Incoming, Message, Socket, to_arg};
@@ -737,11 +737,16 @@ impl Signaling {
                     }
                 }
                 effect @ Effect::OpenDoor { .. } => self.execute_door_command(Some(effect), None),
-                Effect::Push { user, message } => {
-                    let subscriptions = self.hub.borrow().subscriptions_of(&user).to_vec();
-                    let pusher = self.pusher.borrow().clone();
-                    for subscription in subscriptions {
-                        pusher.push(user.clone(), subscription, &message, self.call_timeout);
+                Effect::Push { user, message } => match &self.nodes {
+                    Some(nodes) => nodes.push(user, message),
+                    None => {
+                        let subscriptions = self.hub.borrow().subscriptions_of(&user).to_vec();
+                        self.push(&user, &message, subscriptions);
+                    }
+                },
+                Effect::Shared(shared) => {
+                    if let Some(nodes) = &self.nodes {
+                        nodes.shared(shared);
                     }
                 }
                 Effect::ClaimMembers { socket, claim } => {
@@ -786,7 +791,7 @@ impl Signaling {
         }) = wait
         else {
             // The caller left meanwhile: give the claims back.
-            if claim == super::hub::Claim::Granted
+            if claim.claimed()
                 && let Some(nodes) = &self.nodes
             {
                 nodes.release(&caller, &callee, None);
@@ -916,6 +921,22 @@ impl Signaling {
             Inbound::Relay(relay) => self.relay(relay),
             Inbound::Home { socket, user, node } => self.homed(&socket, &user, node),
             Inbound::HomeGone(user) => self.home_gone(&user),
+            Inbound::MissedCalls {
+                user,
+                socket,
+                calls,
+            } => {
+                let still = self.hub.borrow().user_of(&socket) == Some(&user);
+                if still && !calls.is_empty() {
+                    let event = ServerEvent::MissedCalls { calls };
+                    self.execute(vec![Effect::ToSocket { socket, event }], None);
+                }
+            }
+            Inbound::Push {
+                user,
+                message,
+                subscriptions,
+            } => self.push(&user, &message, subscriptions),
             Inbound::NodeGone(node) => self.node_gone(&node),
             Inbound::Reconnected => {
                 if let (Some(nodes), Some(refresh)) = (&self.nodes, &mut *self.refresh.borrow_mut())
@@ -957,10 +978,23 @@ impl Signaling {
         self.pusher.borrow().totals()
     }
 
+    /// Pushes `message` to each of `user`'s `subscriptions`.
+    fn push(&self, user: &Rc<str>, message: &PushMessage, subscriptions: Vec<Subscription>) {
+        let pusher = self.pusher.borrow().clone();
+        for subscription in subscriptions {
+            pusher.push(user.clone(), subscription, message, self.call_timeout);
+        }
+    }
+
     /// A push service answered: a subscription it says is gone is forgotten.
     fn pushed(&self, delivered: Delivered) {
         if let Delivered::Gone { user, endpoint } = delivered {
-            self.with_hub(|hub| hub.remove_subscription(&user, &endpoint));
+            let effects = self.with_hub(|hub| {
+                let mut effects = Vec::new();
+                hub.remove_subscription(&user, &endpoint, &mut effects);
+                effects
+            });
+            self.execute(effects, None);
         }
     }
 

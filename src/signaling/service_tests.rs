@@ -96,6 +96,23 @@ impl Nodes for FakeNodes {
         self.said(format!("check {} peers", peers.len()));
     }
 
+    fn shared(&self, shared: crate::signaling::hub::Shared<Rc<str>>) {
+        self.said(shared.to_string());
+    }
+
+    fn push(&self, user: Rc<str>, message: crate::push::PushMessage) {
+        let message = serde_json::to_string(&message).unwrap();
+        self.said(format!("push {user} {message}"));
+    }
+
+    fn agree(
+        &self,
+        _name: &str,
+        value: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, ClusterError>>>> {
+        Box::pin(async { Ok(value) })
+    }
+
     fn after(&self, then: Box<dyn FnOnce()>) {
         self.after.borrow_mut().push(then);
     }
@@ -754,7 +771,7 @@ fn devices_of_one_user_on_two_nodes_ring_race_and_stop_as_on_one() {
         register_with_home(&n2, &anna2, "anna", "n1");
         assert!(anna2.events().is_empty(), "answered by the home");
         assert_eq!(carry(&n2, &n1), 1);
-        assert_eq!(n1.nodes().take(), ["joined anna"]);
+        assert_eq!(n1.nodes().take(), ["tell missed anna", "joined anna"]);
         n1.nodes().caught_up();
         carry(&n1, &n2);
         assert_eq!(

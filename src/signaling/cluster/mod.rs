@@ -15,6 +15,16 @@
 //!   caller's node when it stops ringing), refreshed like presence.
 //! - `<prefix>node:<id>`, a pub/sub channel per node: messages for its users
 //!   ([`PeerMessage`] as JSON).
+//! - `<prefix>push:<name>` → a list of the user's push subscriptions (as
+//!   the browser gave them, JSON), oldest first; `<prefix>missed:<name>`
+//!   → a list of their missed calls (JSON); `<prefix>counts` → how many
+//!   of each the cluster keeps, for the bounds. A call to a user
+//!   registered nowhere who has subscriptions claims them all the same
+//!   ([`Claim::Asleep`]); the caller's node pushes and holds the call,
+//!   and the registration that finds the claim tells it where they woke
+//!   ([`PeerMessage::Woken`]).
+//! - `<prefix>vapid-key`: the key every node signs pushes with (see
+//!   [`Nodes::agree`]), unless each is given one.
 //!
 //! Every change is a small Lua script, so each is atomic; every command a
 //! node sends goes through one connection in the order the hub decided, in
@@ -33,9 +43,11 @@ use std::time::{Duration, Instant};
 
 use smol::channel::Receiver;
 
-use super::hub::{Claim, InCall, MemberClaim, Registration};
+use super::hub::{Claim, InCall, MemberClaim, Registration, Shared};
 use super::peer::PeerMessage;
+use super::protocol::MissedCall;
 use super::relay::Relay;
+use crate::push::{PushMessage, Subscription};
 
 #[cfg(feature = "cluster")]
 mod link;
@@ -91,6 +103,20 @@ pub trait Nodes {
     /// This node is shutting down: it stops being anyone's home, so that
     /// their devices find a new one at once.
     fn retire(&self);
+    /// Changes or reads what Redis keeps for the whole cluster (push
+    /// subscriptions, missed calls); a [`Shared::TellMissed`] is answered
+    /// as [`Inbound::MissedCalls`].
+    fn shared(&self, shared: Shared<Rc<str>>);
+    /// Asks for `user`'s push subscriptions, to push `message` to each;
+    /// the answer comes back as [`Inbound::Push`].
+    fn push(&self, user: Rc<str>, message: PushMessage);
+    /// The cluster's value of `name`: the one a node set first, else
+    /// `value`, set now (the VAPID key every node must sign with).
+    fn agree(
+        &self,
+        name: &str,
+        value: String,
+    ) -> Pin<Box<dyn Future<Output = Result<String, ClusterError>>>>;
     /// Runs `then` once the other nodes have heard everything asked so far.
     fn after(&self, then: Box<dyn FnOnce()>);
     /// Every user and call of the cluster.
@@ -179,6 +205,9 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The key (under the prefix) of the VAPID key the cluster's nodes share.
+pub const VAPID_KEY: &str = "vapid-key";
+
 /// The prefix of keys and channels unless `--redis-prefix` says otherwise.
 pub const DEFAULT_PREFIX: &str = "signalbox:";
 
@@ -249,6 +278,27 @@ pub enum Inbound {
     HomeGone(Rc<str>),
     /// A node whose devices are relayed here is gone.
     NodeGone(Rc<str>),
+    /// The answer to a [`Shared::TellMissed`]: `user`'s missed calls,
+    /// oldest first, for `socket`.
+    MissedCalls {
+        /// Whose.
+        user: Rc<str>,
+        /// The socket they registered on.
+        socket: Rc<str>,
+        /// Their missed calls; empty when none (or Redis did not answer).
+        calls: Vec<MissedCall>,
+    },
+    /// The answer to [`Nodes::push`]: `user`'s subscriptions, to push
+    /// `message` to.
+    Push {
+        /// Whose.
+        user: Rc<str>,
+        /// What to push.
+        message: PushMessage,
+        /// Their subscriptions, oldest first (those that no longer check
+        /// are left out).
+        subscriptions: Vec<Subscription>,
+    },
 }
 
 /// When a node refreshes what it holds in Redis (presence and claims, each

@@ -655,9 +655,31 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let granted: Vec<Rc<str>> = members
             .iter()
             .zip(claims)
-            .filter(|(_, claim)| **claim == Claim::Granted)
+            .filter(|(_, claim)| claim.claimed())
             .map(|(member, _)| member.clone())
             .collect();
+        let asleep = members.iter().zip(claims).filter(|(member, claim)| {
+            **claim == Claim::Asleep && !self.users.contains_key(*member)
+        });
+        self.asleep = asleep.map(|(member, _)| member.clone()).collect();
+        let result = self.settle_claimed(number, caller, called, answer, granted, now, effects);
+        self.asleep.clear();
+        result
+    }
+
+    /// [`Hub::settle_round`] once the members claimed are known.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_claimed(
+        &mut self,
+        number: u64,
+        caller: Rc<str>,
+        called: Rc<str>,
+        answer: Result<Vec<Claim>, Claim>,
+        granted: Vec<Rc<str>>,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) -> Result<(), SignalError> {
+        let claims = answer.as_ref().map_or(&[][..], Vec::as_slice);
         let current = self
             .claiming
             .get(&caller)
@@ -719,7 +741,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 ringable.push(member);
             }
         }
-        if ringable.is_empty() && round == Round::Dial && claims.contains(&Claim::Granted) {
+        if ringable.is_empty() && round == Round::Dial && claims.iter().any(|c| c.claimed()) {
             // The caller's claim was taken for nobody.
             effects.push(Effect::CallOver {
                 caller: caller.clone(),

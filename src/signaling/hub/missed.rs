@@ -10,7 +10,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::{Effect, Hub};
+use super::{Effect, Hub, Shared};
 use crate::signaling::protocol::{MissedCall, ServerEvent};
 
 /// The most missed calls kept for a user; past it the oldest goes.
@@ -60,7 +60,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Notes what `event` means for `user`'s rings, when `user` is here:
     /// a ring starts, or ends missed (called before they are told). The
     /// event is looked at first: most (relayed candidates) are neither.
-    pub(super) fn note_ring(&mut self, user: &Rc<str>, event: &ServerEvent) {
+    pub(super) fn note_ring(
+        &mut self,
+        user: &Rc<str>,
+        event: &ServerEvent,
+        effects: &mut Vec<Effect<S>>,
+    ) {
         let rings = matches!(
             event,
             ServerEvent::IncomingCall { .. }
@@ -91,6 +96,17 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let Some(ringing) = self.ringing.remove(user) else {
             return;
         };
+        let call = MissedCall {
+            from: ringing.from,
+            group: ringing.group,
+            at: crate::timestamp::iso8601(self.wall.at(ringing.since)),
+            reason,
+        };
+        if self.several_nodes {
+            let user = user.clone();
+            effects.push(Effect::Shared(Shared::Missed { user, call }));
+            return;
+        }
         if self.missed_count >= MAX_MISSED {
             log::warn!("{MAX_MISSED} missed calls kept: not keeping more");
             return;
@@ -101,12 +117,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         } else {
             self.missed_count += 1;
         }
-        theirs.push_back(MissedCall {
-            from: ringing.from,
-            group: ringing.group,
-            at: crate::timestamp::iso8601(self.wall.at(ringing.since)),
-            reason,
-        });
+        theirs.push_back(call);
         self.state_changed = true;
     }
 
@@ -117,7 +128,14 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 
     /// Tells a device of `user` that just registered its missed calls, if
     /// there are any.
-    pub(super) fn tell_missed(&self, user: &str, socket: &S, effects: &mut Vec<Effect<S>>) {
+    pub(super) fn tell_missed(&self, user: &Rc<str>, socket: &S, effects: &mut Vec<Effect<S>>) {
+        if self.several_nodes {
+            effects.push(Effect::Shared(Shared::TellMissed {
+                user: user.clone(),
+                socket: socket.clone(),
+            }));
+            return;
+        }
         let Some(theirs) = self.missed.get(user).filter(|m| !m.is_empty()) else {
             return;
         };
@@ -129,7 +147,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 
     /// `missed_calls_seen`: forgets `user`'s missed calls.
-    pub(super) fn missed_seen(&mut self, user: &str) {
+    pub(super) fn missed_seen(&mut self, user: &Rc<str>, effects: &mut Vec<Effect<S>>) {
+        if self.several_nodes {
+            let user = user.clone();
+            effects.push(Effect::Shared(Shared::MissedSeen { user }));
+            return;
+        }
         if let Some(theirs) = self.missed.remove(user) {
             self.missed_count -= theirs.len();
             self.state_changed = true;

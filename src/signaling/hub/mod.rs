@@ -98,14 +98,17 @@ pub enum Effect<S> {
         timeout: Duration,
     },
     /// Push `message` to each of `user`'s push subscriptions
-    /// ([`Hub::subscriptions_of`]): a call for a user none of whose
-    /// devices is connected, or its end.
+    /// ([`Hub::subscriptions_of`], or Redis's on several nodes): a call
+    /// for a user none of whose devices is connected, or its end.
     Push {
         /// Whose subscriptions.
         user: Rc<str>,
         /// What to tell their devices.
         message: crate::push::PushMessage,
     },
+    /// Several nodes: what Redis keeps for the whole cluster in place of
+    /// this hub (push subscriptions, missed calls) changes, or is read.
+    Shared(Shared<S>),
     /// `user` is no longer registered here (several nodes: withdraw it).
     Left {
         /// The name that was registered; no socket here has it any more.
@@ -125,6 +128,61 @@ pub enum Effect<S> {
         /// of `caller` and `callee`.
         member: Option<Rc<str>>,
     },
+}
+
+/// Several nodes: push subscriptions and missed calls live in Redis, for
+/// whichever node a user registers on next (see [`Effect::Shared`]).
+#[derive(Debug, Clone)]
+pub enum Shared<S> {
+    /// `register_push`: keep `subscription` for `user` (the same endpoint
+    /// again replaces it; past the bound per user, the oldest goes).
+    Subscribe {
+        /// Whose.
+        user: Rc<str>,
+        /// Checked, and allowed by the push policy.
+        subscription: crate::push::Subscription,
+    },
+    /// `unregister_push`, or a push service said it is gone.
+    Unsubscribe {
+        /// Whose.
+        user: Rc<str>,
+        /// The subscription's endpoint.
+        endpoint: String,
+    },
+    /// A call rang `user` here and ended unanswered.
+    Missed {
+        /// Who missed it.
+        user: Rc<str>,
+        /// The missed call.
+        call: crate::signaling::protocol::MissedCall,
+    },
+    /// `missed_calls_seen`: forget `user`'s missed calls.
+    MissedSeen {
+        /// Whose.
+        user: Rc<str>,
+    },
+    /// `user` just registered on `socket`: send it `missed_calls` if they
+    /// have any.
+    TellMissed {
+        /// Whose.
+        user: Rc<str>,
+        /// Their new socket.
+        socket: S,
+    },
+}
+
+impl<S> std::fmt::Display for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shared::Subscribe { user, subscription } => {
+                write!(f, "subscribe {user} {}", subscription.endpoint)
+            }
+            Shared::Unsubscribe { user, endpoint } => write!(f, "unsubscribe {user} {endpoint}"),
+            Shared::Missed { user, call } => write!(f, "missed {user} from {}", call.from),
+            Shared::MissedSeen { user } => write!(f, "missed seen {user}"),
+            Shared::TellMissed { user, .. } => write!(f, "tell missed {user}"),
+        }
+    }
 }
 
 /// Several nodes: a round of claims in Redis for the members a call may
@@ -167,8 +225,18 @@ pub enum Claim {
     CallerBusy,
     /// The callee is ringing or in a call.
     Busy,
+    /// The callee is registered on no node but has push subscriptions:
+    /// claimed like [`Claim::Granted`], and woken by a push.
+    Asleep,
     /// Redis could not be asked.
     Unavailable,
+}
+
+impl Claim {
+    /// Whether the user is now held for the call.
+    pub fn claimed(self) -> bool {
+        matches!(self, Claim::Granted | Claim::Asleep)
+    }
 }
 
 /// A registered user and their socket.
@@ -303,6 +371,10 @@ pub struct Hub<S> {
     push_policy: crate::push::Policy,
     /// Calls ringing users with no device here, who were pushed.
     waking: HashMap<Rc<str>, pushes::Waking>,
+    /// Several nodes: those Redis just found registered nowhere but with
+    /// push subscriptions, in the claim being settled; they are woken as
+    /// they ring. Empty between events.
+    asleep: HashSet<Rc<str>>,
     /// Users here who are ringing, and for whom.
     ringing: HashMap<Rc<str>, missed::Ringing>,
     /// Each user's missed calls, oldest first.
@@ -369,6 +441,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             subscription_count: 0,
             push_policy: crate::push::Policy::default(),
             waking: HashMap::new(),
+            asleep: HashSet::new(),
             ringing: HashMap::new(),
             missed: HashMap::new(),
             missed_count: 0,
@@ -796,7 +869,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
     fn tell(&mut self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
-        self.note_ring(user, &event);
+        self.note_ring(user, &event, effects);
         if let Some(held) = self.held.get_mut(user) {
             let size = event.size();
             if held.queue.len() < MAX_HELD_EVENTS && held.bytes + size <= MAX_HELD_BYTES {
@@ -1221,13 +1294,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             ClientEvent::OpenDoor { to, door } => {
                 self.open_door(socket, me, to, door, now, effects)
             }
-            ClientEvent::RegisterPush { subscription } => self.add_subscription(&me, subscription),
+            ClientEvent::RegisterPush { subscription } => {
+                self.add_subscription(&me, subscription, effects)
+            }
             ClientEvent::UnregisterPush { endpoint } => {
-                self.remove_subscription(&me, &endpoint);
+                self.remove_subscription(&me, &endpoint, effects);
                 Ok(())
             }
             ClientEvent::MissedCallsSeen => {
-                self.missed_seen(&me);
+                self.missed_seen(&me, effects);
                 Ok(())
             }
             ClientEvent::RegisterUser { .. } | ClientEvent::LogoutUser { .. } => Ok(()),
@@ -1284,12 +1359,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.tell(me, event, effects);
     }
 
-    /// Rings `callee` for `me`.
+    /// Rings `callee` for `me`; wakes them when they are `asleep`.
     fn start_call(
         &mut self,
         me: Rc<str>,
         callee: Rc<str>,
         offer: Box<RawValue>,
+        asleep: bool,
         now: Instant,
         effects: &mut Vec<Effect<S>>,
     ) {
@@ -1298,6 +1374,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             .ring(me.clone(), callee.clone(), now + self.call_timeout);
         self.fact_rang(id, &callee);
         log::info!("call {} -> {}: ringing", untrusted(&me), untrusted(&callee));
+        if asleep {
+            self.wake(id, &me, &callee, None, effects);
+        }
         let event = ServerEvent::IncomingCall {
             from: me,
             offer,
@@ -1367,7 +1446,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         let mut effects = self.expire(now);
         let callee: Rc<str> = callee.into();
         let refusal = match claim {
-            Claim::Granted => None,
+            Claim::Granted | Claim::Asleep => None,
             Claim::Offline => Some(SignalError::UserOffline),
             Claim::Busy => Some(SignalError::UserBusy),
             Claim::CallerBusy => Some(SignalError::AlreadyInCall),
@@ -1412,7 +1491,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             };
         }
         self.ring_devices(&callee);
-        self.start_call(caller, callee, offer, now, &mut effects);
+        let asleep = claim == Claim::Asleep && !self.users.contains_key(&callee);
+        self.start_call(caller, callee, offer, asleep, now, &mut effects);
         Outcome {
             result: Ok(()),
             effects,

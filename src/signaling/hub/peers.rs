@@ -181,6 +181,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             PeerMessage::Kick { user, .. } if self.held.contains_key(&user) => {
                 self.hand_over(&user, now, &mut effects);
             }
+            PeerMessage::Woken { from, .. } => self.woken_elsewhere(&from, &mut effects),
             PeerMessage::Resume { user, call, events } => {
                 self.take_over(&user, call, events, now, &mut effects);
             }
@@ -421,10 +422,12 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 
     /// Our users in calls, each with its call's caller and the name
-    /// called: what the cluster holds claims for.
+    /// called, and those our calls are waking: what the cluster holds
+    /// claims for.
     pub fn calls_here(&self) -> Vec<InCall> {
         self.users
             .keys()
+            .chain(self.waking.keys())
             .filter_map(|user| {
                 let (_, call) = self.calls.of(user)?;
                 Some(InCall {

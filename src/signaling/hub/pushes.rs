@@ -11,10 +11,11 @@ use std::collections::VecDeque;
 use std::hash::Hash;
 use std::rc::Rc;
 
-use super::{Effect, Hub, MAX_HELD_BYTES, MAX_HELD_EVENTS};
+use super::{Effect, Hub, MAX_HELD_BYTES, MAX_HELD_EVENTS, Shared};
 use crate::logging::untrusted;
 use crate::push::{PushMessage, Subscription};
 use crate::signaling::calls::CallId;
+use crate::signaling::peer::PeerMessage;
 use crate::signaling::protocol::{ServerEvent, SignalError};
 
 /// The most push subscriptions a user keeps (one per device); a new one
@@ -48,10 +49,17 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         &mut self,
         user: &Rc<str>,
         subscription: Subscription,
+        effects: &mut Vec<Effect<S>>,
     ) -> Result<(), SignalError> {
         self.push_policy
             .check(&subscription.target)
             .map_err(|error| SignalError::Push(error.to_string()))?;
+        if self.several_nodes {
+            log::info!("{} subscribed to pushes", untrusted(user));
+            let user = user.clone();
+            effects.push(Effect::Shared(Shared::Subscribe { user, subscription }));
+            return Ok(());
+        }
         let total = self.subscription_count;
         let theirs = self.subscriptions.entry(user.clone()).or_default();
         if let Some(same) = theirs
@@ -86,7 +94,19 @@ impl<S: Clone + Eq + Hash> Hub<S> {
 
     /// `unregister_push`, or a push service that said the subscription is
     /// gone: forgets it.
-    pub fn remove_subscription(&mut self, user: &str, endpoint: &str) -> bool {
+    pub fn remove_subscription(
+        &mut self,
+        user: &Rc<str>,
+        endpoint: &str,
+        effects: &mut Vec<Effect<S>>,
+    ) -> bool {
+        if self.several_nodes {
+            effects.push(Effect::Shared(Shared::Unsubscribe {
+                user: user.clone(),
+                endpoint: endpoint.to_owned(),
+            }));
+            return true;
+        }
         let Some(theirs) = self.subscriptions.get_mut(user) else {
             return false;
         };
@@ -112,10 +132,14 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 
     /// Whether `user` may be rung though no device of theirs is here: they
-    /// have push subscriptions (one node only, for now: on several, who
-    /// is online is Redis's to say).
+    /// have push subscriptions (on several nodes: Redis just said so, in
+    /// the claim being settled).
     pub(super) fn pushable(&self, user: &str) -> bool {
-        !self.several_nodes && self.subscriptions.contains_key(user)
+        if self.several_nodes {
+            self.asleep.contains(user)
+        } else {
+            self.subscriptions.contains_key(user)
+        }
     }
 
     /// Whether `user` is being woken for a call.
@@ -194,6 +218,36 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             },
         });
         true
+    }
+
+    /// Several nodes: a device of `user`, whom a call here was waking,
+    /// registered on another node. The call rings them there now: what it
+    /// sent meanwhile goes to that node, the offer first, as it would
+    /// have had they been there (and their claim is that node's to hold).
+    pub(super) fn woken_elsewhere(&mut self, user: &Rc<str>, effects: &mut Vec<Effect<S>>) {
+        if self.users.contains_key(user) {
+            // Registered here after all: `welcome` gave them the call.
+            return;
+        }
+        let Some(waking) = self.waking.remove(user) else {
+            return;
+        };
+        if self.calls.get(waking.call).is_none() {
+            return;
+        }
+        log::info!(
+            "{} woke up on another node for its call ({} events kept)",
+            untrusted(user),
+            waking.queue.len()
+        );
+        for event in waking.queue {
+            if let Some(message) = PeerMessage::for_event(user, event) {
+                effects.push(Effect::ToPeer {
+                    user: user.clone(),
+                    message,
+                });
+            }
+        }
     }
 
     /// A device of `user` registered on `socket`: a call that was waking

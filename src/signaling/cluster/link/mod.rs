@@ -22,8 +22,9 @@ use smol::channel::{Receiver, Sender, unbounded};
 use super::{
     ClusterConfig, ClusterError, ClusterStats, Inbound, Nodes, Overview, RedisTarget, redact,
 };
+use crate::push::PushMessage;
 use crate::rt;
-use crate::signaling::hub::{InCall, MemberClaim, Registration};
+use crate::signaling::hub::{InCall, MemberClaim, Registration, Shared};
 use crate::signaling::peer::PeerMessage;
 use crate::signaling::relay::Relay;
 use listener::{Listener, subscribe};
@@ -312,6 +313,45 @@ impl Nodes for Cluster {
         if start {
             scan_overview(self.ops.clone(), self.overview.clone());
         }
+        Box::pin(async move {
+            let timeout = async {
+                Timer::after(RESPONSE_TIMEOUT * 2).await;
+                Err(ClusterError::Unavailable(
+                    "Redis did not answer in time".to_owned(),
+                ))
+            };
+            let answer = async {
+                answer.recv().await.unwrap_or_else(|_| {
+                    Err(ClusterError::Unavailable(
+                        "the cluster link stopped".to_owned(),
+                    ))
+                })
+            };
+            futures_lite::future::or(answer, timeout).await
+        })
+    }
+
+    fn shared(&self, shared: Shared<Rc<str>>) {
+        self.send(Op::Shared(shared));
+    }
+
+    fn push(&self, user: Rc<str>, message: PushMessage) {
+        self.send(Op::Push { user, message });
+    }
+
+    fn agree(
+        &self,
+        name: &str,
+        value: String,
+    ) -> Pin<Box<dyn Future<Output = Result<String, ClusterError>>>> {
+        let (reply, answer) = smol::channel::bounded(1);
+        self.send(Op::Agree {
+            name: name.to_owned(),
+            value,
+            answer: Box::new(move |result| {
+                let _ = reply.try_send(result);
+            }),
+        });
         Box::pin(async move {
             let timeout = async {
                 Timer::after(RESPONSE_TIMEOUT * 2).await;

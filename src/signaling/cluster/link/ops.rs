@@ -9,14 +9,22 @@ use std::time::Duration;
 use redis::{Cmd, Value};
 
 use super::scripts::{
-    CLAIM, CLAIM_MEMBERS, HOLD, HOME, JOIN, LEAVE, OVERVIEW, RELEASE, ROUTE, WATCH,
+    AGREE, CLAIM, CLAIM_MEMBERS, HOLD, HOME, JOIN, LEAVE, MISS, OVERVIEW, RELEASE, ROUTE, SEEN,
+    SUBSCRIBE, UNSUBSCRIBE, WATCH,
 };
+use crate::push::{PushMessage, Subscription};
 use crate::signaling::cluster::{ClusterError, Inbound, Overview};
-use crate::signaling::hub::{Claim, InCall, MemberClaim, Registration};
+use crate::signaling::hub::{
+    Claim, InCall, MAX_MISSED, MAX_MISSED_PER_USER, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER,
+    MemberClaim, Registration, Shared,
+};
 use crate::signaling::peer::PeerMessage;
 
 /// What an overview's waiter is told.
 pub(super) type OverviewCallback = Box<dyn FnOnce(Result<Overview, ClusterError>)>;
+
+/// What the waiter for [`Op::Agree`] is told.
+pub(super) type AgreeCallback = Box<dyn FnOnce(Result<String, ClusterError>)>;
 
 /// One thing to do in Redis: one command each, but `Then`.
 pub(super) enum Op {
@@ -69,6 +77,16 @@ pub(super) enum Op {
         homes: Vec<(Rc<str>, Rc<str>)>,
         nodes: Vec<Rc<str>>,
     },
+    /// Changes or reads what the cluster keeps for its users.
+    Shared(Shared<Rc<str>>),
+    /// Reads a user's push subscriptions, to push `message` to them.
+    Push { user: Rc<str>, message: PushMessage },
+    /// The cluster's value of `name` (under the prefix), else `value`.
+    Agree {
+        name: String,
+        value: String,
+        answer: AgreeCallback,
+    },
     /// Runs once Redis answered everything asked before it.
     Then(Box<dyn FnOnce()>),
     /// Wakes the command connection after Redis came back, so that its
@@ -95,6 +113,7 @@ impl Op {
                 | Op::ClaimMembers { .. }
                 | Op::Publish { .. }
                 | Op::Home { .. }
+                | Op::Shared(Shared::Missed { .. })
         )
     }
 }
@@ -119,6 +138,21 @@ impl Keys {
 
     pub fn call(&self, name: &str) -> String {
         format!("{}call:{name}", self.prefix)
+    }
+
+    /// A user's push subscriptions.
+    pub fn push(&self, name: &str) -> String {
+        format!("{}push:{name}", self.prefix)
+    }
+
+    /// A user's missed calls.
+    pub fn missed(&self, name: &str) -> String {
+        format!("{}missed:{name}", self.prefix)
+    }
+
+    /// How many subscriptions and missed calls the cluster keeps.
+    pub fn counts(&self) -> String {
+        format!("{}counts", self.prefix)
     }
 
     /// The key that says a node is alive, refreshed with its presence.
@@ -200,13 +234,15 @@ impl Encoder {
         Some(match op {
             Op::Joined(Registration { user, socket }) => {
                 let (before, after) = kick_around_socket(user);
-                script(JOIN, &[keys.user(user)])
+                script(JOIN, &[keys.user(user), keys.call(user)])
                     .arg(&*self.node)
                     .arg(&**socket)
                     .arg(&self.ttl_ms)
                     .arg(keys.channels())
                     .arg(before)
                     .arg(after)
+                    .arg(keys.user(""))
+                    .arg(&**user)
                     .clone()
             }
             Op::Left(user) => script(LEAVE, &[keys.user(user)]).arg(&*self.node).clone(),
@@ -215,7 +251,12 @@ impl Encoder {
                 .arg(message)
                 .clone(),
             Op::Claim { caller, callee, .. } => {
-                let claim_keys = [keys.user(callee), keys.call(caller), keys.call(callee)];
+                let claim_keys = [
+                    keys.user(callee),
+                    keys.call(caller),
+                    keys.call(callee),
+                    keys.push(callee),
+                ];
                 script(CLAIM, &claim_keys)
                     .arg(claim_value(caller, callee))
                     .arg(&self.claim_ttl_ms)
@@ -226,6 +267,7 @@ impl Encoder {
                 for member in &claim.members {
                     claim_keys.push(keys.user(member));
                     claim_keys.push(keys.call(member));
+                    claim_keys.push(keys.push(member));
                 }
                 let previous = claim
                     .previous
@@ -280,11 +322,23 @@ impl Encoder {
                 command
             }
             Op::Overview(_) => script(OVERVIEW, &[]).arg(&keys.prefix).clone(),
-            Op::Home { socket, user } => script(HOME, &[keys.user(user)])
+            Op::Home { socket, user } => script(HOME, &[keys.user(user), keys.call(user)])
                 .arg(&*self.node)
                 .arg(&**socket)
                 .arg(&self.ttl_ms)
                 .arg(keys.alive_prefix())
+                .arg(keys.channels())
+                .arg(keys.user(""))
+                .arg(&**user)
+                .clone(),
+            Op::Shared(shared) => self.shared(shared),
+            Op::Push { user, .. } => redis::cmd("LRANGE")
+                .arg(keys.push(user))
+                .arg(0)
+                .arg(-1)
+                .clone(),
+            Op::Agree { name, value, .. } => script(AGREE, &[format!("{}{name}", keys.prefix)])
+                .arg(value)
                 .clone(),
             Op::Retire => redis::cmd("DEL").arg(keys.alive(&self.node)).clone(),
             Op::Publish { node, message } => redis::cmd("PUBLISH")
@@ -305,6 +359,41 @@ impl Encoder {
             Op::Ping => redis::cmd("PING"),
             Op::Then(_) => return None,
         })
+    }
+
+    /// The command for what the cluster keeps for its users.
+    fn shared(&self, shared: &Shared<Rc<str>>) -> Cmd {
+        let keys = &self.keys;
+        match shared {
+            Shared::Subscribe { user, subscription } => {
+                let json = serde_json::to_string(subscription).unwrap_or_default();
+                script(SUBSCRIBE, &[keys.push(user), keys.counts()])
+                    .arg(&subscription.endpoint)
+                    .arg(json)
+                    .arg(MAX_SUBSCRIPTIONS_PER_USER)
+                    .arg(MAX_SUBSCRIPTIONS)
+                    .clone()
+            }
+            Shared::Unsubscribe { user, endpoint } => {
+                script(UNSUBSCRIBE, &[keys.push(user), keys.counts()])
+                    .arg(endpoint)
+                    .clone()
+            }
+            Shared::Missed { user, call } => {
+                let json = serde_json::to_string(call).unwrap_or_default();
+                script(MISS, &[keys.missed(user), keys.counts()])
+                    .arg(json)
+                    .arg(MAX_MISSED_PER_USER)
+                    .arg(MAX_MISSED)
+                    .clone()
+            }
+            Shared::MissedSeen { user } => script(SEEN, &[keys.missed(user), keys.counts()]),
+            Shared::TellMissed { user, .. } => redis::cmd("LRANGE")
+                .arg(keys.missed(user))
+                .arg(0)
+                .arg(-1)
+                .clone(),
+        }
     }
 
     /// What `reply` to `op` means; `settled`: whether a missing peer may be
@@ -397,6 +486,7 @@ impl Encoder {
                     Ok(Value::Int(1)) => Claim::Offline,
                     Ok(Value::Int(2)) => Claim::CallerBusy,
                     Ok(Value::Int(3)) => Claim::Busy,
+                    Ok(Value::Int(4)) => Claim::Asleep,
                     _ => {
                         // The claim may have been made and its answer lost:
                         // give it back (only if it is still this call's).
@@ -452,10 +542,63 @@ impl Encoder {
                     .and_then(|value| overview(&self.keys, value));
                 out.then = Some(Box::new(move || answer(result)));
             }
+            Op::Shared(shared) => match (shared, reply) {
+                (Shared::TellMissed { user, socket }, reply) => {
+                    let calls = entries(&reply, |json| serde_json::from_str(json).ok());
+                    out.inbound.push(Inbound::MissedCalls {
+                        user,
+                        socket,
+                        calls,
+                    });
+                }
+                (Shared::Subscribe { user, .. }, Ok(Value::Int(1))) => log::warn!(
+                    "{MAX_SUBSCRIPTIONS} push subscriptions kept in the cluster: not keeping {}'s",
+                    crate::logging::untrusted(&user)
+                ),
+                (Shared::Missed { .. }, Ok(Value::Int(1))) => {
+                    log::warn!("{MAX_MISSED} missed calls kept in the cluster: not keeping more");
+                }
+                (_, Err(error)) => log::warn!("Redis: {error}"),
+                _ => {}
+            },
+            Op::Push { user, message } => {
+                let subscriptions = entries(&reply, |json| Subscription::parse(json).ok());
+                out.inbound.push(Inbound::Push {
+                    user,
+                    message,
+                    subscriptions,
+                });
+            }
+            Op::Agree { answer, .. } => {
+                let result = match reply {
+                    Ok(Value::BulkString(bytes)) => String::from_utf8(bytes)
+                        .map_err(|_| ClusterError::Unavailable("not UTF-8".to_owned())),
+                    Ok(_) => Err(ClusterError::Unavailable(
+                        "unexpected reply from Redis".to_owned(),
+                    )),
+                    Err(error) => Err(ClusterError::Unavailable(error)),
+                };
+                out.then = Some(Box::new(move || answer(result)));
+            }
             Op::Then(then) => out.then = Some(then),
         }
         out
     }
+}
+
+/// The entries of a list `reply` that `read` makes sense of, in order;
+/// none when Redis did not answer.
+fn entries<T>(reply: &Result<Value, String>, read: impl Fn(&str) -> Option<T>) -> Vec<T> {
+    let Ok(Value::Array(values)) = reply else {
+        return Vec::new();
+    };
+    values
+        .iter()
+        .filter_map(|value| match value {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(&read),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads the reply of the member claim script, for `asked` members.
@@ -470,6 +613,7 @@ fn member_claims(reply: &Result<Value, String>, asked: usize) -> Result<Vec<Clai
                 Value::Int(0) => Ok(Claim::Granted),
                 Value::Int(1) => Ok(Claim::Offline),
                 Value::Int(3) => Ok(Claim::Busy),
+                Value::Int(4) => Ok(Claim::Asleep),
                 _ => Err(Claim::Unavailable),
             })
             .collect(),
@@ -509,6 +653,7 @@ fn overview(keys: &Keys, value: Value) -> Result<Overview, ClusterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signaling::protocol::MissedCall;
 
     fn encoder() -> Encoder {
         Encoder {
@@ -571,10 +716,11 @@ mod tests {
         assert_eq!(
             args(&command)[2..],
             [
-                "3",
+                "4",
                 "p:user:flat",
                 "p:call:door",
                 "p:call:flat",
+                "p:push:flat",
                 "door>flat",
                 "5000"
             ]
@@ -584,7 +730,12 @@ mod tests {
             socket: "s2".into(),
         });
         let joined = args(&e.command(&joined).unwrap());
-        assert_eq!(joined[3..7], ["p:user:flat", "n1", "s2", "10000"]);
+        assert_eq!(
+            joined[2..8],
+            ["2", "p:user:flat", "p:call:flat", "n1", "s2", "10000"]
+        );
+        assert_eq!(joined[8], "p:node:");
+        assert_eq!(joined[11..], ["p:user:", "flat"]);
         let check = Op::Check(vec![("flat".into(), "door>flat".into())]);
         assert_eq!(args(&e.command(&check).unwrap()), ["MGET", "p:call:flat"]);
         assert!(e.command(&Op::Then(Box::new(|| ()))).is_none());
@@ -640,12 +791,14 @@ mod tests {
         assert_eq!(
             args(&e.command(&op(None)).unwrap())[2..],
             [
-                "5",
+                "7",
                 "p:call:door",
                 "p:user:anna",
                 "p:call:anna",
+                "p:push:anna",
                 "p:user:ben",
                 "p:call:ben",
+                "p:push:ben",
                 "door>flat-12",
                 "5000",
                 "1",
@@ -751,6 +904,72 @@ mod tests {
     }
 
     #[test]
+    fn what_the_cluster_keeps_for_its_users_is_asked_and_read() {
+        use crate::push::{PushMessage, Subscription};
+        let e = encoder();
+        let json = r#"{"endpoint":"https://push.example/a","keys":{"p256dh":"BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4","auth":"BTBZMqHH6r4Tts7J_aSIgg"}}"#;
+        let subscription = Subscription::parse(json).unwrap();
+        let subscribe = Op::Shared(Shared::Subscribe {
+            user: "anna".into(),
+            subscription: subscription.clone(),
+        });
+        let command = args(&e.command(&subscribe).unwrap());
+        assert_eq!(command[2..5], ["2", "p:push:anna", "p:counts"]);
+        assert_eq!(command[5], "https://push.example/a");
+        assert_eq!(Subscription::parse(&command[6]).unwrap(), subscription);
+        assert_eq!(command[7..], ["8", "10000"]);
+        let missed = Op::Shared(Shared::Missed {
+            user: "anna".into(),
+            call: MissedCall {
+                from: "door".into(),
+                group: None,
+                at: "2026-12-04T01:00:00.000Z".into(),
+                reason: "timeout".into(),
+            },
+        });
+        assert_eq!(args(&e.command(&missed).unwrap())[3], "p:missed:anna");
+        assert!(subscribe.repeatable() && !missed.repeatable());
+        // The missed calls of a new registration, for its socket.
+        let tell = || {
+            Op::Shared(Shared::TellMissed {
+                user: "anna".into(),
+                socket: "s1".into(),
+            })
+        };
+        assert_eq!(
+            args(&e.command(&tell()).unwrap()),
+            ["LRANGE", "p:missed:anna", "0", "-1"]
+        );
+        let entry = r#"{"from":"door","at":"2026-12-04T01:00:00.000Z","reason":"timeout"}"#;
+        let reply = Ok(Value::Array(vec![bulk(entry), bulk("not json")]));
+        match e.settle(tell(), reply, true).inbound.as_slice() {
+            [Inbound::MissedCalls { socket, calls, .. }] => {
+                assert_eq!(&**socket, "s1");
+                assert_eq!(calls.len(), 1, "what does not parse is left out");
+                assert_eq!(&*calls[0].from, "door");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A push reads the subscriptions, and leaves out what no longer checks.
+        let push = || Op::Push {
+            user: "anna".into(),
+            message: PushMessage::CallCancelled {
+                call: "c1".into(),
+                reason: "ended".into(),
+            },
+        };
+        let reply = Ok(Value::Array(vec![bulk(json), bulk(r#"{"endpoint":"x"}"#)]));
+        match e.settle(push(), reply, true).inbound.as_slice() {
+            [Inbound::Push { subscriptions, .. }] => assert_eq!(subscriptions, &[subscription]),
+            other => panic!("{other:?}"),
+        }
+        let lost = e.settle(push(), Err("broken pipe".into()), true);
+        assert!(
+            matches!(lost.inbound.as_slice(), [Inbound::Push { subscriptions, .. }] if subscriptions.is_empty())
+        );
+    }
+
+    #[test]
     fn homes_are_asked_for_and_read() {
         let e = encoder();
         let home = || Op::Home {
@@ -759,7 +978,18 @@ mod tests {
         };
         assert_eq!(
             args(&e.command(&home()).unwrap())[2..],
-            ["1", "p:user:anna", "n1", "s1", "10000", "p:alive:"]
+            [
+                "2",
+                "p:user:anna",
+                "p:call:anna",
+                "n1",
+                "s1",
+                "10000",
+                "p:alive:",
+                "p:node:",
+                "p:user:",
+                "anna"
+            ]
         );
         assert!(!home().repeatable());
         for (reply, expected) in [
