@@ -61,6 +61,20 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
         };
         let push = &config.signaling.push;
         let state_dir = config.signaling.state_dir.as_deref();
+        // Opening the log makes the state directory, where the key may go.
+        let call_log = match state_dir {
+            Some(dir) => {
+                let files = calllog::Files::new(dir, calllog::MAX_FILE_BYTES, calllog::KEEP);
+                let log = calllog::CallLog::open(files).map_err(|error| {
+                    io::Error::other(format!(
+                        "cannot open the call log in {}: {error}",
+                        dir.display()
+                    ))
+                })?;
+                Some((dir, log))
+            }
+            None => None,
+        };
         let mut key =
             push::load_key(push.vapid_key_file.as_deref(), state_dir).map_err(io::Error::other)?;
         if let (Some((nodes, _)), None) = (&cluster, &push.vapid_key_file) {
@@ -72,14 +86,7 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
                 signaling::directory::Directory::load(path).map_err(io::Error::other)?;
             intercom.set_directory(directory);
         }
-        if let Some(dir) = state_dir {
-            let files = calllog::Files::new(dir, calllog::MAX_FILE_BYTES, calllog::KEEP);
-            let log = calllog::CallLog::open(files).map_err(|error| {
-                io::Error::other(format!(
-                    "cannot open the call log in {}: {error}",
-                    dir.display()
-                ))
-            })?;
+        if let Some((dir, log)) = call_log {
             intercom.set_call_log(log);
             intercom.restore_state(dir)?;
         }

@@ -100,7 +100,7 @@ impl Intercom {
             }
             Route::ApiDisconnect => {
                 let user = disconnect_target(&request.path).unwrap_or_default();
-                self.api_disconnect(user, visitor.body)
+                return Some(self.api_disconnect(user, visitor.body));
             }
             Route::Page => return self.page.answer(request).map(Answer::from),
             Route::Directory if self.cluster().is_some() => {
@@ -320,8 +320,9 @@ impl Intercom {
     }
 
     /// `POST /api/users/NAME/disconnect` with `{"reason": "…"}` (optional):
-    /// every device of NAME hears `force_disconnect {reason}` and goes.
-    fn api_disconnect(&self, user: &str, body: &[u8]) -> Response {
+    /// every device of NAME hears `force_disconnect {reason}` and goes (on
+    /// several nodes, through the node they are on).
+    fn api_disconnect(&self, user: &str, body: &[u8]) -> Answer {
         #[derive(serde::Deserialize)]
         struct Body {
             #[serde(default)]
@@ -334,21 +335,43 @@ impl Intercom {
                 Ok(body) => body.reason,
                 Err(error) => {
                     let error = format!("expected {{\"reason\": \"…\"}}: {error}");
-                    return Response::json(400, json!({ "error": error }).to_string());
+                    return Response::json(400, json!({ "error": error }).to_string()).into();
                 }
             }
         };
         let reason = reason.unwrap_or_else(|| "disconnected by the administrator".to_owned());
         if reason.is_empty() || reason.len() > 200 {
             let error = "reason: 1 to 200 bytes";
-            return Response::json(400, json!({ "error": error }).to_string());
+            return Response::json(400, json!({ "error": error }).to_string()).into();
         }
-        match self.signaling.kick(user, reason.into()) {
-            0 => {
-                let error = "no such user online here";
-                Response::json(404, json!({ "error": error }).to_string())
+        let reason: std::rc::Rc<str> = reason.into();
+        let offline = || {
+            let error = "no such user online";
+            Response::json(404, json!({ "error": error }).to_string())
+        };
+        match (self.signaling.kick(user, reason.clone()), self.cluster()) {
+            (0, None) => offline().into(),
+            (0, Some(cluster)) => {
+                let message = crate::signaling::peer::PeerMessage::SendAway {
+                    user: user.into(),
+                    reason,
+                };
+                let delivered = cluster.deliver(&message);
+                Answer::Later(Box::pin(async move {
+                    match delivered.await {
+                        Ok(true) => Response::json(200, json!({ "ok": true }).to_string()),
+                        Ok(false) => offline(),
+                        Err(error) => {
+                            let body = json!({ "error": format!("cluster unavailable: {error}") });
+                            Response::json(503, body.to_string())
+                        }
+                    }
+                }))
             }
-            devices => Response::json(200, json!({ "ok": true, "devices": devices }).to_string()),
+            (devices, _) => {
+                let body = json!({ "ok": true, "devices": devices });
+                Response::json(200, body.to_string()).into()
+            }
         }
     }
 }

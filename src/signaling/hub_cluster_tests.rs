@@ -771,6 +771,17 @@ fn a_sleeping_user_is_pushed_and_rings_on_the_node_where_they_wake() {
     net.to("door", "end_call", "carl");
     assert_eq!(net.told(), [r#"[carl] <- call_ended {"from":"door"}"#]);
     assert!(net.missed.is_empty());
+    // The caller's node logs the call; the node where carl took it does not.
+    let records = net.hubs[0].take_records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            &*records[0].answered_by.clone().unwrap(),
+            records[0].outcome
+        ),
+        ("carl", "answered")
+    );
+    assert!(net.hubs[1].take_records().is_empty());
 }
 
 #[test]

@@ -139,6 +139,14 @@ pub enum PeerMessage {
         /// The caller, whose node holds the call.
         to: Rc<str>,
     },
+    /// The admin API on another node sends `user`'s devices here away
+    /// (`POST /api/users/NAME/disconnect`).
+    SendAway {
+        /// Whose devices.
+        user: Rc<str>,
+        /// What each hears in `force_disconnect`.
+        reason: Rc<str>,
+    },
     /// `user` registered on another node: this node's device is replaced.
     Kick {
         /// The user who registered on another node; their device here goes.
@@ -255,9 +263,10 @@ impl PeerMessage {
             PeerMessage::DoorOpen { from, door, .. } => ServerEvent::DoorOpen { from, door },
             PeerMessage::Reconnecting { from, .. } => ServerEvent::PeerReconnecting { from },
             PeerMessage::Reconnected { from, .. } => ServerEvent::PeerReconnected { from },
-            PeerMessage::Resume { .. } | PeerMessage::Kick { .. } | PeerMessage::Woken { .. } => {
-                return None;
-            }
+            PeerMessage::Resume { .. }
+            | PeerMessage::Kick { .. }
+            | PeerMessage::Woken { .. }
+            | PeerMessage::SendAway { .. } => return None,
         })
     }
 
@@ -277,7 +286,9 @@ impl PeerMessage {
             | PeerMessage::DoorOpen { to, .. }
             | PeerMessage::TimedOut { to, .. }
             | PeerMessage::Woken { to, .. } => to,
-            PeerMessage::Kick { user, .. } | PeerMessage::Resume { user, .. } => user,
+            PeerMessage::Kick { user, .. }
+            | PeerMessage::Resume { user, .. }
+            | PeerMessage::SendAway { user, .. } => user,
         }
     }
 }

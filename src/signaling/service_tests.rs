@@ -105,6 +105,14 @@ impl Nodes for FakeNodes {
         self.said(format!("push {user} {message}"));
     }
 
+    fn deliver(
+        &self,
+        message: &PeerMessage,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, ClusterError>>>> {
+        self.said(format!("deliver to {}", message.recipient()));
+        Box::pin(async { Ok(true) })
+    }
+
     fn agree(
         &self,
         _name: &str,

@@ -1,9 +1,12 @@
-// Phones that sleep, on two cluster nodes sharing a real Redis: one VAPID
-// key for the cluster, subscriptions and missed calls kept in Redis, a call
-// from one node to a user asleep (registered nowhere) pushes, and their
-// phone that wakes on the other node takes the call there; the caller
-// giving up is pushed and missed, told on whichever node they register
-// next; a 410 seen by one node removes the subscription for all.
+// The callee who is not there, on two cluster nodes sharing a real Redis:
+// one VAPID key for the cluster (each node has a state directory of its
+// own, with a key of its own), subscriptions and missed calls kept in
+// Redis, a call from one node to a user asleep (registered nowhere)
+// pushes, and their phone that wakes on the other node takes the call
+// there; the caller giving up is pushed and missed, told on whichever node
+// they register next; a 410 seen by one node removes the subscription for
+// all; each node logs the calls it owns, and the admin API on one node
+// sends away a user on the other.
 // Needs Debian's redis-server (tests/run installs it).
 
 import { test, before, after } from 'node:test';
@@ -35,6 +38,7 @@ const withLogs = (fn) => withServerLogs(() => nodes[0], () => withServerLogs(() 
 function startNode() {
   return startServer('signalbox', [
     '--redis', redis.url,
+    '--state-dir', mkdtempSync(join(tmpdir(), 'signalbox-node-')),
     '--directory', directory,
     '--push-allow', '127.0.0.1',
     '--call-timeout', `${RING_S}s`,
@@ -151,4 +155,29 @@ test('a 410 that one node hears removes the subscription for the whole cluster',
   }, 5000, 'g-carl offline once the subscription is gone');
   door.close();
   other.close();
+}));
+
+test('each node logs the calls it owns, and the admin API on one node sends away a user on the other', withLogs(async () => {
+  const caller = await new Device(nodes[0].url).register('l-door');
+  const callee = await new Device(nodes[1].url).register('l-flat');
+  assert.deepEqual(await caller.ask('make_call', { to: 'l-flat', offer: OFFER }), { ok: true });
+  await callee.take('incoming_call');
+  callee.emit('answer_call', { to: 'l-door', answer: ANSWER });
+  await caller.take('call_answered');
+  const live = await (await fetch(`${nodes[0].url}/api/calls/live`)).json();
+  assert.deepEqual(live.calls.filter((c) => c.caller === 'l-door').map((c) => [c.called, c.state]), [['l-flat', 'active']]);
+  const response = await fetch(`${nodes[0].url}/api/users/l-flat/disconnect`, {
+    method: 'POST', body: JSON.stringify({ reason: 'maintenance tonight' }),
+  });
+  assert.deepEqual([response.status, await response.json()], [200, { ok: true }]);
+  assert.deepEqual(await callee.take('force_disconnect'), { reason: 'maintenance tonight' });
+  assert.deepEqual(await caller.take('call_ended'), { from: 'l-flat', reason: 'disconnected' });
+  const nobody = await fetch(`${nodes[1].url}/api/users/l-nobody/disconnect`, { method: 'POST' });
+  assert.deepEqual([nobody.status, await nobody.json()], [404, { error: 'no such user online' }]);
+  const records = async (node) => (await (await fetch(`${node.url}/api/calls?user=l-door`)).json()).calls;
+  await waitUntil(async () => (await records(nodes[0])).length === 1, 5000, 'the record on the caller\'s node');
+  const [record] = await records(nodes[0]);
+  assert.deepEqual([record.caller, record.called, record.outcome, record.answered_by], ['l-door', 'l-flat', 'answered', 'l-flat']);
+  assert.deepEqual(await records(nodes[1]), [], 'the callee\'s node does not log it twice');
+  caller.close();
 }));

@@ -68,6 +68,12 @@ pub trait Nodes {
     fn left(&self, user: Rc<str>);
     /// Sends `message` to the node of its recipient.
     fn route(&self, message: &PeerMessage);
+    /// Sends `message` as [`Nodes::route`] does, and says whether a node
+    /// took it (false: its recipient is registered nowhere).
+    fn deliver(
+        &self,
+        message: &PeerMessage,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ClusterError>>>>;
     /// Claims `caller` and `callee` for a new call; the answer comes back
     /// as [`Inbound::Claimed`] for `socket`.
     fn claim(&self, socket: Rc<str>, caller: Rc<str>, callee: Rc<str>);

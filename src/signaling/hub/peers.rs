@@ -182,6 +182,16 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 self.hand_over(&user, now, &mut effects);
             }
             PeerMessage::Woken { from, .. } => self.woken_elsewhere(&from, &mut effects),
+            PeerMessage::SendAway { user, reason } => {
+                let (devices, sent) = self.kick(&user, reason);
+                if devices > 0 {
+                    log::info!(
+                        "{} sent away by the administrator (on another node)",
+                        untrusted(&user)
+                    );
+                }
+                effects.extend(sent);
+            }
             PeerMessage::Resume { user, call, events } => {
                 self.take_over(&user, call, events, now, &mut effects);
             }

@@ -130,13 +130,14 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         self.ending = Some(ending);
     }
 
-    /// Call `id` ended here: its record, unless this node does not own it.
+    /// Call `id` ended here: its record, unless this node does not own it
+    /// (it did not ring anyone for it: the caller is on another node).
     pub(super) fn record(&mut self, id: CallId, call: &Call) {
         let facts = self.facts.remove(&id).unwrap_or_default();
         let ending = self.ending.take();
-        if call.mirror {
+        let Some(started) = facts.started.filter(|_| !call.mirror) else {
             return;
-        }
+        };
         let now = self.now;
         let wall = |at: Instant| crate::timestamp::iso8601(self.wall.at(at));
         let answered = match call.state {
@@ -158,7 +159,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             group: call.group.clone(),
             rang: facts.rang,
             answered_by: answered.map(|_| call.callee.clone()),
-            started: wall(facts.started.unwrap_or(now)),
+            started: wall(started),
             answered: answered.map(wall),
             ended: wall(now),
             outcome,

@@ -79,6 +79,28 @@ struct OverviewState {
     next: Vec<OverviewWaiter>,
 }
 
+/// Waits for what `answer` brings, at most twice Redis's response timeout.
+fn answered<T: 'static>(
+    answer: Receiver<Result<T, ClusterError>>,
+) -> Pin<Box<dyn Future<Output = Result<T, ClusterError>>>> {
+    Box::pin(async move {
+        let timeout = async {
+            Timer::after(RESPONSE_TIMEOUT * 2).await;
+            Err(ClusterError::Unavailable(
+                "Redis did not answer in time".to_owned(),
+            ))
+        };
+        let answer = async {
+            answer.recv().await.unwrap_or_else(|_| {
+                Err(ClusterError::Unavailable(
+                    "the cluster link stopped".to_owned(),
+                ))
+            })
+        };
+        futures_lite::future::or(answer, timeout).await
+    })
+}
+
 /// Asks Redis for an overview for those waiting now; then, if more came
 /// meanwhile, once more for them.
 fn scan_overview(ops: Sender<Op>, state: Rc<RefCell<OverviewState>>) {
@@ -187,6 +209,19 @@ impl Cluster {
     /// This node's id: random, new at each start; it names the node's channel.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Sends the op `make` builds around its answer's callback, and
+    /// waits for that answer.
+    fn ask<T: 'static>(
+        &self,
+        make: impl FnOnce(Box<dyn FnOnce(Result<T, ClusterError>)>) -> Op,
+    ) -> Pin<Box<dyn Future<Output = Result<T, ClusterError>>>> {
+        let (reply, answer) = smol::channel::bounded(1);
+        self.send(make(Box::new(move |result| {
+            let _ = reply.try_send(result);
+        })));
+        answered(answer)
     }
 
     fn send(&self, op: Op) {
@@ -313,22 +348,7 @@ impl Nodes for Cluster {
         if start {
             scan_overview(self.ops.clone(), self.overview.clone());
         }
-        Box::pin(async move {
-            let timeout = async {
-                Timer::after(RESPONSE_TIMEOUT * 2).await;
-                Err(ClusterError::Unavailable(
-                    "Redis did not answer in time".to_owned(),
-                ))
-            };
-            let answer = async {
-                answer.recv().await.unwrap_or_else(|_| {
-                    Err(ClusterError::Unavailable(
-                        "the cluster link stopped".to_owned(),
-                    ))
-                })
-            };
-            futures_lite::future::or(answer, timeout).await
-        })
+        answered(answer)
     }
 
     fn shared(&self, shared: Shared<Rc<str>>) {
@@ -344,29 +364,30 @@ impl Nodes for Cluster {
         name: &str,
         value: String,
     ) -> Pin<Box<dyn Future<Output = Result<String, ClusterError>>>> {
-        let (reply, answer) = smol::channel::bounded(1);
-        self.send(Op::Agree {
-            name: name.to_owned(),
+        let name = name.to_owned();
+        self.ask(move |answer| Op::Agree {
+            name,
             value,
-            answer: Box::new(move |result| {
-                let _ = reply.try_send(result);
-            }),
-        });
-        Box::pin(async move {
-            let timeout = async {
-                Timer::after(RESPONSE_TIMEOUT * 2).await;
-                Err(ClusterError::Unavailable(
-                    "Redis did not answer in time".to_owned(),
-                ))
-            };
-            let answer = async {
-                answer.recv().await.unwrap_or_else(|_| {
-                    Err(ClusterError::Unavailable(
-                        "the cluster link stopped".to_owned(),
-                    ))
-                })
-            };
-            futures_lite::future::or(answer, timeout).await
+            answer,
+        })
+    }
+
+    fn deliver(
+        &self,
+        message: &PeerMessage,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ClusterError>>>> {
+        let to = message.recipient().clone();
+        let message = match serde_json::to_string(message) {
+            Ok(json) => json,
+            Err(error) => {
+                let error = ClusterError::Unavailable(error.to_string());
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        self.ask(move |answer| Op::Deliver {
+            to,
+            message,
+            answer,
         })
     }
 

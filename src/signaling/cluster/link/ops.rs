@@ -26,6 +26,9 @@ pub(super) type OverviewCallback = Box<dyn FnOnce(Result<Overview, ClusterError>
 /// What the waiter for [`Op::Agree`] is told.
 pub(super) type AgreeCallback = Box<dyn FnOnce(Result<String, ClusterError>)>;
 
+/// What the waiter for [`Op::Deliver`] is told.
+pub(super) type DeliverCallback = Box<dyn FnOnce(Result<bool, ClusterError>)>;
+
 /// One thing to do in Redis: one command each, but `Then`.
 pub(super) enum Op {
     /// A user registered on this socket here.
@@ -34,6 +37,12 @@ pub(super) enum Op {
     Left(Rc<str>),
     /// A message for the node of user `to`.
     Route { to: Rc<str>, message: String },
+    /// The same, for a waiter who must know whether a node took it.
+    Deliver {
+        to: Rc<str>,
+        message: String,
+        answer: DeliverCallback,
+    },
     /// Claims both users of a new call, for the socket whose `make_call` it is.
     Claim {
         socket: Rc<str>,
@@ -109,6 +118,7 @@ impl Op {
         !matches!(
             self,
             Op::Route { .. }
+                | Op::Deliver { .. }
                 | Op::Claim { .. }
                 | Op::ClaimMembers { .. }
                 | Op::Publish { .. }
@@ -246,10 +256,12 @@ impl Encoder {
                     .clone()
             }
             Op::Left(user) => script(LEAVE, &[keys.user(user)]).arg(&*self.node).clone(),
-            Op::Route { to, message } => script(ROUTE, &[keys.user(to)])
-                .arg(keys.channels())
-                .arg(message)
-                .clone(),
+            Op::Route { to, message } | Op::Deliver { to, message, .. } => {
+                script(ROUTE, &[keys.user(to)])
+                    .arg(keys.channels())
+                    .arg(message)
+                    .clone()
+            }
             Op::Claim { caller, callee, .. } => {
                 let claim_keys = [
                     keys.user(callee),
@@ -568,6 +580,16 @@ impl Encoder {
                     message,
                     subscriptions,
                 });
+            }
+            Op::Deliver { answer, .. } => {
+                let result = match reply {
+                    Ok(Value::Int(receivers)) => Ok(receivers > 0),
+                    Ok(_) => Err(ClusterError::Unavailable(
+                        "unexpected reply from Redis".to_owned(),
+                    )),
+                    Err(error) => Err(ClusterError::Unavailable(error)),
+                };
+                out.then = Some(Box::new(move || answer(result)));
             }
             Op::Agree { answer, .. } => {
                 let result = match reply {
