@@ -31,6 +31,12 @@ devices = 2
 
 [groups.family]
 members = ["anna", "carl"]
+
+[users.gate]
+kind = "door"
+doors = ["main"]
+openers = ["guard"]
+hang_up_after_open = "5s"
 "#;
 
 /// What Redis answers, for the node that asked.
@@ -213,6 +219,32 @@ impl Net {
                     }
                 }
                 Effect::Barrier | Effect::OpenDoor { .. } => {}
+                Effect::ToPeer {
+                    message: PeerMessage::DoorAnswer { to, ack, .. },
+                    ..
+                } => self.log.push(format!("answer for {to}: {ack}")),
+                Effect::AskDoor { attempt } => {
+                    // The service: the station's node, if it has one, opens it.
+                    match self.presence.get(&attempt.station) {
+                        Some(&at) => {
+                            let message = PeerMessage::OpenDoor {
+                                from: attempt.by.clone(),
+                                to: attempt.station.clone(),
+                                door: attempt.door.clone(),
+                                in_call: attempt.call.is_some(),
+                            };
+                            self.queue.push_back((at, Delivery::Peer(message)));
+                        }
+                        None => {
+                            let result = DoorResult::Refused(SignalError::DoorOffline);
+                            self.log
+                                .push(format!("answer for {}: {}", attempt.by, result.ack()));
+                            let mut effects = Vec::new();
+                            self.hubs[node].door_done(attempt, result, self.now, &mut effects);
+                            self.execute(node, effects);
+                        }
+                    }
+                }
                 Effect::ToPeer { user, message } => {
                     if let Some(&to) = self.presence.get(&user) {
                         self.queue.push_back((to, Delivery::Peer(message)));
@@ -865,5 +897,57 @@ fn a_sleeping_member_rings_where_they_wake_and_stops_when_another_answers() {
             r#""type":"call_cancelled","call":"c1","reason":"answered_elsewhere""#
         )),
         "{told:?}"
+    );
+}
+
+#[test]
+fn a_door_on_another_node_is_opened_there_and_answered_here() {
+    let mut net = Net::intercom();
+    net.register(2, "gate");
+    net.told();
+    // An opener on node 0: the station's node opens it, and counts it.
+    net.by("guard", "open_door", r#"{"to":"gate","door":"main"}"#);
+    assert_eq!(
+        net.told(),
+        [
+            r#"[gate] <- door_open {"from":"guard","door":"main"}"#,
+            r#"answer for guard: {"ok":true}"#,
+        ]
+    );
+    let opened = |hub: &Hub<&'static str>| {
+        hub.door_totals()
+            .iter()
+            .filter(|((_, _, result), _)| *result == "opened")
+            .map(|(_, count)| *count)
+            .sum::<u64>()
+    };
+    assert_eq!((opened(&net.hubs[0]), opened(&net.hubs[2])), (0, 1));
+    // From a call: the station's node hangs up after the opening.
+    net.call("gate", "ben");
+    net.answer("ben", "gate");
+    net.run();
+    net.told();
+    net.by("ben", "open_door", r#"{"to":"gate","door":"main"}"#);
+    assert_eq!(
+        net.told(),
+        [
+            r#"[gate] <- door_open {"from":"ben","door":"main"}"#,
+            r#"answer for ben: {"ok":true}"#,
+        ]
+    );
+    net.at(5);
+    assert_eq!(
+        net.told(),
+        [
+            ended("gate", "ben", "door_opened"),
+            ended("ben", "gate", "door_opened"),
+        ]
+    );
+    // The station registered nowhere: offline, said where it was asked.
+    net.close(2, "gate");
+    net.by("guard", "open_door", r#"{"to":"gate","door":"main"}"#);
+    assert_eq!(
+        net.told(),
+        [r#"answer for guard: {"error":"the door station is offline","ok":false}"#]
     );
 }

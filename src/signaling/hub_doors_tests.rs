@@ -172,11 +172,20 @@ fn a_station_with_a_command_has_it_run() {
         station: "side-door".into(),
         door: "side".into(),
         call: None,
+        remote: false,
     };
-    w.hub
-        .door_done(attempt.clone(), DoorResult::Opened(Some(0)), w.now);
-    w.hub
-        .door_done(attempt, DoorResult::TimedOut(TIMEOUT), w.now);
+    w.hub.door_done(
+        attempt.clone(),
+        DoorResult::Opened(Some(0)),
+        w.now,
+        &mut Vec::new(),
+    );
+    w.hub.door_done(
+        attempt,
+        DoorResult::TimedOut(TIMEOUT),
+        w.now,
+        &mut Vec::new(),
+    );
     assert_eq!(w.door_count("side-door", "side", "opened"), 1);
     assert_eq!(w.door_count("side-door", "side", "timeout"), 1);
 }
@@ -202,6 +211,37 @@ fn the_station_hangs_up_after_the_door_opened() {
     );
     assert_eq!(w.hub.call_count(), 0);
     assert!(w.hub.ends.is_empty());
+}
+
+#[test]
+fn a_door_opened_while_the_call_rings_ends_it_for_everyone_ringing() {
+    let mut w = World::doors();
+    w.call("fd", "flat-12");
+    // ben lets the visitor in without answering; anna rings on.
+    w.open("b", "front-door", "main").unwrap();
+    w.at(Duration::from_secs(5));
+    assert_eq!(
+        w.expire(),
+        [
+            r#"[fd] <- call_ended {"from":"flat-12","reason":"door_opened"}"#,
+            r#"[a] <- call_ended {"from":"front-door","reason":"door_opened"}"#,
+            r#"[b] <- call_ended {"from":"front-door","reason":"door_opened"}"#,
+        ]
+    );
+    assert_eq!(w.hub.call_count(), 0);
+    // Answered meanwhile, the call ends all the same, at the same time.
+    w.call("fd", "anna");
+    w.open("a", "front-door", "main").unwrap();
+    w.at(Duration::from_secs(7));
+    w.answer("a", "front-door");
+    w.at(Duration::from_secs(10));
+    assert_eq!(
+        w.expire(),
+        [
+            r#"[fd] <- call_ended {"from":"anna","reason":"door_opened"}"#,
+            r#"[a] <- call_ended {"from":"front-door","reason":"door_opened"}"#,
+        ]
+    );
 }
 
 #[test]

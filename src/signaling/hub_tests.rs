@@ -69,6 +69,7 @@ fn line(effect: &Effect<&'static str>) -> String {
         Effect::Barrier => "barrier".into(),
         Effect::Claim { caller, callee, .. } => format!("claim {caller} -> {callee}"),
         Effect::Left { user } => format!("left {user}"),
+        Effect::AskDoor { attempt } => format!("ask for {}/{}", attempt.station, attempt.door),
         Effect::OpenDoor {
             attempt, command, ..
         } => format!(

@@ -88,6 +88,32 @@ pub enum PeerMessage {
         /// Seconds left.
         seconds: u64,
     },
+    /// Several nodes: `from` (on the sending node, which checked that they
+    /// may) opens `door` of the door station `to`, here: the station hears
+    /// `door_open`, its command runs here, and the sending node hears
+    /// [`PeerMessage::DoorAnswer`].
+    OpenDoor {
+        /// Who opens it.
+        from: Rc<str>,
+        /// The door station.
+        to: Rc<str>,
+        /// Which door.
+        door: Rc<str>,
+        /// Whether `from` opens it from a call with the station.
+        in_call: bool,
+    },
+    /// The answer to [`PeerMessage::OpenDoor`], for the ack of `to`'s
+    /// `open_door`.
+    DoorAnswer {
+        /// Who opened it.
+        to: Rc<str>,
+        /// The door station.
+        station: Rc<str>,
+        /// Which door.
+        door: Rc<str>,
+        /// The ack (`{ok, error?, exitStatus?}`).
+        ack: serde_json::Value,
+    },
     /// `from` opened `door` of the door station `to`.
     DoorOpen {
         /// Who opened it.
@@ -266,7 +292,9 @@ impl PeerMessage {
             PeerMessage::Resume { .. }
             | PeerMessage::Kick { .. }
             | PeerMessage::Woken { .. }
-            | PeerMessage::SendAway { .. } => return None,
+            | PeerMessage::SendAway { .. }
+            | PeerMessage::OpenDoor { .. }
+            | PeerMessage::DoorAnswer { .. } => return None,
         })
     }
 
@@ -285,7 +313,9 @@ impl PeerMessage {
             | PeerMessage::Ending { to, .. }
             | PeerMessage::DoorOpen { to, .. }
             | PeerMessage::TimedOut { to, .. }
-            | PeerMessage::Woken { to, .. } => to,
+            | PeerMessage::Woken { to, .. }
+            | PeerMessage::OpenDoor { to, .. }
+            | PeerMessage::DoorAnswer { to, .. } => to,
             PeerMessage::Kick { user, .. }
             | PeerMessage::Resume { user, .. }
             | PeerMessage::SendAway { user, .. } => user,

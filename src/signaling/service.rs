@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 use smol::channel::Receiver;
 
 use super::cluster::{Inbound, Nodes, NodesLink, Refresh};
-use super::door_commands::{self, DoorCommands};
-use super::hub::{Effect, Hub, MemberClaim, Outcome};
+use super::door_commands::{self, DoorAsks, DoorCommands};
+use super::hub::{DoorAttempt, DoorResult, Effect, Hub, MemberClaim, Outcome};
 use super::ice::IceConfig;
 use super::limits::Limits;
 use super::peer::PeerMessage;
@@ -51,6 +51,8 @@ pub struct Signaling {
     lapsed_since_give_back: std::cell::Cell<u64>,
     /// Door stations' commands running now, with the acks that wait.
     door_commands: DoorCommands<Option<Reply>>,
+    /// Several nodes: `open_door`s waiting for their station's node.
+    door_asks: DoorAsks<Option<Reply>>,
     /// Sockets here whose user's home is another node: their events go
     /// there (see [`relay`](super::relay)).
     relayed: RefCell<Relayed<Ack>>,
@@ -153,6 +155,7 @@ impl Signaling {
             alarm: Alarm::new(me.clone()),
             lapsed_since_give_back: std::cell::Cell::new(0),
             door_commands: DoorCommands::default(),
+            door_asks: DoorAsks::default(),
             relayed: RefCell::default(),
             hosted: RefCell::default(),
         });
@@ -534,6 +537,15 @@ impl Signaling {
             let effect = outcome.effects.remove(at);
             self.execute_door_command(Some(effect), ack.take());
         }
+        if let Some(at) = outcome
+            .effects
+            .iter()
+            .position(|effect| matches!(effect, Effect::AskDoor { .. }))
+            && let Effect::AskDoor { attempt } = outcome.effects.remove(at)
+        {
+            // The ack waits for the station's node.
+            self.ask_door(attempt, ack.take());
+        }
         let claiming = outcome.effects.iter().any(|effect| {
             matches!(
                 effect,
@@ -737,6 +749,7 @@ impl Signaling {
                     }
                 }
                 effect @ Effect::OpenDoor { .. } => self.execute_door_command(Some(effect), None),
+                Effect::AskDoor { attempt } => self.ask_door(attempt, None),
                 Effect::Push { user, message } => match &self.nodes {
                     Some(nodes) => nodes.push(user, message),
                     None => {
@@ -876,10 +889,75 @@ impl Signaling {
                 return;
             };
             for (attempt, ack) in service.door_commands.finished(&attempt) {
-                service.with_hub(|hub| hub.door_done(attempt, result.clone(), Instant::now()));
+                let effects = service.with_hub(|hub| {
+                    let mut effects = Vec::new();
+                    hub.door_done(attempt, result.clone(), Instant::now(), &mut effects);
+                    effects
+                });
+                service.execute(effects, None);
                 if let Some(ack) = ack {
-                    ack.send(to_arg(&door_commands::reply(&result)));
+                    ack.send(to_arg(&result.ack()));
                 }
+            }
+        })
+        .detach();
+    }
+
+    /// Several nodes: `attempt`'s station is on another node, which opens
+    /// the door and answers ([`PeerMessage::DoorAnswer`]) for `ack`; when
+    /// no node took the message, the station is offline.
+    fn ask_door(&self, attempt: DoorAttempt, ack: Option<Reply>) {
+        let Some(nodes) = &self.nodes else {
+            return;
+        };
+        let message = PeerMessage::OpenDoor {
+            from: attempt.by.clone(),
+            to: attempt.station.clone(),
+            door: attempt.door.clone(),
+            in_call: attempt.call.is_some(),
+        };
+        let delivered = nodes.deliver(&message);
+        let number = self.door_asks.ask(&attempt, ack);
+        let patience = self
+            .hub
+            .borrow()
+            .directory()
+            .door_of(&attempt.station, &attempt.door)
+            .map_or(door_commands::ASK_GRACE, |spec| {
+                spec.open_timeout + door_commands::ASK_GRACE
+            });
+        let me = self.me.clone();
+        rt::spawn(async move {
+            let refusal = match delivered.await {
+                Ok(true) => {
+                    smol::Timer::after(patience).await;
+                    let waiting = me
+                        .upgrade()
+                        .and_then(|s| s.door_asks.give_up(&attempt, number));
+                    if let Some(Some(ack)) = waiting {
+                        let error = "the door station's node did not answer";
+                        ack.send(to_arg(&json!({ "ok": false, "error": error })));
+                    }
+                    return;
+                }
+                Ok(false) => SignalError::DoorOffline,
+                Err(_) => SignalError::Unavailable,
+            };
+            let Some(service) = me.upgrade() else {
+                return;
+            };
+            let Some(ack) = service.door_asks.give_up(&attempt, number) else {
+                return;
+            };
+            let result = DoorResult::Refused(refusal);
+            let effects = service.with_hub(|hub| {
+                let mut effects = Vec::new();
+                hub.door_done(attempt, result.clone(), Instant::now(), &mut effects);
+                effects
+            });
+            service.execute(effects, None);
+            if let Some(ack) = ack {
+                ack.send(to_arg(&result.ack()));
             }
         })
         .detach();
@@ -895,6 +973,16 @@ impl Signaling {
             }) if self.hub.borrow().socket_of(&user) != Some(&socket) => {
                 // For a device this user has since replaced here: stale.
                 log::debug!("ignored a stale kick for {}", untrusted(&user));
+            }
+            Inbound::Message(PeerMessage::DoorAnswer {
+                to,
+                station,
+                door,
+                ack,
+            }) => {
+                if let Some(Some(reply)) = self.door_asks.answered(&to, &station, &door) {
+                    reply.send(to_arg(&ack));
+                }
             }
             Inbound::Message(message) => {
                 let effects = self.with_hub(|hub| hub.peer(message, now));

@@ -885,6 +885,7 @@ test('a door panel calls a flat: the resident sees the visitor, opens the door, 
   const building = await startServer(['--directory', file, '--auth-secret-file', secret]);
   let anna;
   let panel;
+  let refused;
   try {
     anna = await openPerson('anna', { on: building, path: `/app/#token=${token('anna')}` });
     // The panel registers by itself, as the station its token names.
@@ -946,6 +947,8 @@ test('a door panel calls a flat: the resident sees the visitor, opens the door, 
     assert.ok(await waitForInboundAudio(anna) > 0, 'anna hears the door');
     assert.ok(await waitForInboundAudio(panel) > 0, 'the visitor hears anna');
     await panel.page.waitForFunction(() => document.getElementById('remote-video').videoWidth > 0, null, { timeout: MEDIA_MS });
+    // Nothing on the panel for a visitor to switch off.
+    assert.equal(await panel.page.isVisible('#camera'), false, 'no camera button on the door panel');
 
     // Camera off: the track is disabled, the button says so.
     await anna.page.click('#camera');
@@ -969,8 +972,14 @@ test('a door panel calls a flat: the resident sees the visitor, opens the door, 
     assert.equal(await panel.page.isVisible('[data-testid="call-flat-12"]'), true, 'the buttons are back');
     assert.equal(await anna.page.evaluate(() => document.getElementById('remote-video').srcObject), null);
     noPageErrors(anna, panel);
+    // A panel whose token is refused says so, and offers nothing to type.
+    refused = await openPerson('refused-panel', { on: building, path: '/app/door#token=bad', register: false, online: false });
+    await refused.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Out of service'), null, { timeout: STEP_MS });
+    for (const field of ['#token-form', '#name', '#reconnect']) {
+      assert.equal(await refused.page.isVisible(field), false, `${field} on a refused door panel`);
+    }
   } finally {
-    await closeAll(anna, panel);
+    await closeAll(anna, panel, refused);
     await building.stop();
     rmSync(dir, { recursive: true, force: true });
   }

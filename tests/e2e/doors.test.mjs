@@ -4,7 +4,9 @@
 // after the opening; a stranger and a finished call are refused; a command
 // that fails and one that hangs past its timeout (two at once waiting for
 // the one run); the audit lines and the counters in /metrics; the maximum
-// call length.
+// call length; a door opened while the call still rings; and on two
+// cluster nodes, the station's node opening its door for a resident and an
+// opener on the other.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +14,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { devices } from './device.mjs';
+import { freePort, startRedis } from './redis.mjs';
 import { signalboxBin, startServer, waitUntil, withServerLogs } from './helpers.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'signalbox-doors-'));
@@ -129,7 +132,7 @@ test('the resident opens the door from the call: door_open, the command, the han
     );
     const audit = server.logs.filter((l) => l.includes('door front-door/main asked by'));
     assert.ok(
-      audit.some((l) => /asked by resident in call front-door -> flat-1: opened, command exited 0/.test(l)),
+      audit.some((l) => /asked by resident in call c\d+ \(front-door -> flat-1\): opened, command exited 0/.test(l)),
       audit.join('\n'),
     );
     assert.ok(audit.some((l) => /asked by eve without a call: refused \(not allowed to open this door\)/.test(l)), audit.join('\n'));
@@ -211,3 +214,57 @@ test("a door station's max_call: call_ending, then call_ended max_duration", wit
     resident.close();
   }
 }));
+
+test('a door opened while the call still rings ends it for everyone after hang_up_after_open', withLogs(async () => {
+  const [door, resident] = await devices(server.url, ['front-door', 'resident']);
+  try {
+    door.emit('make_call', { to: 'flat-1', offer: OFFER });
+    await resident.take('incoming_call');
+    assert.deepEqual(await resident.ask('open_door', { to: 'front-door', door: 'main' }), { ok: true, exitStatus: 0 });
+    await door.take('door_open');
+    assert.deepEqual(await door.take('call_ended', 3000), { from: 'flat-1', reason: 'door_opened' });
+    assert.deepEqual(await resident.take('call_ended', 3000), { from: 'front-door', reason: 'door_opened' });
+  } finally {
+    door.close();
+    resident.close();
+  }
+}));
+
+test('on two cluster nodes, the station\'s node opens its door for whoever may, on either node', async () => {
+  const redis = await startRedis(await freePort());
+  const path = join(dir, 'directory.toml');
+  const nodes = [];
+  try {
+    for (let i = 0; i < 2; i += 1) {
+      nodes.push(await startServer('signalbox', ['--directory', path, '--redis', redis.url], { resolve: signalboxBin }));
+    }
+    const [door] = await devices(nodes[1].url, ['front-door']);
+    const [resident, concierge, eve] = await devices(nodes[0].url, ['resident', 'concierge', 'eve']);
+    try {
+      await talking(door, resident);
+      const before = readFileSync(opened, 'utf8').split('\n').length;
+      assert.deepEqual(await resident.ask('open_door', { to: 'front-door', door: 'main' }), { ok: true, exitStatus: 0 });
+      assert.deepEqual(await door.take('door_open'), { from: 'resident', door: 'main' });
+      assert.equal(readFileSync(opened, 'utf8').split('\n').length, before + 1);
+      const audit = (node) => node.logs.filter((l) => l.includes('door front-door/main asked by resident in call'));
+      assert.equal(audit(nodes[1]).length, 1, 'the station\'s node ran it and logged it');
+      assert.equal(audit(nodes[0]).length, 0);
+      assert.deepEqual(await door.take('call_ended', 3000), { from: 'resident', reason: 'door_opened' });
+      assert.deepEqual(await resident.take('call_ended', 3000), { from: 'front-door', reason: 'door_opened' });
+      // An opener without a call, and a stranger, on the other node.
+      assert.deepEqual(await concierge.ask('open_door', { to: 'front-door', door: 'garage' }), { ok: true, exitStatus: 0 });
+      assert.deepEqual(await door.take('door_open'), { from: 'concierge', door: 'garage' });
+      assert.deepEqual(await eve.ask('open_door', { to: 'front-door', door: 'main' }), { ok: false, error: 'not allowed to open this door' });
+      door.close();
+      await waitUntil(async () => {
+        const reply = await concierge.ask('open_door', { to: 'front-door', door: 'main' });
+        return reply.error === 'the door station is offline';
+      }, 5000, 'the station offline once it left');
+    } finally {
+      for (const d of [door, resident, concierge, eve]) d.close();
+    }
+  } finally {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redis.stop();
+  }
+});

@@ -623,7 +623,11 @@
     show(ui.logout, !PANEL);
     ui.myName.textContent = app.me || '';
     show(ui.kicked, kicked);
-    show(ui.tokenForm, app.tokenNeeded && !kicked && app.connection !== 'online');
+    // A door panel has nothing a visitor could type into or press to
+    // change it: its token comes with its address, and a refusal is for
+    // the installer.
+    show(ui.tokenForm, app.tokenNeeded && !kicked && app.connection !== 'online' && !PANEL);
+    show(ui.reconnect, !PANEL);
     ui.register.disabled = state === 'registering';
 
     show(ui.answer, state === 'ringing');
@@ -661,7 +665,7 @@
     const camera = live && call.stream ? call.stream.getVideoTracks()[0] : null;
     show(ui.media, live && (Boolean(camera) || call.remoteVideo));
     ui.media.dataset.remote = live && call.remoteVideo ? 'video' : 'none';
-    show(ui.camera, Boolean(camera) && state !== 'ringing');
+    show(ui.camera, Boolean(camera) && state !== 'ringing' && !PANEL);
     if (camera) {
       ui.camera.textContent = camera.enabled ? 'Camera off' : 'Camera on';
       ui.camera.setAttribute('aria-pressed', camera.enabled ? 'false' : 'true');
@@ -753,6 +757,13 @@
     const words = tokenProblem(message);
     if (words === null) return true;
     app.tokenNeeded = true;
+    if (PANEL) {
+      // Kept, and tried again: the installer may put the secret back.
+      setConnection('offline', 'This door panel\u2019s access token was refused');
+      setStatus(`Out of service: the installer must give this panel a new access token (the server said: \u201c${message}\u201d).`);
+      render();
+      return true;
+    }
     if (message.startsWith('authentication failed')) forgetToken();
     setConnection('offline', message.startsWith('authentication required') ? 'Needs an access token' : 'Access token refused');
     showError(ui.tokenError, `${words} (The server said: “${message}”.)`);

@@ -6,11 +6,14 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use super::{Effect, Hub};
 use crate::logging::untrusted;
 use crate::signaling::calls::CallId;
 use crate::signaling::directory::matches;
 use crate::signaling::ends::End;
+use crate::signaling::peer::PeerMessage;
 use crate::signaling::protocol::{ServerEvent, SignalError, reason};
 
 /// One `open_door`: who asked, for which door, and from which call.
@@ -25,6 +28,9 @@ pub struct DoorAttempt {
     /// The call with the station it was asked from, and its parties
     /// (`caller -> called`); `None`: as one of the station's openers.
     pub call: Option<(CallId, String)>,
+    /// Asked on another node (which checked it), whose ack waits for the
+    /// answer ([`PeerMessage::DoorAnswer`]).
+    pub remote: bool,
 }
 
 /// How an attempt ended.
@@ -43,6 +49,27 @@ pub enum DoorResult {
 }
 
 impl DoorResult {
+    /// The ack of the `open_door` that ended so.
+    pub fn ack(&self) -> Value {
+        match self {
+            DoorResult::Opened(None) => json!({ "ok": true }),
+            DoorResult::Opened(Some(status)) => json!({ "ok": true, "exitStatus": status }),
+            DoorResult::Refused(error) => json!({ "ok": false, "error": error.to_string() }),
+            DoorResult::Failed(status, why) => {
+                let mut ack =
+                    json!({ "ok": false, "error": format!("the door's command failed: {why}") });
+                if let Some(status) = status {
+                    ack["exitStatus"] = json!(status);
+                }
+                ack
+            }
+            DoorResult::TimedOut(after) => json!({
+                "ok": false,
+                "error": format!("the door's command did not finish within {after:?}"),
+            }),
+        }
+    }
+
     /// The `result` label of the counter.
     pub fn label(&self) -> &'static str {
         match self {
@@ -78,7 +105,8 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// party of a ringing or active call with the station, and for its
     /// `openers` at any time. The station hears `door_open`; its
     /// `open_command`, if any, runs ([`Effect::OpenDoor`], then
-    /// [`Hub::door_done`]).
+    /// [`Hub::door_done`]). On several nodes, a station on another node
+    /// is that node's to open ([`Effect::AskDoor`]).
     pub(super) fn open_door(
         &mut self,
         socket: &S,
@@ -95,55 +123,122 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             .of(&me)
             .filter(|(_, call)| call.is_between(&me, &station) && self.routes_to(&me, socket))
             .map(|(id, call)| (id, format!("{} -> {}", call.caller, call.called())));
-        let mut attempt = DoorAttempt {
-            by: me.clone(),
+        let attempt = DoorAttempt {
+            by: me,
             station: station.clone(),
             door: door.into(),
             call,
+            remote: false,
         };
         let spec = directory.door_of(&station, &attempt.door);
         let refusal = match spec {
             None => Some(SignalError::NoSuchDoor),
             Some(spec) if attempt.call.is_none() => {
-                let opener = spec.openers.iter().any(|pattern| matches(pattern, &me));
+                let opener = spec
+                    .openers
+                    .iter()
+                    .any(|pattern| matches(pattern, &attempt.by));
                 (!opener).then_some(SignalError::NotAllowedToOpen)
             }
             Some(_) => None,
         };
-        let online =
-            self.users.contains_key(&station) || (self.several_nodes && attempt.call.is_some());
-        let refusal = refusal.or((!online).then_some(SignalError::DoorOffline));
-        let (Some(spec), None) = (spec, refusal.clone()) else {
-            let error = refusal.unwrap_or(SignalError::NoSuchDoor);
-            if error == SignalError::NoSuchDoor {
-                attempt.call = None;
-            }
-            self.door_done(attempt, DoorResult::Refused(error.clone()), now);
+        if let Some(error) = refusal {
+            self.door_done(attempt, DoorResult::Refused(error.clone()), now, effects);
+            return Err(error);
+        }
+        if !self.users.contains_key(&station) && self.several_nodes {
+            effects.push(Effect::AskDoor { attempt });
+            return Ok(());
+        }
+        self.open(attempt, now, effects)
+    }
+
+    /// Several nodes: `from`, on another node, opens `door` of our station
+    /// `to` (that node checked that they may, from a call with it when
+    /// `in_call`): as [`Hub::open_door`] from here, answered there.
+    pub(super) fn open_door_asked(
+        &mut self,
+        from: Rc<str>,
+        station: Rc<str>,
+        door: Rc<str>,
+        in_call: bool,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) {
+        let call = self
+            .calls
+            .of(&station)
+            .filter(|(_, call)| in_call && call.is_between(&station, &from))
+            .map(|(id, call)| (id, format!("{} -> {}", call.caller, call.called())));
+        let attempt = DoorAttempt {
+            by: from,
+            station,
+            door,
+            call,
+            remote: true,
+        };
+        if self
+            .directory
+            .door_of(&attempt.station, &attempt.door)
+            .is_none()
+        {
+            // The other node's directory differs: refused, as there.
+            self.door_done(
+                attempt,
+                DoorResult::Refused(SignalError::NoSuchDoor),
+                now,
+                effects,
+            );
+            return;
+        }
+        let _ = self.open(attempt, now, effects);
+    }
+
+    /// Opens an allowed attempt's door of a station that should be here.
+    fn open(
+        &mut self,
+        attempt: DoorAttempt,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) -> Result<(), SignalError> {
+        let directory = self.directory.clone();
+        let spec = directory.door_of(&attempt.station, &attempt.door);
+        let (Some(spec), true) = (spec, self.users.contains_key(&attempt.station)) else {
+            let error = SignalError::DoorOffline;
+            self.door_done(attempt, DoorResult::Refused(error.clone()), now, effects);
             return Err(error);
         };
         let event = ServerEvent::DoorOpen {
-            from: me,
+            from: attempt.by.clone(),
             door: attempt.door.clone(),
         };
-        self.tell(&station, event, effects);
+        self.tell(&attempt.station.clone(), event, effects);
         match &spec.open_command {
             Some(command) => effects.push(Effect::OpenDoor {
-                socket: socket.clone(),
                 attempt,
                 command: command.clone(),
                 timeout: spec.open_timeout,
             }),
-            None => self.door_done(attempt, DoorResult::Opened(None), now),
+            None => self.door_done(attempt, DoorResult::Opened(None), now, effects),
         }
         Ok(())
     }
 
     /// An attempt ended with `result` (the command's, when the station
-    /// has one): its audit line, its count, and, for a door opened from a
-    /// call, the hang-up after it where the station has one.
-    pub fn door_done(&mut self, attempt: DoorAttempt, result: DoorResult, now: Instant) {
+    /// has one): its audit line, its count, for a door opened from a
+    /// call the hang-up after it where the station has one, and for an
+    /// attempt asked on another node, the answer there.
+    pub fn door_done(
+        &mut self,
+        attempt: DoorAttempt,
+        result: DoorResult,
+        now: Instant,
+        effects: &mut Vec<Effect<S>>,
+    ) {
         let asked = match &attempt.call {
-            Some((_, call)) => format!("in call {}", untrusted(call)),
+            Some((id, call)) => {
+                format!("in call {} ({})", super::push_call_id(*id), untrusted(call))
+            }
             None => "without a call".to_owned(),
         };
         log::info!(
@@ -169,6 +264,18 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             && self.calls.get(*id).is_some()
         {
             self.ends.hang_up(*id, now + after);
+        }
+        if attempt.remote {
+            let answer = PeerMessage::DoorAnswer {
+                to: attempt.by.clone(),
+                station: attempt.station,
+                door: attempt.door,
+                ack: result.ack(),
+            };
+            effects.push(Effect::ToPeer {
+                user: attempt.by,
+                message: answer,
+            });
         }
     }
 
@@ -203,15 +310,18 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
     }
 
-    /// Something is due for answered call `id`: the warning before its
-    /// maximum length, or its end (`max_duration`, `door_opened`), for
-    /// both parties.
+    /// Something is due for call `id`: the warning before its maximum
+    /// length (answered), or its end (`max_duration`; `door_opened`, which
+    /// ends a call still ringing too: the visitor is in), for both parties
+    /// (and every member or device still ringing).
     pub(super) fn end_due(&mut self, id: CallId, end: End, effects: &mut Vec<Effect<S>>) {
-        let Some(call) = self.calls.get(id).filter(|call| !call.is_ringing()) else {
+        let Some(call) = self.calls.get(id) else {
             return;
         };
         let (caller, callee) = (call.caller.clone(), call.callee.clone());
+        let (ringing, others) = (call.is_ringing(), call.others(&caller));
         let why = match end {
+            End::Warning { .. } if ringing => return,
             End::Warning { seconds } => {
                 for party in [&caller, &callee] {
                     self.tell(party, ServerEvent::CallEnding { seconds }, effects);
@@ -234,12 +344,17 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             untrusted(&call.callee)
         );
         self.over(&call, effects);
-        for (to, from) in [(&caller, &callee), (&callee, &caller)] {
+        let event = ServerEvent::CallEnded {
+            from: callee,
+            reason: Some(why),
+        };
+        self.tell(&caller, event, effects);
+        for other in &others {
             let event = ServerEvent::CallEnded {
-                from: from.clone(),
+                from: caller.clone(),
                 reason: Some(why),
             };
-            self.tell(to, event, effects);
+            self.tell(other, event, effects);
         }
     }
 }

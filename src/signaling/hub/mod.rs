@@ -85,17 +85,23 @@ pub enum Effect<S> {
         /// What to claim.
         claim: MemberClaim,
     },
-    /// Run a door station's `open_command` for an `open_door` from
-    /// `socket`, whose ack waits for it; then [`Hub::door_done`].
+    /// Run a door station's `open_command` for an `open_door` (whose ack,
+    /// here or on the asker's node, waits for it); then [`Hub::door_done`].
     OpenDoor {
-        /// The socket that asked.
-        socket: S,
         /// What was asked, for the audit line.
         attempt: DoorAttempt,
         /// The program, then its arguments.
         command: Rc<[String]>,
         /// How long it may run before it is killed.
         timeout: Duration,
+    },
+    /// Several nodes: the door station of an allowed `open_door` is not
+    /// here: its node opens the door ([`PeerMessage::OpenDoor`]) and
+    /// answers ([`PeerMessage::DoorAnswer`]), for the ack that waits; or
+    /// nobody took the message, and it is [`Hub::door_done`] here, refused.
+    AskDoor {
+        /// What was asked.
+        attempt: DoorAttempt,
     },
     /// Push `message` to each of `user`'s push subscriptions
     /// ([`Hub::subscriptions_of`], or Redis's on several nodes): a call

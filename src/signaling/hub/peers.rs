@@ -182,6 +182,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 self.hand_over(&user, now, &mut effects);
             }
             PeerMessage::Woken { from, .. } => self.woken_elsewhere(&from, &mut effects),
+            PeerMessage::OpenDoor {
+                from,
+                to,
+                door,
+                in_call,
+            } => self.open_door_asked(from, to, door, in_call, now, &mut effects),
+            PeerMessage::DoorAnswer { .. } => {
+                // The service's: the ack it answers waits there.
+            }
             PeerMessage::SendAway { user, reason } => {
                 let (devices, sent) = self.kick(&user, reason);
                 if devices > 0 {
