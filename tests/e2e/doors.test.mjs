@@ -268,3 +268,23 @@ test('on two cluster nodes, the station\'s node opens its door for whoever may, 
     await redis.stop();
   }
 });
+
+test('--max-call-duration limits every call: call_ending, then call_ended max_duration', async () => {
+  const limited = await startServer('signalbox', ['--max-call-duration', '3s'], { resolve: signalboxBin });
+  const [caller, callee] = await devices(limited.url, ['m-caller', 'm-callee']);
+  try {
+    caller.emit('make_call', { to: 'm-callee', offer: OFFER });
+    await callee.take('incoming_call');
+    callee.emit('answer_call', { to: 'm-caller', answer: ANSWER });
+    await caller.take('call_answered');
+    // 3 s, shorter than the warning's 10: it comes at once.
+    assert.deepEqual(await caller.take('call_ending', 1000), { seconds: 3 });
+    assert.deepEqual(await callee.take('call_ending', 1000), { seconds: 3 });
+    assert.deepEqual(await caller.take('call_ended', 5000), { from: 'm-callee', reason: 'max_duration' });
+    assert.deepEqual(await callee.take('call_ended', 1000), { from: 'm-caller', reason: 'max_duration' });
+  } finally {
+    caller.close();
+    callee.close();
+    await limited.stop();
+  }
+});
