@@ -20,6 +20,7 @@ pub use subscription::{Endpoint, Policy, Subscription, SubscriptionError};
 
 use serde::Serialize;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// What a push tells an app: small JSON, encrypted end to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,16 +45,55 @@ pub enum PushMessage {
         /// `answered_elsewhere`, or a reason of `call_ended`.
         reason: Rc<str>,
     },
+    /// `{type: "missed_call", from, group?, at, reason, call}`: after
+    /// `call_cancelled`, what to show the user (the call rang them while
+    /// their app slept, and nobody of theirs took it); as `missed_calls`
+    /// tells at their next registration.
+    MissedCall {
+        /// The caller.
+        from: Rc<str>,
+        /// The group it rang them for, when it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<Rc<str>>,
+        /// When it started ringing them (ISO 8601, UTC).
+        at: String,
+        /// How it ended, as in `missed_calls`.
+        reason: Rc<str>,
+        /// The call's id, as `incoming_call` gave it.
+        call: String,
+    },
 }
 
+/// How long a push service keeps a missed call for a device that is off.
+pub const MISSED_CALL_TTL: Duration = Duration::from_secs(24 * 3600);
+
 impl PushMessage {
-    /// The call it is about: its Topic, so that a newer message about the
-    /// same call replaces one still waiting at the push service.
-    pub fn call(&self) -> &str {
+    /// Its Topic: the call, so that a newer message about a ringing call
+    /// replaces one still waiting at the push service (`call_cancelled`
+    /// an `incoming_call`); none for a missed call, which nothing replaces.
+    pub fn topic(&self) -> Option<&str> {
         match self {
             PushMessage::IncomingCall { call, .. } | PushMessage::CallCancelled { call, .. } => {
-                call
+                Some(call)
             }
+            PushMessage::MissedCall { .. } => None,
+        }
+    }
+
+    /// How long the push service may keep it (`TTL`): a ring and its end
+    /// are worth nothing after the ring time; a missed call is for a day.
+    pub fn ttl(&self, ring: Duration) -> Duration {
+        match self {
+            PushMessage::MissedCall { .. } => MISSED_CALL_TTL,
+            _ => ring,
+        }
+    }
+
+    /// Its `Urgency`: a ring wakes the phone now; a missed call may wait.
+    pub fn urgency(&self) -> &'static str {
+        match self {
+            PushMessage::MissedCall { .. } => "normal",
+            _ => "high",
         }
     }
 }

@@ -121,13 +121,13 @@ impl Pusher {
     }
 
     /// Pushes `message` to `user`'s `subscription`, to be kept by the
-    /// push service for `ttl` at most.
+    /// push service for [`PushMessage::ttl`] of the ring time `ring`.
     pub fn push(
         &self,
         user: Rc<str>,
         subscription: Subscription,
         message: &PushMessage,
-        ttl: Duration,
+        ring: Duration,
     ) {
         if self.0.in_flight.get() >= MAX_IN_FLIGHT {
             self.count(|t| t.dropped += 1);
@@ -170,14 +170,16 @@ impl Pusher {
                     return;
                 }
             };
-        let headers = vec![
-            ("TTL", ttl.as_secs().to_string()),
-            ("Urgency", "high".to_owned()),
-            ("Topic", topic(message.call())),
+        let mut headers = vec![
+            ("TTL", message.ttl(ring).as_secs().to_string()),
+            ("Urgency", message.urgency().to_owned()),
             ("Content-Type", "application/octet-stream".to_owned()),
             ("Content-Encoding", "aes128gcm".to_owned()),
             ("Authorization", authorization),
         ];
+        if let Some(call) = message.topic() {
+            headers.push(("Topic", topic(call)));
+        }
         self.0.in_flight.set(self.0.in_flight.get() + 1);
         let pusher = self.clone();
         crate::rt::spawn(async move {

@@ -822,12 +822,13 @@ fn a_caller_who_gives_up_is_pushed_as_cancelled_and_missed_on_every_node() {
     net.call("door", "carl");
     net.told();
     net.to("door", "end_call", "carl");
+    let told = net.told();
     assert_eq!(
-        net.told(),
-        [pushed(
-            r#""type":"call_cancelled","call":"c0","reason":"ended""#
-        )]
+        told[0],
+        pushed(r#""type":"call_cancelled","call":"c0","reason":"ended""#)
     );
+    assert!(told[1].starts_with(r#"push carl {"type":"missed_call","from":"door","at":"#));
+    assert_eq!(told.len(), 2);
     assert_eq!(net.missed["carl"], ["door cancelled"]);
     // Too late, and on another node: no call, but the missed one.
     net.register(0, "carl");

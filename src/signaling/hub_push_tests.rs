@@ -78,10 +78,15 @@ fn a_call_to_a_sleeping_user_rings_pushes_and_reaches_the_device_that_registers(
 #[test]
 fn the_caller_giving_up_or_the_ring_time_running_out_is_pushed() {
     let mut w = World::sleeping();
+    pinned(&mut w);
     w.call("d", "anna");
+    // The end, then what to show: a missed call.
     assert_eq!(
         w.ok("d", "end_call", r#"{"to":"anna"}"#),
-        [cancelled("c0", "ended")]
+        [
+            cancelled("c0", "ended"),
+            r#"push anna {"type":"missed_call","from":"door","at":"2023-11-14T22:13:20.000Z","reason":"cancelled","call":"c0"}"#.to_owned()
+        ]
     );
     assert!(!w.hub.is_waking("anna"));
     w.at(Duration::from_secs(1));
@@ -91,7 +96,8 @@ fn the_caller_giving_up_or_the_ring_time_running_out_is_pushed() {
         w.expire(),
         [
             r#"[d] <- call_timeout {"user":"anna"}"#.to_owned(),
-            cancelled("c1", "timeout")
+            cancelled("c1", "timeout"),
+            r#"push anna {"type":"missed_call","from":"door","at":"2023-11-14T22:13:21.000Z","reason":"timeout","call":"c1"}"#.to_owned()
         ]
     );
     // A device that registers too late finds no call, only the missed ones.

@@ -110,6 +110,7 @@ test('the caller giving up is pushed, and missed on whichever node the user regi
   door.emit('end_call', { to: 'm-ben' });
   const second = await receiver.next('m-ben');
   assert.deepEqual(second.payload, { type: 'call_cancelled', call: first.payload.call, reason: 'ended' });
+  assert.equal((await receiver.next('m-ben')).payload.type, 'missed_call');
   const phone = await new Device(nodes[1].url).register('m-ben');
   const { calls } = await phone.take('missed_calls');
   assert.deepEqual(calls.map((c) => [c.from, c.reason]), [['m-door', 'cancelled']]);

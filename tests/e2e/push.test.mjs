@@ -89,6 +89,12 @@ test('the caller giving up is pushed as call_cancelled', withLogs(async () => {
   const second = await receiver.next('ben');
   assert.deepEqual(second.payload, { type: 'call_cancelled', call: first.payload.call, reason: 'ended' });
   assert.equal(second.headers.topic, first.headers.topic, 'it replaces the ring at the push service');
+  // Then what the phone shows: a missed call, kept a day, replacing nothing.
+  const third = await receiver.next('ben');
+  assert.equal(third.payload.type, 'missed_call');
+  assert.deepEqual([third.payload.from, third.payload.reason, third.payload.call], ['door-2', 'cancelled', first.payload.call]);
+  assert.ok(Math.abs(Date.parse(third.payload.at) - Date.now()) < 60_000, third.payload.at);
+  assert.deepEqual([third.headers.ttl, third.headers.urgency, third.headers.topic], ['86400', 'normal', undefined]);
   assert.deepEqual(receiver.errors, []);
   // When ben's phone next registers, the call is one he missed.
   const phone = await new Device(server.url).register('ben');

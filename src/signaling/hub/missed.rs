@@ -58,14 +58,15 @@ impl WallClock {
 
 impl<S: Clone + Eq + Hash> Hub<S> {
     /// Notes what `event` means for `user`'s rings, when `user` is here:
-    /// a ring starts, or ends missed (called before they are told). The
-    /// event is looked at first: most (relayed candidates) are neither.
+    /// a ring starts, or ends missed (called before they are told; the
+    /// missed call is returned). The event is looked at first: most
+    /// (relayed candidates) are neither.
     pub(super) fn note_ring(
         &mut self,
         user: &Rc<str>,
         event: &ServerEvent,
         effects: &mut Vec<Effect<S>>,
-    ) {
+    ) -> Option<MissedCall> {
         let rings = matches!(
             event,
             ServerEvent::IncomingCall { .. }
@@ -77,7 +78,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 || self.held.contains_key(user)
                 || self.waking.contains_key(user))
         {
-            return;
+            return None;
         }
         let reason: Rc<str> = match event {
             ServerEvent::IncomingCall { from, group, .. } => {
@@ -87,15 +88,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                     since: self.now,
                 };
                 self.ringing.insert(user.clone(), ringing);
-                return;
+                return None;
             }
             ServerEvent::CallTimeout { .. } => "timeout".into(),
             ServerEvent::CallEnded { reason, .. } => reason.unwrap_or("cancelled").into(),
-            _ => return,
+            _ => return None,
         };
-        let Some(ringing) = self.ringing.remove(user) else {
-            return;
-        };
+        let ringing = self.ringing.remove(user)?;
         let call = MissedCall {
             from: ringing.from,
             group: ringing.group,
@@ -104,12 +103,15 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         };
         if self.several_nodes {
             let user = user.clone();
-            effects.push(Effect::Shared(Shared::Missed { user, call }));
-            return;
+            effects.push(Effect::Shared(Shared::Missed {
+                user,
+                call: call.clone(),
+            }));
+            return Some(call);
         }
         if self.missed_count >= MAX_MISSED {
             log::warn!("{MAX_MISSED} missed calls kept: not keeping more");
-            return;
+            return Some(call);
         }
         let theirs = self.missed.entry(user.clone()).or_default();
         if theirs.len() >= MAX_MISSED_PER_USER {
@@ -117,8 +119,9 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         } else {
             self.missed_count += 1;
         }
-        theirs.push_back(call);
+        theirs.push_back(call.clone());
         self.state_changed = true;
+        Some(call)
     }
 
     /// `user` answered or declined: their ring is no longer one to miss.

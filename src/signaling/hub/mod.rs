@@ -875,7 +875,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// Sends `event` to `user`: to their socket when they are connected
     /// here, else as a message to the node that has them.
     fn tell(&mut self, user: &Rc<str>, event: ServerEvent, effects: &mut Vec<Effect<S>>) {
-        self.note_ring(user, &event, effects);
+        let missed = self.note_ring(user, &event, effects);
         if let Some(held) = self.held.get_mut(user) {
             let size = event.size();
             if held.queue.len() < MAX_HELD_EVENTS && held.bytes + size <= MAX_HELD_BYTES {
@@ -890,7 +890,7 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 self.graces.insert((self.now, user.clone()));
             }
         } else if self.waking.contains_key(user) {
-            self.keep_for_waking(user, event, effects);
+            self.keep_for_waking(user, event, missed, effects);
         } else if let Some(route) = self.routes.get(user) {
             let sockets = match route {
                 Route::Bound(socket) => std::slice::from_ref(socket),

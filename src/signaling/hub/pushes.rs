@@ -16,6 +16,7 @@ use crate::logging::untrusted;
 use crate::push::{PushMessage, Subscription};
 use crate::signaling::calls::CallId;
 use crate::signaling::peer::PeerMessage;
+use crate::signaling::protocol::MissedCall;
 use crate::signaling::protocol::{ServerEvent, SignalError};
 
 /// The most push subscriptions a user keeps (one per device); a new one
@@ -181,12 +182,13 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     }
 
     /// Keeps `event` for a user being woken (true), or pushes
-    /// `call_cancelled` when it ends their call; false when they are not
-    /// being woken.
+    /// `call_cancelled` when it ends their call (then `missed_call`, the
+    /// call it made `missed`); false when they are not being woken.
     pub(super) fn keep_for_waking(
         &mut self,
         user: &Rc<str>,
         event: ServerEvent,
+        missed: Option<MissedCall>,
         effects: &mut Vec<Effect<S>>,
     ) -> bool {
         let Some(waking) = self.waking.get_mut(user) else {
@@ -217,6 +219,26 @@ impl<S: Clone + Eq + Hash> Hub<S> {
                 reason,
             },
         });
+        if let Some(MissedCall {
+            from,
+            group,
+            at,
+            reason,
+        }) = missed
+        {
+            let call = push_call_id(call);
+            let message = PushMessage::MissedCall {
+                from,
+                group,
+                at,
+                reason,
+                call,
+            };
+            effects.push(Effect::Push {
+                user: user.clone(),
+                message,
+            });
+        }
         true
     }
 
