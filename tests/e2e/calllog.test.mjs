@@ -185,9 +185,18 @@ test('the admin API: the log newest first and filtered, live calls, sending a us
 
 test('push subscriptions and missed calls outlive a restart with --state-dir', async () => {
   const receiver = await startPushReceiver();
+  try {
+    await restartKeeps(receiver);
+  } finally {
+    await receiver.close();
+  }
+});
+
+async function restartKeeps(receiver) {
   const kept = join(dir, 'kept');
   const args = ['--state-dir', kept, '--push-allow', '127.0.0.1', '--call-timeout', '1s'];
   const first = await startServer('signalbox', args, { resolve: signalboxBin });
+  servers.push(first);
   const phone = await new Device(first.url).register('gina');
   assert.deepEqual(await phone.ask('register_push', { subscription: receiver.subscribe('gina') }), { ok: true });
   phone.close();
@@ -196,6 +205,7 @@ test('push subscriptions and missed calls outlive a restart with --state-dir', a
   await receiver.next('gina');
   await door.take('call_timeout');
   assert.equal((await receiver.next('gina')).payload.type, 'call_cancelled');
+  assert.equal((await receiver.next('gina')).payload.type, 'missed_call');
   door.close();
   await first.stop();
   const second = await startServer('signalbox', args, { resolve: signalboxBin });
@@ -210,5 +220,4 @@ test('push subscriptions and missed calls outlive a restart with --state-dir', a
   await woken.take('incoming_call');
   woken.close();
   again.close();
-  await receiver.close();
-});
+}
