@@ -220,9 +220,23 @@ impl Net {
                 }
                 Effect::Barrier | Effect::OpenDoor { .. } => {}
                 Effect::ToPeer {
-                    message: PeerMessage::DoorAnswer { to, ack, .. },
+                    message:
+                        PeerMessage::DoorAnswer {
+                            to,
+                            station,
+                            door,
+                            ack,
+                        },
                     ..
-                } => self.log.push(format!("answer for {to}: {ack}")),
+                } => {
+                    // The service of the asker's node.
+                    self.log.push(format!("answer for {to}: {ack}"));
+                    let opened = ack["ok"] == true;
+                    let at = self.presence[&to];
+                    let effects =
+                        self.hubs[at].door_answered(&to, &station, &door, opened, self.now);
+                    self.execute(at, effects);
+                }
                 Effect::AskDoor { attempt } => {
                     // The service: the station's node, if it has one, opens it.
                     match self.presence.get(&attempt.station) {
@@ -943,6 +957,29 @@ fn a_door_on_another_node_is_opened_there_and_answered_here() {
             ended("gate", "ben", "door_opened"),
             ended("ben", "gate", "door_opened"),
         ]
+    );
+    // The resident calls the station and opens: the caller's node (the
+    // resident's), which logs the call, records the door.
+    net.call("anna", "gate");
+    net.answer("gate", "anna");
+    net.run();
+    net.by("anna", "open_door", r#"{"to":"gate","door":"main"}"#);
+    net.to("anna", "end_call", "gate");
+    net.told();
+    let records = net.hubs[1].take_records();
+    let last = records.last().unwrap();
+    assert_eq!(last.caller.as_ref(), "anna");
+    let doors: Vec<_> = last
+        .doors
+        .iter()
+        .map(|d| (&*d.station, &*d.door, &*d.by))
+        .collect();
+    assert_eq!(doors, [("gate", "main", "anna")]);
+    assert!(
+        net.hubs[2]
+            .take_records()
+            .iter()
+            .all(|r| r.caller.as_ref() != "anna")
     );
     // The station registered nowhere: offline, said where it was asked.
     net.close(2, "gate");

@@ -980,6 +980,10 @@ impl Signaling {
                 door,
                 ack,
             }) => {
+                let opened = ack.get("ok") == Some(&serde_json::Value::Bool(true));
+                let effects =
+                    self.with_hub(|hub| hub.door_answered(&to, &station, &door, opened, now));
+                self.execute(effects, None);
                 if let Some(Some(reply)) = self.door_asks.answered(&to, &station, &door) {
                     reply.send(to_arg(&ack));
                 }

@@ -279,6 +279,29 @@ impl<S: Clone + Eq + Hash> Hub<S> {
         }
     }
 
+    /// Several nodes: the station's node answered the `open_door` that
+    /// `by` asked here. A door it opened from a call this node logs (the
+    /// caller is here, the station elsewhere) goes in that call's record.
+    pub fn door_answered(
+        &mut self,
+        by: &Rc<str>,
+        station: &Rc<str>,
+        door: &Rc<str>,
+        opened: bool,
+        now: Instant,
+    ) -> Vec<Effect<S>> {
+        let effects = self.expire(now);
+        let call = self
+            .calls
+            .of(by)
+            .filter(|(_, call)| call.is_between(by, station))
+            .map(|(id, _)| id);
+        if let (true, Some(id)) = (opened, call) {
+            self.fact_door(id, station, door, by);
+        }
+        effects
+    }
+
     /// Attempts to open doors since start, by station, door and result.
     pub fn door_totals(&self) -> Vec<(DoorKey, u64)> {
         self.door_totals
