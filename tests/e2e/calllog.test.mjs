@@ -204,8 +204,8 @@ async function restartKeeps(receiver) {
   door.emit('make_call', { to: 'gina', offer: OFFER });
   await receiver.next('gina');
   await door.take('call_timeout');
-  assert.equal((await receiver.next('gina')).payload.type, 'call_cancelled');
-  assert.equal((await receiver.next('gina')).payload.type, 'missed_call');
+  const ends = [await receiver.next('gina'), await receiver.next('gina')].map((push) => push.payload.type);
+  assert.deepEqual(ends.sort(), ['call_cancelled', 'missed_call'], 'two POSTs, in either order');
   door.close();
   await first.stop();
   const second = await startServer('signalbox', args, { resolve: signalboxBin });
