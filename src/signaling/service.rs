@@ -889,15 +889,7 @@ impl Signaling {
                 return;
             };
             for (attempt, ack) in service.door_commands.finished(&attempt) {
-                let effects = service.with_hub(|hub| {
-                    let mut effects = Vec::new();
-                    hub.door_done(attempt, result.clone(), Instant::now(), &mut effects);
-                    effects
-                });
-                service.execute(effects, None);
-                if let Some(ack) = ack {
-                    ack.send(to_arg(&result.ack()));
-                }
+                service.door_done(attempt, &result, ack);
             }
         })
         .detach();
@@ -949,18 +941,23 @@ impl Signaling {
             let Some(ack) = service.door_asks.give_up(&attempt, number) else {
                 return;
             };
-            let result = DoorResult::Refused(refusal);
-            let effects = service.with_hub(|hub| {
-                let mut effects = Vec::new();
-                hub.door_done(attempt, result.clone(), Instant::now(), &mut effects);
-                effects
-            });
-            service.execute(effects, None);
-            if let Some(ack) = ack {
-                ack.send(to_arg(&result.ack()));
-            }
+            service.door_done(attempt, &DoorResult::Refused(refusal), ack);
         })
         .detach();
+    }
+
+    /// An `open_door` decided here ended with `result`: the hub audits and
+    /// counts it (and what follows), and `ack` hears it.
+    fn door_done(&self, attempt: DoorAttempt, result: &DoorResult, ack: Option<Reply>) {
+        let effects = self.with_hub(|hub| {
+            let mut effects = Vec::new();
+            hub.door_done(attempt, result.clone(), Instant::now(), &mut effects);
+            effects
+        });
+        self.execute(effects, None);
+        if let Some(ack) = ack {
+            ack.send(to_arg(&result.ack()));
+        }
     }
 
     /// Handles what the other nodes brought.

@@ -251,18 +251,10 @@ impl<S: Clone + Eq + Hash> Hub<S> {
             // Registered here after all: `welcome` gave them the call.
             return;
         }
-        let Some(waking) = self.waking.remove(user) else {
+        let Some(queue) = self.take_woken(user, "on another node ") else {
             return;
         };
-        if self.calls.get(waking.call).is_none() {
-            return;
-        }
-        log::info!(
-            "{} woke up on another node for its call ({} events kept)",
-            untrusted(user),
-            waking.queue.len()
-        );
-        for event in waking.queue {
+        for event in queue {
             if let Some(message) = PeerMessage::for_event(user, event) {
                 effects.push(Effect::ToPeer {
                     user: user.clone(),
@@ -275,22 +267,27 @@ impl<S: Clone + Eq + Hash> Hub<S> {
     /// A device of `user` registered on `socket`: a call that was waking
     /// them is theirs now, with what it sent meanwhile.
     pub(super) fn woken(&mut self, user: &Rc<str>, socket: &S, effects: &mut Vec<Effect<S>>) {
-        let Some(waking) = self.waking.remove(user) else {
+        let Some(queue) = self.take_woken(user, "") else {
             return;
         };
-        if self.calls.get(waking.call).is_none() {
-            // Ended without word reaching them (every end tells them, and
-            // is pushed): nothing of it is theirs any more.
-            return;
-        }
-        log::info!(
-            "{} woke up for its call ({} events kept)",
-            untrusted(user),
-            waking.queue.len()
-        );
-        effects.extend(waking.queue.into_iter().map(|event| Effect::ToSocket {
+        effects.extend(queue.into_iter().map(|event| Effect::ToSocket {
             socket: socket.clone(),
             event,
         }));
+    }
+
+    /// `user` woke up (`where_` says where, for the log): what the call
+    /// that was waking them sent meanwhile, if it is still on. One that
+    /// ended without word reaching them (every end tells them, and is
+    /// pushed) leaves nothing of it theirs.
+    fn take_woken(&mut self, user: &Rc<str>, where_: &str) -> Option<VecDeque<ServerEvent>> {
+        let waking = self.waking.remove(user)?;
+        self.calls.get(waking.call)?;
+        log::info!(
+            "{} woke up {where_}for its call ({} events kept)",
+            untrusted(user),
+            waking.queue.len()
+        );
+        Some(waking.queue)
     }
 }
