@@ -190,12 +190,36 @@ for i = users + 1, #KEYS do
 end
 return gone";
 
+/// A Lua function for the lists the cluster keeps per user, bounded per
+/// user and for all: appends `value` to `list`; past `per_user` the
+/// oldest goes, else past `total` (the `field` of the `counts` hash) it
+/// is not kept (1). Returns 0 when kept.
+macro_rules! append {
+    () => {
+        r"
+local function append(list, counts, field, value, per_user, total)
+  if redis.call('LLEN', list) >= tonumber(per_user) then
+    redis.call('LPOP', list)
+  elseif tonumber(redis.call('HGET', counts, field) or '0') >= tonumber(total) then
+    return 1
+  else
+    redis.call('HINCRBY', counts, field, 1)
+  end
+  redis.call('RPUSH', list, value)
+  return 0
+end
+"
+    };
+}
+
 /// Keeps a push subscription: the same endpoint again replaces it (as the
 /// newest); past the bound per user the oldest goes; past the bound for
 /// the cluster a new user's is refused (1). KEYS: the user's push key,
 /// the counts key. ARGV: endpoint, the subscription's JSON, the bound
 /// per user, the bound for all. Returns 0 when kept.
-pub(super) const SUBSCRIBE: &str = r"
+pub(super) const SUBSCRIBE: &str = concat!(
+    append!(),
+    r"
 local list = redis.call('LRANGE', KEYS[1], 0, -1)
 for _, entry in ipairs(list) do
   local ok, kept = pcall(cjson.decode, entry)
@@ -205,15 +229,8 @@ for _, entry in ipairs(list) do
     return 0
   end
 end
-if #list >= tonumber(ARGV[3]) then
-  redis.call('LPOP', KEYS[1])
-elseif tonumber(redis.call('HGET', KEYS[2], 'push') or '0') >= tonumber(ARGV[4]) then
-  return 1
-else
-  redis.call('HINCRBY', KEYS[2], 'push', 1)
-end
-redis.call('RPUSH', KEYS[1], ARGV[2])
-return 0";
+return append(KEYS[1], KEYS[2], 'push', ARGV[2], ARGV[3], ARGV[4])"
+);
 
 /// Forgets the push subscription of an endpoint. KEYS: the user's push
 /// key, the counts key. ARGV: endpoint. Returns how many went.
@@ -232,16 +249,11 @@ return removed";
 /// bound for the cluster it is not kept (1). KEYS: the user's missed
 /// key, the counts key. ARGV: the call's JSON, the bound per user, the
 /// bound for all. Returns 0 when kept.
-pub(super) const MISS: &str = r"
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then
-  redis.call('LPOP', KEYS[1])
-elseif tonumber(redis.call('HGET', KEYS[2], 'missed') or '0') >= tonumber(ARGV[3]) then
-  return 1
-else
-  redis.call('HINCRBY', KEYS[2], 'missed', 1)
-end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-return 0";
+pub(super) const MISS: &str = concat!(
+    append!(),
+    r"
+return append(KEYS[1], KEYS[2], 'missed', ARGV[1], ARGV[2], ARGV[3])"
+);
 
 /// Forgets a user's missed calls. KEYS: their missed key, the counts key.
 pub(super) const SEEN: &str = r"
