@@ -181,7 +181,7 @@ impl Site {
         let Some(tls) = &self.tls else {
             return Some(Stream::Plain(tcp));
         };
-        let handshake = async { tls.acceptor().accept(tcp).await.ok() };
+        let handshake = async { tls.accept(tcp).await.ok() };
         let timeout = async {
             Timer::after(self.limits.request_timeout).await;
             None

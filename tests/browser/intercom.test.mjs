@@ -93,9 +93,9 @@ function startServer(args = [], { listen = '127.0.0.1:0' } = {}) {
     lines.on('line', (line) => {
       logs.push(line);
       if (VERBOSE) process.stderr.write(`[server] ${line}\n`);
-      const m = /listening on http:\/\/(\S+)/.exec(line);
+      const m = /listening on (https?):\/\/(\S+)/.exec(line);
       if (m && !server.url) {
-        server.url = `http://${m[1]}`;
+        server.url = `${m[1]}://${m[2]}`;
         clearTimeout(timer);
         resolveStart(server);
       }
@@ -146,7 +146,8 @@ after(async () => {
  * before its own script; `online: false` does not wait for the connection.
  */
 async function openPerson(name, { on = server, register = true, path = '/app/', init, online = true } = {}) {
-  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1 });
+  // A test certificate is self-signed; the browser is told to take it.
+  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, ignoreHTTPSErrors: true });
   openContexts.add(context);
   context.setDefaultTimeout(STEP_MS);
   if (init) await context.addInitScript(init);
@@ -600,6 +601,45 @@ async function connectedCall(alice, bob) {
   await waitForInboundAudio(alice);
   await waitForInboundAudio(bob);
 }
+
+test('over HTTPS and WSS: the page loads, registers and a call carries audio both ways', { timeout: 45_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-tls-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const secure = await startServer(['--tls-cert', join(dir, 'cert.pem'), '--tls-key', join(dir, 'key.pem')]);
+  assert.match(secure.url, /^https:/);
+  let alice;
+  let bob;
+  try {
+    // Notes every WebSocket the page opens.
+    const init = () => {
+      window.__webSockets = [];
+      window.WebSocket = new Proxy(window.WebSocket, {
+        construct(target, args) {
+          const ws = new target(...args);
+          window.__webSockets.push(ws);
+          return ws;
+        },
+      });
+    };
+    alice = await openPerson('alice', { on: secure, init });
+    bob = await openPerson('bob', { on: secure, init });
+    await connectedCall(alice, bob);
+    // The pages went over to WebSocket, which is WSS here.
+    for (const person of [alice, bob]) {
+      const sockets = await person.page.evaluate(() => window.__webSockets.map((ws) => [ws.url.split(':')[0], ws.readyState]));
+      assert.deepEqual(sockets.at(-1), ['wss', 1], `${person.name}'s WebSockets: ${JSON.stringify(sockets)}`);
+    }
+    await alice.page.click('#hangup');
+    await waitForStatus(bob, 'alice hung up');
+    noPageErrors(alice, bob);
+  } finally {
+    await closeAll(...[alice, bob].filter(Boolean));
+    await secure.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('a Wi-Fi blip: bob is offline for 5 s, the call stays up, and audio flows after an ICE restart', { timeout: 60_000 }, async () => {
   const alice = await openPerson('alice');
