@@ -149,6 +149,8 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError>
 
 /// What one read from the socket may bring: a record.
 const READ_BUFFER: usize = records::MAX_RECORD;
+/// Socket reads one `poll_read` makes before it yields to other tasks.
+const READS_PER_POLL: usize = 4;
 /// What one write may seal: a few records, so a large message is one
 /// system call.
 const WRITE_BUFFER: usize = 4 * records::MAX_RECORD;
@@ -209,7 +211,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        loop {
+        // Records that carry no data (a key update, a warning, an empty
+        // record) are read on, but not past a few socket reads in one
+        // poll, so a client sending only those cannot hold the thread.
+        for _ in 0..READS_PER_POLL {
             // A key update or alert this side owes the client goes first,
             // if the socket takes it now; else with the next write.
             if let Poll::Ready(Err(error)) = this.poll_unsent(cx) {
@@ -245,6 +250,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                 }
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

@@ -44,6 +44,9 @@ const MAX_BODY_12: usize = MAX_PLAINTEXT + 2048;
 /// The largest record this side sends.
 pub const MAX_RECORD: usize = HEADER + MAX_PLAINTEXT + 1 + EXPLICIT_NONCE + TAG;
 
+/// Warning alerts and renegotiation requests a connection may send.
+const MAX_WARNINGS: u8 = 4;
+
 const CHANGE_CIPHER_SPEC: u8 = 20;
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
@@ -315,6 +318,10 @@ pub struct Records {
     closed: bool,
     /// A fatal error: nothing more is read either.
     failed: bool,
+    /// Warning alerts and renegotiation requests so far: records that
+    /// carry nothing and cost a decryption each, so a few are allowed, as
+    /// rustls allows.
+    warnings: u8,
 }
 
 impl Records {
@@ -353,6 +360,7 @@ impl Records {
             peer_closed: false,
             closed: false,
             failed: false,
+            warnings: 0,
         };
         if !incoming.is_empty() {
             let mut incoming = incoming;
@@ -469,8 +477,12 @@ impl Records {
                 };
                 match (self.version, *level, *description) {
                     (_, _, CLOSE_NOTIFY) => self.peer_closed = true,
-                    (Version::Tls13, _, USER_CANCELED) => {}
-                    (Version::Tls12, WARNING, _) => {}
+                    (Version::Tls13, _, USER_CANCELED) | (Version::Tls12, WARNING, _) => {
+                        self.warnings += 1;
+                        if self.warnings > MAX_WARNINGS {
+                            return Err(Alert::fatal(DECODE_ERROR, "too many warning alerts"));
+                        }
+                    }
                     _ => return Err(Alert::quiet("the client sent a fatal alert")),
                 }
                 Ok(Keep::Key)
@@ -482,6 +494,13 @@ impl Records {
                     // does either: say no and carry on (RFC 5746 §4.4).
                     if content.first() != Some(&CLIENT_HELLO) {
                         return Err(Alert::fatal(UNEXPECTED_MESSAGE, "unexpected handshake"));
+                    }
+                    self.warnings += 1;
+                    if self.warnings > MAX_WARNINGS {
+                        return Err(Alert::fatal(
+                            UNEXPECTED_MESSAGE,
+                            "too many renegotiation requests",
+                        ));
                     }
                     self.seal_into_outgoing(ALERT, &[WARNING, NO_RENEGOTIATION])?;
                     Ok(Keep::Key)

@@ -260,6 +260,7 @@ fn clone(records: &Records) -> Records {
         peer_closed: records.peer_closed,
         closed: records.closed,
         failed: records.failed,
+        warnings: records.warnings,
     }
 }
 
@@ -483,6 +484,27 @@ fn a_tls12_renegotiation_is_refused_with_a_warning_and_the_connection_goes_on() 
     .unwrap();
     assert_eq!(receive_all(&mut records, wire).unwrap(), b"still here");
     assert!(!records.unsent().is_empty(), "no_renegotiation");
+}
+
+#[test]
+fn warnings_past_a_few_end_the_connection() {
+    for (suite, version, alert) in [
+        (SUITES[0], Version::Tls13, [WARNING, USER_CANCELED]),
+        (SUITES[3], Version::Tls12, [WARNING, 42]),
+    ] {
+        let (_, mut records, _) = connect(suite, b"");
+        let key = records.rx.expand();
+        let mut keys = copy_keys(&records.rx);
+        for _ in 0..MAX_WARNINGS {
+            let mut wire = Vec::new();
+            seal(version, &mut keys, &key, ALERT, &alert, &mut wire).unwrap();
+            assert_eq!(receive_all(&mut records, wire).unwrap(), b"");
+        }
+        let mut wire = Vec::new();
+        seal(version, &mut keys, &key, ALERT, &alert, &mut wire).unwrap();
+        let error = receive_all(&mut records, wire).unwrap_err();
+        assert_eq!(error.to_string(), "too many warning alerts", "{suite:?}");
+    }
 }
 
 #[test]
