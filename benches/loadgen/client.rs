@@ -49,14 +49,16 @@ pub(crate) struct Net {
     pub(crate) per_source: usize,
     pub(crate) opened: Cell<usize>,
     pub(crate) sources: Cell<usize>,
+    /// `--tls`: every connection does a full TLS handshake first.
+    pub(crate) tls: Option<tls::Client>,
 }
 
 impl Net {
-    /// A TCP connection to the server, with Nagle off and reset-on-close.
-    /// Every `per_source` connections move to the next source address
-    /// (127.0.0.1, then .2, .3, …), so a run past ~28k connections does not
-    /// run out of ephemeral ports.
-    pub(crate) async fn connect(&self) -> io::Result<Async<TcpStream>> {
+    /// A connection to the server: TCP with Nagle off and reset-on-close,
+    /// and TLS over it with `--tls`. Every `per_source` connections move to
+    /// the next source address (127.0.0.1, then .2, .3, …), so a run past
+    /// ~28k connections does not run out of ephemeral ports.
+    pub(crate) async fn connect(&self) -> io::Result<Stream> {
         let n = self.opened.get();
         self.opened.set(n + 1);
         let block = n / self.per_source;
@@ -79,7 +81,10 @@ impl Net {
         };
         stream.get_ref().set_nodelay(true)?;
         sys::reset_on_close(stream.get_ref())?;
-        Ok(stream)
+        match &self.tls {
+            None => Ok(Stream::Plain(stream)),
+            Some(tls) => tls.handshake(stream).await,
+        }
     }
 }
 
@@ -97,7 +102,7 @@ pub(crate) struct Reply {
 
 /// One HTTP/1.1 client connection: requests one after the other.
 pub(crate) struct Http {
-    pub(crate) stream: Async<TcpStream>,
+    pub(crate) stream: Stream,
     pub(crate) buf: Vec<u8>,
 }
 
@@ -263,7 +268,7 @@ pub(crate) async fn users_online(net: &Net) -> Result<u64, String> {
         .ok_or_else(|| format!("GET /users: no totalUsers in {users}"))
 }
 
-pub(crate) type WsStream = Async<TcpStream>;
+pub(crate) type WsStream = Stream;
 
 /// The sending half of one Engine.IO session.
 pub(crate) enum Tx {
@@ -528,7 +533,11 @@ impl Client {
             (tx, rx, open)
         } else {
             let stream = net.connect().await.map_err(|e| format!("connect: {e}"))?;
-            let url = format!("ws://{}{}?EIO=4&transport=websocket", net.host, net.path);
+            let scheme = if net.tls.is_some() { "wss" } else { "ws" };
+            let url = format!(
+                "{scheme}://{}{}?EIO=4&transport=websocket",
+                net.host, net.path
+            );
             let config = WebSocketConfig::default()
                 .read_buffer_size(WS_READ_BUFFER)
                 .write_buffer_size(0);

@@ -13,7 +13,8 @@
 //!
 //! It has its own minimal Engine.IO 4 / Socket.IO 5 client: WebSocket through
 //! async-tungstenite's client handshake, and HTTP long-polling over a tiny
-//! HTTP/1.1 client for a share of the clients (`--polling-share`). It talks
+//! HTTP/1.1 client for a share of the clients (`--polling-share`); with
+//! `--tls`, both over TLS (rustls, no session resumption). It talks
 //! to loopback addresses only, bounds every wait, and exits by itself at
 //! `--deadline`. Each scenario prints one JSON line starting with
 //! `{"scenario":` and a short summary for people; see benches/README.md.
@@ -64,7 +65,12 @@ scenarios:
                        server's RSS before, after, and after --settle (default 100000)
 
 options (anywhere on the line):
-  --url URL            server to load, loopback only (http://127.0.0.1:3000)
+  --url URL            server to load, loopback only (http://127.0.0.1:3000;
+                       https:// or wss:// imply --tls)
+  --tls                every connection over TLS: WSS, and HTTPS for polling and
+                       GET requests; trusts any certificate (benchmark only) and
+                       never resumes a session, so each is a full handshake; not
+                       for fairness, whose floods are plain sockets
   --callee-url URL     cross-node: odd-numbered clients (the callees of calls
                        and relay) connect to this server instead, another node
                        of the same cluster
@@ -114,6 +120,7 @@ mod soak;
 mod stats;
 mod storm;
 mod sys;
+mod tls;
 
 use calls::*;
 use client::*;
@@ -121,6 +128,7 @@ use ctx::*;
 use process::*;
 use soak::*;
 use stats::*;
+use tls::Stream;
 
 // ---------------------------------------------------------------------------
 // Options
@@ -165,6 +173,7 @@ struct Opts {
     host: String,
     /// Cross-node: where callees connect (URL, address, host).
     callee: Option<(String, SocketAddr, String)>,
+    tls: bool,
     path: String,
     server_pid: Option<u32>,
     polling_share: f64,
@@ -198,19 +207,36 @@ fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Strin
         .map_err(|_| format!("{flag}: not a number: {text:?}"))
 }
 
-/// Resolves `url` (`http://host:port`, `ws://…`) and refuses anything that is
-/// not a loopback address: this tool sends load, and only to this machine.
+/// Whether `url` names a TLS scheme (`https://`, `wss://`).
+fn tls_scheme(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("wss://")
+}
+
+/// Resolves `url` (`http://host:port`, `ws://…`, `https://…`, `wss://…`)
+/// and refuses anything that is not a loopback address: this tool sends
+/// load, and only to this machine.
 fn resolve_loopback(url: &str) -> Result<(SocketAddr, String), String> {
-    let rest = url
+    let (rest, default_port) = if let Some(rest) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("ws://"))
-        .ok_or_else(|| format!("--url must start with http:// or ws://, got {url:?}"))?;
+    {
+        (rest, 80)
+    } else if let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("wss://"))
+    {
+        (rest, 443)
+    } else {
+        return Err(format!(
+            "--url must start with http://, ws://, https:// or wss://, got {url:?}"
+        ));
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
         return Err(format!("--url has no host: {url:?}"));
     }
     let with_port = if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     } else {
         authority.to_owned()
     };
@@ -242,6 +268,12 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         let arg = &args[i];
         if arg == "-h" || arg == "--help" {
             return Err(String::new());
+        }
+        // The one option without a value.
+        if arg == "--tls" {
+            flags.insert("tls".into(), "true".into());
+            i += 1;
+            continue;
         }
         if let Some(flag) = arg.strip_prefix("--") {
             let (name, value) = match flag.split_once('=') {
@@ -301,6 +333,16 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         }
         None => None,
     };
+    let tls_flag = match take("tls").as_deref() {
+        None | Some("false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(other) => return Err(format!("--tls is on or off, got --tls={other}")),
+    };
+    let tls =
+        tls_flag || tls_scheme(&url) || callee.as_ref().is_some_and(|(url, ..)| tls_scheme(url));
+    if tls && scenario == Scenario::Fairness {
+        return Err("--tls: the fairness floods are plain sockets; run fairness without it".into());
+    }
     let mut path = take("path").unwrap_or_else(|| "/socket.io/".into());
     if !path.starts_with('/') {
         path.insert(0, '/');
@@ -348,6 +390,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         addr,
         host,
         callee,
+        tls,
         path,
         server_pid: take("server-pid")
             .map(|v| parse_number("--server-pid", &v))
@@ -413,29 +456,45 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
         );
         return true;
     }
-    let net = Rc::new(Net {
-        addr: opts.addr,
-        host: opts.host.clone(),
-        path: opts.path.clone(),
-        per_source: opts.per_source,
-        opened: Cell::new(0),
-        sources: Cell::new(0),
-    });
+    let tls_for = |host: &str| opts.tls.then(|| tls::Client::new(host)).transpose();
+    let net = match tls_for(&opts.host) {
+        Ok(tls) => Rc::new(Net {
+            addr: opts.addr,
+            host: opts.host.clone(),
+            path: opts.path.clone(),
+            per_source: opts.per_source,
+            opened: Cell::new(0),
+            sources: Cell::new(0),
+            tls,
+        }),
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            return false;
+        }
+    };
     // The server must be there before anything is measured.
     if let Err(error) = within(opts.timeout, "GET /", get_json(&net, "/")).await {
         eprintln!("loadgen: no server at {}: {error}", opts.url);
         return false;
     }
-    let callee_net = opts.callee.as_ref().map(|(_, addr, host)| {
-        Rc::new(Net {
-            addr: *addr,
-            host: host.clone(),
-            path: opts.path.clone(),
-            per_source: opts.per_source,
-            opened: Cell::new(0),
-            sources: Cell::new(0),
-        })
-    });
+    let callee_net = match &opts.callee {
+        None => None,
+        Some((_, addr, host)) => match tls_for(host) {
+            Ok(tls) => Some(Rc::new(Net {
+                addr: *addr,
+                host: host.clone(),
+                path: opts.path.clone(),
+                per_source: opts.per_source,
+                opened: Cell::new(0),
+                sources: Cell::new(0),
+                tls,
+            })),
+            Err(error) => {
+                eprintln!("loadgen: {error}");
+                return false;
+            }
+        },
+    };
     if let Some((url, ..)) = &opts.callee
         && let Some(callee_net) = &callee_net
         && let Err(error) = within(opts.timeout, "GET /", get_json(callee_net, "/")).await
@@ -469,6 +528,8 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
     let extra = json!({
         "url": ctx.opts.url,
         "callee_url": ctx.opts.callee.as_ref().map(|(url, ..)| url),
+        "tls": ctx.opts.tls,
+        "tls_negotiated": net.tls.as_ref().and_then(|t| t.negotiated.get()),
         "polling_share": ctx.opts.polling_share,
         "server_pid": ctx.opts.server_pid,
         "run_s": round(start.elapsed().as_secs_f64(), 3),
