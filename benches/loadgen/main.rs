@@ -8,6 +8,7 @@
 //! cargo bench --bench loadgen -- calls 50 --repeat 20 --ice 5
 //! cargo bench --bench loadgen -- relay 50 --duration 10s
 //! cargo bench --bench loadgen -- reconnect-storm 2000
+//! cargo bench --bench loadgen -- handshakes 64 --duration 10s --tls --url https://127.0.0.1:3000
 //! cargo bench --bench loadgen -- soak 1000 --duration 10m --sample 10s --server-pid 1234
 //! ```
 //!
@@ -63,6 +64,9 @@ scenarios:
                        events past their budget
   churn N              N names connect, register, make one call and leave; the
                        server's RSS before, after, and after --settle (default 100000)
+  handshakes [W]       W workers (default 64) each connect, GET / and close, over
+                       and over for --duration: with --tls, a full TLS handshake
+                       each time; the server's CPU per connection
 
 options (anywhere on the line):
   --url URL            server to load, loopback only (http://127.0.0.1:3000;
@@ -86,7 +90,8 @@ options (anywhere on the line):
   --repeat N           calls: calls per pair (20); group-calls: per group
   --members N          group-calls, directory: members per group (10)
   --ice K              calls: ICE candidates each way per call (5)
-  --duration D         relay: how long to send (10s); soak: how long to churn (10m)
+  --duration D         relay: how long to send (10s); soak: how long to churn (10m);
+                       handshakes: how long to connect (10s)
   --window N           relay: candidates in flight per direction of a pair (16)
   --sdp-bytes N        size of the fake SDP offer and answer (2000)
   --retries N          reconnect-storm: attempts after a failed reconnect (3)
@@ -113,6 +118,7 @@ mod client;
 mod ctx;
 mod fairness;
 mod groups;
+mod handshakes;
 mod hold;
 mod process;
 mod relay;
@@ -145,6 +151,7 @@ enum Scenario {
     Churn,
     GroupCalls,
     Directory,
+    Handshakes,
 }
 
 impl Scenario {
@@ -160,6 +167,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::GroupCalls => "group-calls",
             Scenario::Directory => "directory",
+            Scenario::Handshakes => "handshakes",
         }
     }
 }
@@ -301,6 +309,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         Some("churn") => Scenario::Churn,
         Some("group-calls") => Scenario::GroupCalls,
         Some("directory") => Scenario::Directory,
+        Some("handshakes") => Scenario::Handshakes,
         Some(other) => return Err(format!("unknown scenario {other:?}")),
         None => return Err("which scenario?".into()),
     };
@@ -317,6 +326,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             | Scenario::Soak => 1000,
             Scenario::Fairness => 1,
             Scenario::Churn => 100_000,
+            Scenario::Handshakes => 64,
         },
     };
     if count == 0 || count > 1_000_000 {
@@ -523,6 +533,7 @@ async fn run(opts: Opts, nofile: (u64, u64)) -> bool {
         Scenario::Fairness => fairness::fairness(ctx.clone()).await,
         Scenario::Churn => churn::churn(ctx.clone()).await,
         Scenario::GroupCalls => groups::group_calls(ctx.clone()).await,
+        Scenario::Handshakes => handshakes::handshakes(ctx.clone()).await,
         Scenario::Directory => unreachable!("printed before any server is asked"),
     };
     let extra = json!({
@@ -585,6 +596,7 @@ fn main() {
         Scenario::Soak => soak_pairs(opts.count) * 2,
         Scenario::Fairness => 8,
         Scenario::Churn => opts.concurrency,
+        Scenario::Handshakes => opts.count,
         Scenario::GroupCalls => opts.count * (opts.members + 1),
         Scenario::Directory => 0,
     };
