@@ -6,9 +6,12 @@
 // `to`. It trusts the `from` its clients write, as the original did.
 //
 //   PORT=3000 node server.js
+//   TLS_CERT=cert.pem TLS_KEY=key.pem PORT=3000 node server.js   (HTTPS and WSS)
 
 const express = require("express");
+const fs = require("fs");
 const http = require("http");
+const https = require("https");
 const cors = require("cors");
 const { Server } = require("socket.io");
 
@@ -20,7 +23,14 @@ const app = express();
 app.use(cors());
 app.use(express.json());
 
-const server = http.createServer(app);
+// For benches/run's TLS groups: the same app and socket.io over HTTPS.
+const TLS = process.env.TLS_CERT && process.env.TLS_KEY;
+const server = TLS
+  ? https.createServer(
+      { cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) },
+      app,
+    )
+  : http.createServer(app);
 const io = new Server(server, {
   cors: {
     origin: "*",
@@ -212,7 +222,7 @@ io.on("connection", (socket) => {
 });
 
 server.listen(PORT, () => {
-  console.log(`Signaling server listening on port ${PORT}`);
+  console.log(`Signaling server listening on port ${PORT}${TLS ? " (HTTPS)" : ""}`);
 });
 
 function shutdown() {
