@@ -92,7 +92,10 @@ options (anywhere on the line):
   --ice K              calls: ICE candidates each way per call (5)
   --duration D         relay: how long to send (10s); soak: how long to churn (10m);
                        handshakes: how long to connect (10s)
-  --window N           relay: candidates in flight per direction of a pair (16)
+  --window N           relay: candidates in flight per direction of a pair (16);
+                       with --rate, in flight over all pairs
+  --rate R             relay: R candidates a second in all, each in a write of
+                       its own, the pairs taking turns (default: flat out)
   --sdp-bytes N        size of the fake SDP offer and answer (2000)
   --retries N          reconnect-storm: attempts after a failed reconnect (3)
   --prefix NAME        user name prefix (lg<pid>-)
@@ -196,6 +199,8 @@ struct Opts {
     ice: usize,
     duration: Duration,
     window: usize,
+    /// relay: candidates a second in all; 0 is flat out.
+    rate: f64,
     sdp_bytes: usize,
     retries: usize,
     prefix: String,
@@ -420,6 +425,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         ice: number("--ice", take("ice"), 5)?,
         duration: run_for,
         window: number("--window", take("window"), 16)?.max(1),
+        rate: number("--rate", take("rate"), 0)? as f64,
         sdp_bytes: take("sdp-bytes").map_or(Ok(2000), |v| parse_size(&v))?,
         retries: number("--retries", take("retries"), 3)?,
         prefix: take("prefix").unwrap_or_else(|| format!("lg{}-", std::process::id() % 100_000)),

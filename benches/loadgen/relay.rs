@@ -1,4 +1,5 @@
-//! relay: pairs in calls relay ICE candidates flat out.
+//! relay: pairs in calls relay ICE candidates flat out, or with `--rate`
+//! at a steady rate in all, each candidate in a write of its own.
 
 use super::*;
 
@@ -16,16 +17,34 @@ pub(crate) struct RelayStats {
     pub(crate) received: Cell<u64>,
 }
 
+/// When a paced lane sends: every `period`, from its own phase, so the
+/// lanes' sends spread over the period rather than coming together.
+pub(crate) struct Pace {
+    pub(crate) next: Instant,
+    pub(crate) period: Duration,
+}
+
 pub(crate) async fn relay_sender(
     from: Rc<Client>,
     to_name: String,
     lane: Rc<Lane>,
     end: Instant,
     window: usize,
+    mut pace: Option<Pace>,
 ) {
     let mut seq = 0u64;
     let mut batch: Vec<String> = Vec::with_capacity(window);
     loop {
+        if let Some(pace) = pace.as_mut() {
+            // Paced: one candidate at its time. A lane that fell behind
+            // skips what it missed rather than sending a burst.
+            Timer::at(pace.next.min(end)).await;
+            let now = Instant::now();
+            pace.next += pace.period;
+            if pace.next < now {
+                pace.next = now + pace.period;
+            }
+        }
         // Wait for room in the window, or the end.
         let room = future::or(async { lane.tokens.0.send(()).await.is_ok() }, async {
             Timer::at(end).await;
@@ -40,7 +59,7 @@ pub(crate) async fn relay_sender(
             break;
         }
         let mut n = 1;
-        while n < window && lane.tokens.0.try_send(()).is_ok() {
+        while pace.is_none() && n < window && lane.tokens.0.try_send(()).is_ok() {
             n += 1;
         }
         batch.clear();
@@ -167,13 +186,27 @@ pub(crate) async fn relay(ctx: Rc<Ctx>) -> (Value, bool) {
     let drain_until = end + opts.timeout.min(Duration::from_secs(5));
     let mut tasks = Vec::new();
     let mut lanes = Vec::new();
+    // Paced, the window is for all lanes together: one set of tokens.
+    let shared = channel::bounded(opts.window);
+    let lane_count = active.len() * 2;
     for &p in &active {
         let (Some(a), Some(b)) = (clients[2 * p].clone(), clients[2 * p + 1].clone()) else {
             continue;
         };
         for (from, to) in [(a.clone(), b.clone()), (b, a)] {
+            let pace = (opts.rate > 0.0).then(|| {
+                let period = Duration::from_secs_f64(lane_count as f64 / opts.rate);
+                Pace {
+                    next: start + period.mul_f64(lanes.len() as f64 / lane_count as f64),
+                    period,
+                }
+            });
             let lane = Rc::new(Lane {
-                tokens: channel::bounded(opts.window),
+                tokens: if pace.is_some() {
+                    shared.clone()
+                } else {
+                    channel::bounded(opts.window)
+                },
                 sent: Cell::new(0),
             });
             lanes.push(lane.clone());
@@ -191,6 +224,7 @@ pub(crate) async fn relay(ctx: Rc<Ctx>) -> (Value, bool) {
                 lane,
                 end,
                 opts.window,
+                pace,
             )));
         }
     }
@@ -209,6 +243,9 @@ pub(crate) async fn relay(ctx: Rc<Ctx>) -> (Value, bool) {
         (Some(b), Some(a)) => Some(a.cpu - b.cpu),
         _ => None,
     };
+    // A lane's receiver stops at the end only once the shared tokens are
+    // all back, so every lane sees what is in flight arrive.
+    drop(shared);
     let cpu_us_per_msg = server_cpu
         .filter(|_| received > 0)
         .map(|cpu| round(cpu * 1e6 / received as f64, 2));
@@ -246,8 +283,13 @@ pub(crate) async fn relay(ctx: Rc<Ctx>) -> (Value, bool) {
     let all = fairness(&active);
     let lost = sent.saturating_sub(received);
     let ok = joined.failures == 0 && active.len() == pairs && lost == 0;
+    let paced = if opts.rate > 0.0 {
+        format!(" paced at {:.0}/s", opts.rate)
+    } else {
+        String::new()
+    };
     println!(
-        "relay: {} pairs ({polling_pairs} with a polling client), {:.1}s: {rate:.0} msgs/s relayed, {received}/{sent} received; \
+        "relay{paced}: {} pairs ({polling_pairs} with a polling client), {:.1}s: {rate:.0} msgs/s relayed, {received}/{sent} received; \
          latency p50 {} us, p99 {} us; per pair min {} / median {} (ratio {}); server CPU {} s = {} us/msg; loadgen CPU {:.0}%",
         active.len(),
         opts.duration.as_secs_f64(),
@@ -266,6 +308,7 @@ pub(crate) async fn relay(ctx: Rc<Ctx>) -> (Value, bool) {
         "pairs_in_call": active.len(),
         "polling_pairs": polling_pairs,
         "window": opts.window,
+        "rate": (opts.rate > 0.0).then_some(opts.rate),
         "duration_s": opts.duration.as_secs_f64(),
         "sent": sent,
         "received": received,
