@@ -115,17 +115,23 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
         systemd::notify(&format!("READY=1\nSTATUS={}", intercom.status()));
         rt::spawn(keep_systemd_informed(intercom.clone())).detach();
 
-        let stop = async {
-            while let Some(signal) = signals.next().await {
-                match signal {
-                    Ok(Signal::Usr2) => wedge_if_testing(),
-                    Ok(Signal::Hup) => reload(tls.as_deref(), &intercom),
-                    Ok(signal) => return Ok(signal),
-                    Err(error) => return Err(error),
+        // Signals are read in a task of their own: this future is polled
+        // again whenever any task is woken, and polling the signal pipe
+        // costs a system call each time (one more per relayed message).
+        let stop = rt::spawn({
+            let (tls, intercom) = (tls.clone(), intercom.clone());
+            async move {
+                while let Some(signal) = signals.next().await {
+                    match signal {
+                        Ok(Signal::Usr2) => wedge_if_testing(),
+                        Ok(Signal::Hup) => reload(tls.as_deref(), &intercom),
+                        Ok(signal) => return Ok(signal),
+                        Err(error) => return Err(error),
+                    }
                 }
+                Err(io::ErrorKind::BrokenPipe.into())
             }
-            Err(io::ErrorKind::BrokenPipe.into())
-        };
+        });
         // Connections are still accepted while shutting down: clients open
         // new ones to collect their last packets, and new sessions get 503.
         let mut serving = rt::spawn(site.serve(listener));
