@@ -12,9 +12,11 @@ use smol::{LocalExecutor, Task};
 mod alarm;
 mod fifo;
 mod notify;
+mod socket;
 pub use alarm::{Alarm, Wake};
 pub(crate) use fifo::Fifo;
 pub use notify::Notify;
+pub use socket::Socket;
 
 thread_local! {
     static EXECUTOR: RefCell<Option<Rc<LocalExecutor<'static>>>> = const { RefCell::new(None) };

@@ -20,7 +20,7 @@ use crate::engineio::{Admission, Engine, RequestError, Source};
 use crate::http::forwarded::Proxies;
 use crate::http::head::BodyLength;
 use crate::http::{Conn, Cors, Limits, Method, Request, Response};
-use crate::rt;
+use crate::rt::{self, Socket};
 use crate::tls::{Stream, Tls};
 
 type Pages = dyn Fn(&Request, &Visitor) -> Option<Answer>;
@@ -177,7 +177,8 @@ impl Site {
 
     /// The stream to serve: the TCP connection itself, or TLS over it once
     /// its handshake completed within the request timeout.
-    async fn secure(&self, tcp: Async<TcpStream>) -> Option<Stream<Async<TcpStream>>> {
+    async fn secure(&self, tcp: Async<TcpStream>) -> Option<Stream<Socket>> {
+        let tcp = Socket::new(tcp);
         let Some(tls) = &self.tls else {
             return Some(Stream::Plain(tcp));
         };
