@@ -531,3 +531,76 @@ fn an_idle_connection_keeps_only_its_keys() {
     let size = std::mem::size_of::<Records>();
     assert!(size <= 320, "Records is {size} bytes");
 }
+
+/// A small deterministic generator, for inputs no client would send.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn arbitrary_bytes_and_arbitrary_sealed_records_never_panic_and_end_cleanly() {
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    for suite in [SUITES[0], SUITES[2], SUITES[3], SUITES[5]] {
+        let (_, template, _) = connect(suite, b"");
+        for round in 0..300 {
+            let mut records = clone(&template);
+            let version = records.version;
+            let key = records.rx.expand();
+            let mut keys = copy_keys(&records.rx);
+            // Records sealed with the client's key (so they pass the MAC)
+            // of any type and content, some headers and bytes flipped.
+            let mut wire = Vec::new();
+            for _ in 0..1 + noise.below(6) {
+                let typ = [ALERT, HANDSHAKE, APPLICATION_DATA, 0, 20, 99][noise.below(6)];
+                let content: Vec<u8> = (0..noise.below(40)).map(|_| noise.next() as u8).collect();
+                seal(version, &mut keys, &key, typ, &content, &mut wire).unwrap();
+            }
+            if round % 3 == 0 {
+                let at = noise.below(wire.len());
+                wire[at] ^= 1 << noise.below(8);
+            }
+            if round % 5 == 0 {
+                wire.extend((0..noise.below(300)).map(|_| noise.next() as u8));
+            }
+            // Given in arbitrary pieces, to out buffers of arbitrary sizes.
+            let mut at = 0;
+            let mut failed = false;
+            while at < wire.len() {
+                let n = 1 + noise.below(wire.len() - at);
+                let mut piece = wire[at..at + n].to_vec();
+                let mut out = vec![0; noise.below(64)];
+                match records.receive(&mut piece, &mut out) {
+                    Ok(got) => assert!(got <= out.len()),
+                    Err(_) => failed = true,
+                }
+                at += n;
+            }
+            let mut rest = [0; 256];
+            while records.take_plaintext(&mut rest) > 0 {}
+            if failed {
+                // After an error nothing more is read or kept.
+                assert_eq!(
+                    receive_all(&mut records, vec![23, 3, 3, 0, 0]).unwrap(),
+                    b""
+                );
+                assert!(!records.mid_record());
+                assert!(
+                    records
+                        .seal(b"x", &mut Vec::with_capacity(MAX_RECORD))
+                        .is_err()
+                );
+            }
+        }
+    }
+}
